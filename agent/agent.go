@@ -1,0 +1,295 @@
+// Package agent is the site agent that runs on a hospital's gateway. It
+// ingests the hospital's FHIR data into an encrypted local store, dials the
+// coordinator over QUIC with mutual TLS, and for each round it is offered,
+// builds features, trains locally from the global model and sends back only
+// the weight delta, its sample count and local validation metrics, through
+// the egress guard.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cohort-fl/cohort/agent/egress"
+	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/store"
+	"github.com/cohort-fl/cohort/protocol/pki"
+)
+
+// Build is the agent's version string, sent in Hello.
+var Build = "dev"
+
+var (
+	// ErrInvalidConfig: the agent's Config does not validate.
+	ErrInvalidConfig = errors.New("invalid agent config")
+	// ErrRefused: the coordinator refused this site; retrying will not help.
+	ErrRefused = errors.New("refused by the coordinator")
+	// ErrTooFewRecords: fewer eligible records than the job's minimum.
+	ErrTooFewRecords = errors.New("too few eligible records")
+)
+
+// Config is one site agent's configuration.
+type Config struct {
+	// DataDir holds the encrypted store, the keys (created on first start
+	// when their files are absent), the outbox of updates awaiting commit
+	// and the egress log.
+	DataDir string `json:"data_dir"`
+	// Coordinators are the QUIC addresses of the coordinator nodes, tried in
+	// turn; followers redirect to the leader.
+	Coordinators []string `json:"coordinators"`
+	// TLS names the federation CA and this site's certificate and key. The
+	// site id is read from the certificate.
+	TLS pki.Files `json:"tls"`
+	// FHIRDir, if set, is ingested (NDJSON, NDJSON.gz, Bundles) at start.
+	FHIRDir string `json:"fhir_dir,omitempty"`
+	// MasterKeyFile holds the 32-byte key that wraps the store's data key;
+	// default DataDir/master.key.
+	MasterKeyFile string `json:"master_key_file,omitempty"`
+	// PseudonymKeyFile holds the site secret for patient pseudonyms;
+	// default DataDir/pseudonym.key.
+	PseudonymKeyFile string `json:"pseudonym_key_file,omitempty"`
+	// BackoffMin and BackoffMax bound the reconnect backoff.
+	BackoffMin Duration `json:"backoff_min"`
+	BackoffMax Duration `json:"backoff_max"`
+	// PollWait is how long a task request may be held by the coordinator.
+	PollWait Duration `json:"poll_wait"`
+
+	// Logger receives logs; nil discards them. Logs hold no PHI.
+	Logger *slog.Logger `json:"-"`
+	// EgressTap sees every byte that leaves (tests and the simulator).
+	EgressTap func([]byte) `json:"-"`
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time `json:"-"`
+}
+
+// Duration reads and writes as a Go duration string in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON reads a duration string such as "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) < 2 || s[0] != '"' {
+		return fmt.Errorf("duration must be a string like \"30s\"")
+	}
+	v, err := time.ParseDuration(s[1 : len(s)-1])
+	*d = Duration(v)
+	return err
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// DefaultConfig returns a config with every default set.
+func DefaultConfig() Config {
+	return Config{
+		BackoffMin: Duration(100 * time.Millisecond),
+		BackoffMax: Duration(10 * time.Second),
+		PollWait:   Duration(10 * time.Second),
+	}
+}
+
+// Validate reports the first problem with the config.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("%w: data_dir is required", ErrInvalidConfig)
+	case len(c.Coordinators) == 0:
+		return fmt.Errorf("%w: at least one coordinator address is required", ErrInvalidConfig)
+	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
+		return fmt.Errorf("%w: tls.ca, tls.cert and tls.key are required", ErrInvalidConfig)
+	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
+		return fmt.Errorf("%w: need 0 < backoff_min <= backoff_max", ErrInvalidConfig)
+	case c.PollWait <= 0:
+		return fmt.Errorf("%w: poll_wait must be positive", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// Agent is one site agent. New loads its identity; Run opens the store,
+// ingests, and takes part in the federation until ctx ends; Close releases
+// the store and logs.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	site string
+	pool *x509.CertPool
+	cert tls.Certificate
+
+	guard *egress.Guard
+
+	mu    sync.Mutex // guards st and stats
+	st    *store.Store
+	stats Stats
+
+	closeOnce sync.Once
+}
+
+// Stats are the agent's counters.
+type Stats struct {
+	Ingest         *fhir.Stats
+	RoundsTrained  int
+	UpdatesAcked   int
+	UpdatesResent  int
+	Reconnects     int
+	LastRoundError string
+}
+
+// New validates cfg and loads the site's certificate. It opens nothing else.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pool, cert, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load tls: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("parse site certificate: %w", err)
+	}
+	id, err := pki.IdentityOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("site certificate: %w", err)
+	}
+	if id.Role != pki.RoleSite {
+		return nil, fmt.Errorf("%w: certificate %s is a %s certificate, not a site certificate", ErrInvalidConfig, cfg.TLS.Cert, id.Role)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Agent{cfg: cfg, log: log.With("site", id.ID), now: now, site: id.ID, pool: pool, cert: cert}, nil
+}
+
+// SiteID is the site id from the certificate.
+func (a *Agent) SiteID() string { return a.site }
+
+// BytesSent is the number of bytes this agent has sent to coordinators.
+func (a *Agent) BytesSent() int64 {
+	if a.guard == nil {
+		return 0
+	}
+	return a.guard.BytesSent()
+}
+
+// Stats returns a copy of the agent's counters.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stats
+}
+
+// Open opens the encrypted store and the egress log, creating keys on first
+// start. Run calls it when it has not been called.
+func (a *Agent) Open() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st != nil {
+		return nil
+	}
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	mk := a.cfg.MasterKeyFile
+	if mk == "" {
+		mk = filepath.Join(a.cfg.DataDir, "master.key")
+	}
+	pk := a.cfg.PseudonymKeyFile
+	if pk == "" {
+		pk = filepath.Join(a.cfg.DataDir, "pseudonym.key")
+	}
+	master, err := store.LoadOrCreateKey(mk, 32)
+	if err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	secret, err := store.LoadOrCreateKey(pk, 32)
+	if err != nil {
+		return fmt.Errorf("pseudonym key: %w", err)
+	}
+	st, err := store.Open(store.Config{Path: filepath.Join(a.cfg.DataDir, "store.db"), MasterKey: master, PseudonymKey: secret})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	g, err := egress.New(egress.Config{LogPath: filepath.Join(a.cfg.DataDir, "egress.log"), Tap: a.cfg.EgressTap, Now: a.now})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(a.cfg.DataDir, "outbox"), 0o700); err != nil {
+		st.Close()
+		g.Close()
+		return fmt.Errorf("outbox: %w", err)
+	}
+	a.st, a.guard = st, g
+	return nil
+}
+
+// Ingest reads FHIR files from dir into the store.
+func (a *Agent) Ingest(ctx context.Context, dir string) (*fhir.Stats, error) {
+	if err := a.Open(); err != nil {
+		return nil, err
+	}
+	// One transaction (one fsync) per batch of records, not per record.
+	batch := a.st.NewBatch(0)
+	st, err := fhir.ReadDir(ctx, dir, batch)
+	if err == nil {
+		err = batch.Flush()
+	}
+	if err != nil {
+		return st, fmt.Errorf("ingest: %w", err)
+	}
+	a.mu.Lock()
+	if a.stats.Ingest == nil {
+		a.stats.Ingest = fhir.NewStats()
+	}
+	a.stats.Ingest.Add(st)
+	a.mu.Unlock()
+	a.log.Info("ingested FHIR data", "resources", st.Resources, "skipped", st.Skipped, "rejected", st.Rejected)
+	return st, nil
+}
+
+// Close closes the store and the egress log. It is idempotent; call it
+// after Run has returned.
+func (a *Agent) Close() error {
+	var err error
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.st != nil {
+			err = errors.Join(err, a.st.Close())
+		}
+		if a.guard != nil {
+			err = errors.Join(err, a.guard.Close())
+		}
+	})
+	return err
+}
+
+// Run opens the store, ingests cfg.FHIRDir, then takes part in the
+// federation until ctx ends. It reconnects with backoff to any configured coordinator.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Open(); err != nil {
+		return err
+	}
+	if a.cfg.FHIRDir != "" {
+		if _, err := a.Ingest(ctx, a.cfg.FHIRDir); err != nil {
+			return err
+		}
+	}
+	return a.loop(ctx)
+}

@@ -1,0 +1,202 @@
+// Package egress is the site agent's only way out. Every byte the agent
+// sends to the coordinator passes through a Guard, which admits only the
+// protocol's agent-to-coordinator message types, checks that numeric
+// payloads are what their headers declare, counts the bytes, and records
+// each send in an append-only egress log on the gateway.
+package egress
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+)
+
+var (
+	// ErrForbidden: the message type may not leave a site.
+	ErrForbidden = errors.New("egress: message type not allowed to leave the site")
+	// ErrPayload: a payload is not what its header declares.
+	ErrPayload = errors.New("egress: payload does not match its declaration")
+)
+
+// Record is one line of the egress log: what left, when, how big, its hash.
+type Record struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	Bytes  int       `json:"bytes"`
+	SHA256 string    `json:"sha256"`
+	Job    string    `json:"job,omitempty"`
+	Round  uint64    `json:"round,omitempty"`
+}
+
+// Config configures a Guard.
+type Config struct {
+	// LogPath is the egress log file (JSON lines, appended); empty keeps no
+	// log.
+	LogPath string
+	// Tap, if set, sees every byte exactly as it is handed to the
+	// transport. Tests and the simulator use it to prove no PHI leaves.
+	Tap func([]byte)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Guard checks and records outgoing traffic. It is safe for concurrent use.
+type Guard struct {
+	cfg   Config
+	now   func() time.Time
+	bytes atomic.Int64
+
+	mu  sync.Mutex // guards log
+	log *os.File
+}
+
+// New opens the egress log (if any).
+func New(cfg Config) (*Guard, error) {
+	g := &Guard{cfg: cfg, now: cfg.Now}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if cfg.LogPath != "" {
+		f, err := os.OpenFile(cfg.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("egress log: %w", err)
+		}
+		g.log = f
+	}
+	return g, nil
+}
+
+// Close closes the egress log. It is idempotent.
+func (g *Guard) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.log == nil {
+		return nil
+	}
+	err := g.log.Close()
+	g.log = nil
+	return err
+}
+
+// BytesSent is the number of bytes that have left through this guard.
+func (g *Guard) BytesSent() int64 { return g.bytes.Load() }
+
+// check admits only the message types an agent may send, with the checks
+// on each, and names the kind for the egress log.
+func check(env *pb.Envelope) (kind string, err error) {
+	switch b := env.GetBody().(type) {
+	case *pb.Envelope_Hello:
+		return "hello", nil
+	case *pb.Envelope_TaskRequest:
+		return "task-request", nil
+	case *pb.Envelope_RoundStatusRequest:
+		return "round-status-request", nil
+	case *pb.Envelope_ModelRequest:
+		if !isDigest(b.ModelRequest.GetSha256()) {
+			return "", fmt.Errorf("%w: model request digest", ErrPayload)
+		}
+		return "model-request", nil
+	case *pb.Envelope_UpdateUpload:
+		u := b.UpdateUpload
+		d := u.GetDelta()
+		if d.GetEncoding() != pb.Encoding_ENCODING_F32LE || !isDigest(d.GetSha256()) || !isDigest(u.GetBaseModelSha256()) {
+			return "", fmt.Errorf("%w: update header", ErrPayload)
+		}
+		m := u.GetMetrics()
+		for _, x := range []float64{m.GetTrainLoss(), m.GetValAuroc(), m.GetValAccuracy()} {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return "", fmt.Errorf("%w: metric is not finite", ErrPayload)
+			}
+		}
+		return "update-header", nil
+	}
+	return "", fmt.Errorf("%w: %T", ErrForbidden, env.GetBody())
+}
+
+func isDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Send checks env and writes it to w as one frame.
+func (g *Guard) Send(w io.Writer, env *pb.Envelope) error {
+	kind, err := check(env)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := protocol.WriteFrame(&buf, env); err != nil {
+		return err
+	}
+	rec := Record{Kind: kind}
+	if u := env.GetUpdateUpload(); u != nil {
+		rec.Job, rec.Round = u.GetJobId(), u.GetRound()
+	}
+	return g.write(w, buf.Bytes(), rec)
+}
+
+// SendTensor writes a blob's raw bytes after its header. The bytes must be
+// packed little-endian float32 values, all finite, matching ref's size and
+// digest.
+func (g *Guard) SendTensor(w io.Writer, ref *pb.BlobRef, data []byte, job string, round uint64) error {
+	if ref.GetEncoding() != pb.Encoding_ENCODING_F32LE || uint64(len(data)) != ref.GetSize() || len(data)%4 != 0 {
+		return fmt.Errorf("%w: tensor of %d bytes, header says %d", ErrPayload, len(data), ref.GetSize())
+	}
+	for i := 0; i < len(data); i += 4 {
+		x := math.Float32frombits(binary.LittleEndian.Uint32(data[i:]))
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("%w: tensor element %d is not finite", ErrPayload, i/4)
+		}
+	}
+	if protocol.Digest(data) != ref.GetSha256() {
+		return fmt.Errorf("%w: tensor digest", ErrPayload)
+	}
+	return g.write(w, data, Record{Kind: "update-body", Job: job, Round: round})
+}
+
+func (g *Guard) write(w io.Writer, b []byte, rec Record) error {
+	if g.cfg.Tap != nil {
+		g.cfg.Tap(b)
+	}
+	n, err := w.Write(b)
+	g.bytes.Add(int64(n))
+	rec.Time = g.now().UTC()
+	rec.Bytes = n
+	rec.SHA256 = protocol.Digest(b[:n])
+	if lerr := g.record(rec); lerr != nil && err == nil {
+		err = lerr
+	}
+	return err
+}
+
+func (g *Guard) record(rec Record) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.log == nil {
+		return nil
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = g.log.Write(append(line, '\n'))
+	return err
+}

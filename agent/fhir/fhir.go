@@ -1,0 +1,90 @@
+// Package fhir turns HL7 FHIR R4 JSON (Bulk Data NDJSON files, Bundles of
+// any type, single resources) into the few normalized records the site
+// agent needs: Patient, Observation and Condition.
+//
+// The decoder reads only the fields those records carry. Names, addresses,
+// identifiers, telecom and every other element a hospital export contains
+// are never decoded; they stay in the input bytes and go no further. Error
+// messages and Stats keys name a reason and a line or entry number only,
+// never a value taken from the input.
+//
+// Bad input never stops a stream: each resource that cannot be used is
+// counted in Stats (Rejected when it is broken, Skipped when it is valid but
+// of no use to the agent) and reading goes on with the next one.
+package fhir
+
+import "time"
+
+// Code systems recognized by the decoder.
+const (
+	// SystemLOINC is the LOINC code system URI.
+	SystemLOINC = "http://loinc.org"
+	// SystemSNOMED is the SNOMED CT code system URI.
+	SystemSNOMED = "http://snomed.info/sct"
+	// SystemICD10 is the WHO ICD-10 code system URI.
+	SystemICD10 = "http://hl7.org/fhir/sid/icd-10"
+	// SystemICD10CM is the ICD-10-CM code system URI.
+	SystemICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+)
+
+// Patient is the part of a FHIR Patient the agent keeps. It deliberately
+// has no name, address, identifier or telecom fields.
+type Patient struct {
+	// ID is the resource id.
+	ID string
+	// BirthDate is the birth date (UTC midnight; a partial date is the
+	// start of its year or month); zero if absent.
+	BirthDate time.Time
+	// Gender is the administrative gender: "male", "female", "other",
+	// "unknown", or "" if absent. Values outside the FHIR value set become
+	// "unknown".
+	Gender string
+}
+
+// Observation is one numeric measurement. A FHIR Observation with
+// components (a blood pressure panel) yields one Observation per numeric
+// LOINC-coded component.
+type Observation struct {
+	// ID is the resource id, or "<id>#<component code>" for a component.
+	ID string
+	// PatientID is the id of the Patient the observation is about.
+	PatientID string
+	// Code is the LOINC code.
+	Code string
+	// Unit is the quantity's unit (its human-readable unit, else its UCUM code).
+	Unit string
+	// Value is the numeric value; always finite.
+	Value float64
+	// Time is effectiveDateTime, else effectivePeriod.start, else issued (UTC).
+	Time time.Time
+}
+
+// Condition is a coded diagnosis.
+type Condition struct {
+	// ID is the resource id.
+	ID string
+	// PatientID is the id of the Patient the condition belongs to.
+	PatientID string
+	// System is the code system of Code (SNOMED CT preferred, then ICD-10).
+	System string
+	// Code is the condition code.
+	Code string
+	// Onset is onsetDateTime, else recordedDate (UTC); zero if neither.
+	Onset time.Time
+}
+
+// PatientData is one patient's records grouped together.
+type PatientData struct {
+	Patient      Patient
+	Observations []Observation
+	Conditions   []Condition
+}
+
+// Sink receives normalized records. Readers call it from the calling
+// goroutine, one record at a time; an error from the Sink stops the reader
+// and is returned wrapped.
+type Sink interface {
+	Patient(Patient) error
+	Observation(Observation) error
+	Condition(Condition) error
+}

@@ -1,0 +1,515 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Each maps to one Stats reason (see Reason).
+var (
+	// ErrMalformed: the input is not valid JSON or not a JSON object.
+	ErrMalformed = errors.New("malformed json")
+	// ErrBadStructure: a field has the wrong JSON type for FHIR (an object
+	// where a string belongs, and so on).
+	ErrBadStructure = errors.New("field has the wrong json type")
+	// ErrMissingType: the resource has no resourceType.
+	ErrMissingType = errors.New("missing resourceType")
+	// ErrUnsupportedType: the resource type is not Patient, Observation or
+	// Condition. Readers count it as skipped, by type.
+	ErrUnsupportedType = errors.New("unsupported resource type")
+	// ErrMissingID: the resource has no id.
+	ErrMissingID = errors.New("missing id")
+	// ErrBadID: the id is not a valid FHIR id ([A-Za-z0-9-.]{1,64}).
+	ErrBadID = errors.New("invalid id")
+	// ErrMissingSubject: an Observation or Condition has no subject reference.
+	ErrMissingSubject = errors.New("missing subject")
+	// ErrNonPatientSubject: the subject is not a Patient (a Group, a
+	// Device, a contained resource). Readers count it as skipped.
+	ErrNonPatientSubject = errors.New("subject is not a patient")
+	// ErrMissingCode: a Condition has no coding.
+	ErrMissingCode = errors.New("missing code")
+	// ErrNoLOINC: an Observation has a numeric value but no LOINC code.
+	// Readers count it as skipped.
+	ErrNoLOINC = errors.New("no loinc code")
+	// ErrNoNumericValue: an Observation has no numeric value (a coded or
+	// text answer). Readers count it as skipped.
+	ErrNoNumericValue = errors.New("no numeric value")
+	// ErrBadValue: a value is not a finite JSON number, or a code is not
+	// a string from the expected value set.
+	ErrBadValue = errors.New("bad value")
+	// ErrBadTime: a date or dateTime does not parse.
+	ErrBadTime = errors.New("bad date or time")
+	// ErrMissingTime: an Observation has no effective or issued time.
+	ErrMissingTime = errors.New("missing time")
+	// ErrEnteredInError: the record was marked entered-in-error. Readers
+	// count it as skipped.
+	ErrEnteredInError = errors.New("entered in error")
+	// ErrOversized: a line or document exceeds the size limit.
+	ErrOversized = errors.New("oversized")
+	// ErrNilSink: a reader was called without a Sink.
+	ErrNilSink = errors.New("nil sink")
+	// ErrInvalidRecord: a record handed to a Sink lacks a required field.
+	ErrInvalidRecord = errors.New("invalid record")
+)
+
+// reasons maps each parse sentinel to its Stats key and whether it is a
+// skip (valid but unused) rather than a rejection.
+var reasons = []struct {
+	err    error
+	reason string
+	skip   bool
+}{
+	{ErrMalformed, "malformed-json", false},
+	{ErrBadStructure, "bad-structure", false},
+	{ErrMissingType, "missing-resource-type", false},
+	{ErrUnsupportedType, "unsupported-type", true},
+	{ErrMissingID, "missing-id", false},
+	{ErrBadID, "bad-id", false},
+	{ErrMissingSubject, "missing-subject", false},
+	{ErrNonPatientSubject, "non-patient-subject", true},
+	{ErrMissingCode, "missing-code", false},
+	{ErrNoLOINC, "no-loinc-code", true},
+	{ErrNoNumericValue, "no-numeric-value", true},
+	{ErrBadValue, "bad-value", false},
+	{ErrBadTime, "bad-time", false},
+	{ErrMissingTime, "missing-time", false},
+	{ErrEnteredInError, "entered-in-error", true},
+	{ErrOversized, "oversized", false},
+}
+
+// Reason returns the Stats key for an error from ParseResource (for
+// example "bad-time" for ErrBadTime) and whether readers count it as
+// skipped rather than rejected. It returns ("", false) for other errors.
+func Reason(err error) (reason string, skipped bool) {
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.reason, r.skip
+		}
+	}
+	return "", false
+}
+
+// Maximum sizes.
+const (
+	// MaxLineSize is the largest NDJSON line (one resource) accepted.
+	MaxLineSize = 8 << 20
+	// MaxBundleSize is the largest Bundle or single-resource document
+	// ReadBundle accepts; it is read into memory whole.
+	MaxBundleSize = 256 << 20
+	// maxIDLen is FHIR's limit on resource ids.
+	maxIDLen = 64
+)
+
+// ParseResource decodes one FHIR R4 resource. It returns a Patient, a
+// []Observation (one per numeric value: the resource's own value and its
+// LOINC-coded components), or a Condition. Other resource types and unusable
+// resources give an error wrapping one of the package's sentinel errors;
+// Reason maps it to a Stats key.
+func ParseResource(b []byte) (any, error) {
+	_, v, err := parse(b, "")
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// JSON shapes. Only the fields the agent uses are declared, so nothing else
+// (names, addresses, identifiers, telecom, narrative) is ever decoded.
+type (
+	rawHead struct {
+		ResourceType string `json:"resourceType"`
+	}
+	rawPatient struct {
+		ID        string  `json:"id"`
+		BirthDate *string `json:"birthDate"`
+		Gender    *string `json:"gender"`
+	}
+	rawObservation struct {
+		ID                string        `json:"id"`
+		Status            string        `json:"status"`
+		Subject           *rawReference `json:"subject"`
+		Code              *rawConcept   `json:"code"`
+		EffectiveDateTime *string       `json:"effectiveDateTime"`
+		EffectivePeriod   *struct {
+			Start *string `json:"start"`
+		} `json:"effectivePeriod"`
+		Issued        *string        `json:"issued"`
+		ValueQuantity *rawQuantity   `json:"valueQuantity"`
+		Component     []rawComponent `json:"component"`
+	}
+	rawCondition struct {
+		ID                 string        `json:"id"`
+		Subject            *rawReference `json:"subject"`
+		Code               *rawConcept   `json:"code"`
+		VerificationStatus *rawConcept   `json:"verificationStatus"`
+		OnsetDateTime      *string       `json:"onsetDateTime"`
+		RecordedDate       *string       `json:"recordedDate"`
+	}
+	rawReference struct {
+		Reference string `json:"reference"`
+	}
+	rawConcept struct {
+		Coding []rawCoding `json:"coding"`
+	}
+	rawCoding struct {
+		System string `json:"system"`
+		Code   string `json:"code"`
+	}
+	rawQuantity struct {
+		Value json.RawMessage `json:"value"`
+		Unit  string          `json:"unit"`
+		Code  string          `json:"code"`
+	}
+	rawComponent struct {
+		Code          *rawConcept  `json:"code"`
+		ValueQuantity *rawQuantity `json:"valueQuantity"`
+	}
+)
+
+// parse decodes one resource. typ is the resource type when it could be
+// read (used to count skipped types). fallbackID is used when the resource
+// has no id (Bundle entries identified by their fullUrl).
+func parse(b []byte, fallbackID string) (typ string, v any, err error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return "", nil, ErrMalformed
+	}
+	var head rawHead
+	if err := unmarshal(b, &head); err != nil {
+		return "", nil, err
+	}
+	typ = head.ResourceType
+	switch typ {
+	case "":
+		return "", nil, ErrMissingType
+	case "Patient":
+		v, err = parsePatient(b, fallbackID)
+	case "Observation":
+		v, err = parseObservation(b, fallbackID)
+	case "Condition":
+		v, err = parseCondition(b, fallbackID)
+	default:
+		return typ, nil, ErrUnsupportedType
+	}
+	return typ, v, err
+}
+
+// unmarshal decodes b into v and maps decoding errors to sentinels. The
+// messages of encoding/json quote input bytes, so they are not kept.
+func unmarshal(b []byte, v any) error {
+	err := json.Unmarshal(b, v)
+	if err == nil {
+		return nil
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%w at byte %d", ErrMalformed, se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("%w at byte %d", ErrBadStructure, te.Offset)
+	}
+	return ErrMalformed
+}
+
+func parsePatient(b []byte, fallbackID string) (Patient, error) {
+	var r rawPatient
+	if err := unmarshal(b, &r); err != nil {
+		return Patient{}, err
+	}
+	id, err := resourceID(r.ID, fallbackID)
+	if err != nil {
+		return Patient{}, err
+	}
+	p := Patient{ID: id}
+	if r.BirthDate != nil && *r.BirthDate != "" {
+		t, err := parseTime(*r.BirthDate)
+		if err != nil {
+			return Patient{}, fmt.Errorf("birthDate: %w", err)
+		}
+		p.BirthDate = t
+	}
+	if r.Gender != nil {
+		switch g := strings.ToLower(strings.TrimSpace(*r.Gender)); g {
+		case "":
+		case "male", "female", "other", "unknown":
+			p.Gender = g
+		default:
+			p.Gender = "unknown"
+		}
+	}
+	return p, nil
+}
+
+func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
+	var r rawObservation
+	if err := unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	id, err := resourceID(r.ID, fallbackID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status == "entered-in-error" {
+		return nil, ErrEnteredInError
+	}
+	pid, err := subjectPatient(r.Subject)
+	if err != nil {
+		return nil, err
+	}
+
+	var out []Observation
+	hasNumber := false
+	code := loinc(r.Code)
+	val, unit, ok, err := quantity(r.ValueQuantity)
+	if err != nil {
+		return nil, fmt.Errorf("valueQuantity: %w", err)
+	}
+	if ok {
+		hasNumber = true
+		if code != "" {
+			out = append(out, Observation{ID: id, PatientID: pid, Code: code, Unit: unit, Value: val})
+		}
+	}
+	seen := map[string]bool{}
+	for i, c := range r.Component {
+		val, unit, ok, err := quantity(c.ValueQuantity)
+		if err != nil {
+			return nil, fmt.Errorf("component %d: valueQuantity: %w", i, err)
+		}
+		if !ok {
+			continue
+		}
+		hasNumber = true
+		cc := loinc(c.Code)
+		if cc == "" || seen[cc] {
+			continue
+		}
+		seen[cc] = true
+		out = append(out, Observation{ID: id + "#" + cc, PatientID: pid, Code: cc, Unit: unit, Value: val})
+	}
+	if len(out) == 0 {
+		if hasNumber {
+			return nil, ErrNoLOINC
+		}
+		return nil, ErrNoNumericValue
+	}
+
+	var ts *string
+	switch {
+	case r.EffectiveDateTime != nil:
+		ts = r.EffectiveDateTime
+	case r.EffectivePeriod != nil && r.EffectivePeriod.Start != nil:
+		ts = r.EffectivePeriod.Start
+	case r.Issued != nil:
+		ts = r.Issued
+	}
+	if ts == nil || *ts == "" {
+		return nil, ErrMissingTime
+	}
+	t, err := parseTime(*ts)
+	if err != nil {
+		return nil, fmt.Errorf("effective time: %w", err)
+	}
+	for i := range out {
+		out[i].Time = t
+	}
+	return out, nil
+}
+
+func parseCondition(b []byte, fallbackID string) (Condition, error) {
+	var r rawCondition
+	if err := unmarshal(b, &r); err != nil {
+		return Condition{}, err
+	}
+	id, err := resourceID(r.ID, fallbackID)
+	if err != nil {
+		return Condition{}, err
+	}
+	if r.VerificationStatus != nil {
+		for _, c := range r.VerificationStatus.Coding {
+			if c.Code == "entered-in-error" {
+				return Condition{}, ErrEnteredInError
+			}
+		}
+	}
+	pid, err := subjectPatient(r.Subject)
+	if err != nil {
+		return Condition{}, err
+	}
+	system, code := conditionCode(r.Code)
+	if code == "" {
+		return Condition{}, ErrMissingCode
+	}
+	c := Condition{ID: id, PatientID: pid, System: system, Code: code}
+	var ts *string
+	switch {
+	case r.OnsetDateTime != nil:
+		ts = r.OnsetDateTime
+	case r.RecordedDate != nil:
+		ts = r.RecordedDate
+	}
+	if ts != nil && *ts != "" {
+		t, err := parseTime(*ts)
+		if err != nil {
+			return Condition{}, fmt.Errorf("onset: %w", err)
+		}
+		c.Onset = t
+	}
+	return c, nil
+}
+
+// resourceID returns the resource's id, or fallback when it has none, and
+// checks it against FHIR's id syntax.
+func resourceID(id, fallback string) (string, error) {
+	if id == "" {
+		id = fallback
+	}
+	if id == "" {
+		return "", ErrMissingID
+	}
+	if !validID(id) {
+		return "", ErrBadID
+	}
+	return id, nil
+}
+
+// validID reports whether s matches FHIR's id type: [A-Za-z0-9\-\.]{1,64}.
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// subjectPatient extracts the Patient id from a subject reference:
+// "Patient/<id>", an absolute URL ending in "Patient/<id>" (optionally with
+// "/_history/<v>"), or "urn:uuid:<id>" (Bulk Data exports and Bundles).
+func subjectPatient(ref *rawReference) (string, error) {
+	if ref == nil || strings.TrimSpace(ref.Reference) == "" {
+		return "", ErrMissingSubject
+	}
+	s := strings.TrimSpace(ref.Reference)
+	var id string
+	if rest, ok := strings.CutPrefix(s, "urn:uuid:"); ok {
+		id = rest
+	} else {
+		if i := strings.Index(s, "/_history/"); i >= 0 {
+			s = s[:i]
+		}
+		parts := strings.Split(s, "/")
+		if len(parts) < 2 || parts[len(parts)-2] != "Patient" {
+			return "", ErrNonPatientSubject
+		}
+		id = parts[len(parts)-1]
+	}
+	if !validID(id) {
+		return "", fmt.Errorf("subject: %w", ErrBadID)
+	}
+	return id, nil
+}
+
+// loinc returns the first LOINC code of c, or "".
+func loinc(c *rawConcept) string {
+	if c == nil {
+		return ""
+	}
+	for _, cd := range c.Coding {
+		if normSystem(cd.System) == SystemLOINC {
+			if code := strings.TrimSpace(cd.Code); code != "" {
+				return code
+			}
+		}
+	}
+	return ""
+}
+
+// conditionCode picks the first SNOMED CT coding, else the first ICD-10 or
+// ICD-10-CM coding, else the first coding with a code.
+func conditionCode(c *rawConcept) (system, code string) {
+	if c == nil {
+		return "", ""
+	}
+	pick := func(match func(string) bool) (string, string, bool) {
+		for _, cd := range c.Coding {
+			sys, code := normSystem(cd.System), strings.TrimSpace(cd.Code)
+			if code != "" && match(sys) {
+				return sys, code, true
+			}
+		}
+		return "", "", false
+	}
+	if s, k, ok := pick(func(s string) bool { return s == SystemSNOMED }); ok {
+		return s, k
+	}
+	if s, k, ok := pick(func(s string) bool { return s == SystemICD10 || s == SystemICD10CM }); ok {
+		return s, k
+	}
+	s, k, _ := pick(func(string) bool { return true })
+	return s, k
+}
+
+func normSystem(s string) string {
+	return strings.TrimSuffix(strings.TrimSpace(s), "/")
+}
+
+// quantity reads a Quantity's value. ok is false when there is no value.
+func quantity(q *rawQuantity) (v float64, unit string, ok bool, err error) {
+	if q == nil {
+		return 0, "", false, nil
+	}
+	raw := bytes.TrimSpace(q.Value)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return 0, "", false, nil
+	}
+	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
+		return 0, "", false, ErrBadValue // a string, bool, object or array
+	}
+	v, err = strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, "", false, ErrBadValue
+	}
+	unit = strings.TrimSpace(q.Unit)
+	if unit == "" {
+		unit = strings.TrimSpace(q.Code)
+	}
+	return v, unit, true, nil
+}
+
+// parseTime parses a FHIR date, dateTime or instant: YYYY, YYYY-MM,
+// YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss[.fff](Z|±hh:mm). A dateTime without a
+// zone is read as UTC. The result is in UTC.
+func parseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	var layouts []string
+	switch {
+	case len(s) == 4:
+		layouts = []string{"2006"}
+	case len(s) == 7:
+		layouts = []string{"2006-01"}
+	case len(s) == 10:
+		layouts = []string{"2006-01-02"}
+	case len(s) > 10 && s[10] == 'T':
+		layouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"}
+	}
+	for _, l := range layouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, ErrBadTime
+}

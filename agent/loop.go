@@ -1,0 +1,325 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cohort-fl/cohort/agent/features"
+	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/train"
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+)
+
+// pending is an update the agent keeps (in memory and in its outbox on
+// disk) until it sees the round committed: after a leader failover the new
+// leader may ask for it again.
+type pending struct {
+	Job     string     `json:"job"`
+	Round   uint64     `json:"round"`
+	Base    string     `json:"base"`
+	Samples uint64     `json:"samples"`
+	M       [4]float64 `json:"metrics"` // train loss, val AUROC, val accuracy, val count
+	Delta   []byte     `json:"delta"`
+	Acked   bool       `json:"acked"`
+}
+
+func (p *pending) header() *pb.UpdateUpload {
+	return &pb.UpdateUpload{
+		JobId: p.Job, Round: p.Round, BaseModelSha256: p.Base, SampleCount: p.Samples,
+		Metrics: &pb.LocalMetrics{TrainLoss: p.M[0], ValAuroc: p.M[1], ValAccuracy: p.M[2], ValCount: uint64(p.M[3])},
+		Delta:   &pb.BlobRef{Sha256: protocol.Digest(p.Delta), Size: uint64(len(p.Delta)), Encoding: pb.Encoding_ENCODING_F32LE},
+	}
+}
+
+func (p *pending) file() string { return fmt.Sprintf("%s-%06d.json", p.Job, p.Round) }
+
+func (a *Agent) outboxDir() string { return filepath.Join(a.cfg.DataDir, "outbox") }
+
+func (a *Agent) saveOutbox(p *pending) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(a.outboxDir(), "."+p.file())
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(a.outboxDir(), p.file()))
+}
+
+func (a *Agent) dropOutbox(p *pending) {
+	os.Remove(filepath.Join(a.outboxDir(), p.file()))
+}
+
+func (a *Agent) loadOutbox() ([]*pending, error) {
+	ents, err := os.ReadDir(a.outboxDir())
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	var out []*pending
+	for _, e := range ents {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(a.outboxDir(), e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("outbox: %w", err)
+		}
+		p := new(pending)
+		if err := json.Unmarshal(b, p); err != nil {
+			a.log.Warn("outbox entry does not decode; setting it aside", "file", e.Name(), "err", err)
+			os.Rename(filepath.Join(a.outboxDir(), e.Name()), filepath.Join(a.outboxDir(), e.Name()+".bad"))
+			continue
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y *pending) int {
+		return cmp.Or(cmp.Compare(x.Job, y.Job), cmp.Compare(x.Round, y.Round))
+	})
+	return out, nil
+}
+
+// loop keeps a session to the leader and serves tasks until ctx ends.
+func (a *Agent) loop(ctx context.Context) error {
+	hint := ""
+	for {
+		s, err := a.connect(ctx, hint)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		hint = ""
+		err = a.serve(ctx, s)
+		s.close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		var rd *errRedirect
+		switch {
+		case errors.As(err, &rd):
+			hint = rd.addr
+			a.log.Info("following the leader", "addr", rd.addr)
+		case isRefusal(err):
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		default:
+			a.log.Info("coordinator connection lost; reconnecting", "err", err)
+		}
+	}
+}
+
+// serve runs one session: settle kept updates, then ask for work.
+func (a *Agent) serve(ctx context.Context, s *session) error {
+	for ctx.Err() == nil {
+		if err := a.flushOutbox(ctx, s); err != nil {
+			return err
+		}
+		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{
+			WaitMs: uint32(a.cfg.PollWait / 1e6)}}})
+		if err != nil {
+			return err
+		}
+		offer := resp.GetTaskOffer()
+		if offer == nil {
+			continue // NoTask: ask again
+		}
+		if err := a.runTask(ctx, s, offer); err != nil {
+			if isTransport(err) {
+				return err
+			}
+			a.mu.Lock()
+			a.stats.LastRoundError = err.Error()
+			a.mu.Unlock()
+			a.log.Warn("round not trained", "job", offer.GetJobId(), "round", offer.GetRound(), "err", err)
+			if err := a.waitForChange(ctx, s, offer); err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// waitForChange holds off after a failed task until its round is no longer
+// open, so a site that cannot train does not spin.
+func (a *Agent) waitForChange(ctx context.Context, s *session, offer *pb.TaskOffer) error {
+	for ctx.Err() == nil {
+		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_RoundStatusRequest{RoundStatusRequest: &pb.RoundStatusRequest{
+			JobId: offer.GetJobId(), Round: offer.GetRound()}}})
+		if err != nil {
+			return err
+		}
+		if resp.GetRoundStatus().GetState() != pb.RoundState_ROUND_STATE_OPEN {
+			return nil
+		}
+		// Long-poll for anything new; the answer itself is not needed.
+		if _, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{
+			WaitMs: uint32(a.cfg.PollWait / 1e6)}}}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// isTransport reports whether err came from the connection (reconnect)
+// rather than from local training.
+func isTransport(err error) bool {
+	var rd *errRedirect
+	var re *protocol.RemoteError
+	return errors.As(err, &rd) || !errors.As(err, &re) && !errors.Is(err, errLocal)
+}
+
+// errLocal marks failures of local work (features, training).
+var errLocal = errors.New("local")
+
+// flushOutbox settles every kept update: dropped once its round is
+// committed or gone, uploaded again when the coordinator lacks it.
+func (a *Agent) flushOutbox(ctx context.Context, s *session) error {
+	kept, err := a.loadOutbox()
+	if err != nil {
+		return err
+	}
+	for _, p := range kept {
+		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_RoundStatusRequest{RoundStatusRequest: &pb.RoundStatusRequest{
+			JobId: p.Job, Round: p.Round}}})
+		if err != nil {
+			return err
+		}
+		rs := resp.GetRoundStatus()
+		switch rs.GetState() {
+		case pb.RoundState_ROUND_STATE_OPEN:
+			if rs.GetHaveUpdate() {
+				continue
+			}
+			if p.Acked {
+				a.mu.Lock()
+				a.stats.UpdatesResent++
+				a.mu.Unlock()
+				a.log.Info("coordinator lacks an acknowledged update; sending it again", "job", p.Job, "round", p.Round)
+			}
+			if err := a.send(ctx, s, p); err != nil {
+				return err
+			}
+		default:
+			// Committed, failed or unknown: the update is no longer needed.
+			a.dropOutbox(p)
+		}
+	}
+	return nil
+}
+
+// send uploads p and records the Ack. A refusal drops the update.
+func (a *Agent) send(ctx context.Context, s *session, p *pending) error {
+	err := a.upload(ctx, s, p)
+	var re *protocol.RemoteError
+	switch {
+	case err == nil:
+		p.Acked = true
+		a.mu.Lock()
+		a.stats.UpdatesAcked++
+		a.mu.Unlock()
+		return a.saveOutbox(p)
+	case errors.As(err, &re) && re.Code != pb.ErrorCode_ERROR_CODE_UNAVAILABLE && re.Code != pb.ErrorCode_ERROR_CODE_INTERNAL:
+		a.log.Warn("coordinator refused an update; dropping it", "job", p.Job, "round", p.Round, "code", re.Code.String())
+		a.dropOutbox(p)
+		return nil
+	default:
+		return err
+	}
+}
+
+// runTask trains one round and sends the update.
+func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) error {
+	ref := offer.GetModel()
+	body, err := a.download(ctx, s, offer.GetJobId(), ref)
+	if err != nil {
+		return err
+	}
+	global, err := protocol.DecodeF32(body)
+	if err != nil {
+		return fmt.Errorf("%w: global model: %w", errLocal, err)
+	}
+	p, err := a.trainRound(ctx, offer, global)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errLocal, err)
+	}
+	p.Base = ref.GetSha256()
+	if err := a.saveOutbox(p); err != nil {
+		return fmt.Errorf("%w: %w", errLocal, err)
+	}
+	a.mu.Lock()
+	a.stats.RoundsTrained++
+	a.mu.Unlock()
+	return a.send(ctx, s, p)
+}
+
+// trainRound builds the offer's features from the local store, trains from
+// global and returns the update (not yet sent).
+func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []float32) (*pending, error) {
+	spec := offer.GetFeatures()
+	if err := features.ValidateSpec(spec); err != nil {
+		return nil, fmt.Errorf("job feature spec: %w", err)
+	}
+	ms := offer.GetModelSpec()
+	if ms.GetKind() != "logreg" || int(ms.GetNumFeatures()) != len(spec.GetFeatures()) || len(global) != int(ms.GetNumParams()) {
+		return nil, fmt.Errorf("model spec %q with %d features and %d params does not fit the feature spec (%d features) and global model (%d params)",
+			ms.GetKind(), ms.GetNumFeatures(), ms.GetNumParams(), len(spec.GetFeatures()), len(global))
+	}
+	var patients []fhir.PatientData
+	if err := a.st.ForEachPatient(func(pd fhir.PatientData) error {
+		patients = append(patients, pd)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read store: %w", err)
+	}
+	ds, err := features.Build(spec, patients)
+	if err != nil {
+		return nil, fmt.Errorf("features: %w", err)
+	}
+	params := offer.GetParams()
+	tr, val := features.Split(ds, params.GetValidationFraction(), offer.GetJobId())
+	if minN := int(params.GetMinRecords()); tr.Rows < minN || tr.Rows == 0 {
+		return nil, fmt.Errorf("%w: %d training records, the job needs at least %d", ErrTooFewRecords, tr.Rows, minN)
+	}
+	model, err := train.NewLogReg(ds.Cols)
+	if err != nil {
+		return nil, err
+	}
+	if err := model.SetWeights(global); err != nil {
+		return nil, err
+	}
+	loss, err := model.Train(ctx, tr.X, tr.Y, tr.Rows, train.Options{
+		Epochs: int(params.GetLocalEpochs()), LearningRate: float64(params.GetLearningRate()),
+		BatchSize: int(params.GetBatchSize()), Seed: params.GetSeed(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	w := model.Weights()
+	delta := make([]float32, len(w))
+	for i := range w {
+		delta[i] = w[i] - global[i]
+	}
+	p := &pending{Job: offer.GetJobId(), Round: offer.GetRound(), Samples: uint64(tr.Rows), Delta: protocol.EncodeF32(delta)}
+	p.M[0] = loss
+	if val.Rows > 0 {
+		scores, err := model.Predict(val.X, val.Rows)
+		if err != nil {
+			return nil, fmt.Errorf("validate: %w", err)
+		}
+		if auc, err := train.AUROC(scores, val.Y); err == nil {
+			p.M[1] = auc
+		}
+		p.M[2] = train.Accuracy(scores, val.Y, 0.5)
+		p.M[3] = float64(val.Rows)
+	}
+	return p, nil
+}

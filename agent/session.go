@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/pki"
+	"github.com/quic-go/quic-go"
+)
+
+// errRedirect carries the leader's address from a follower's answer.
+type errRedirect struct{ addr string }
+
+func (e *errRedirect) Error() string { return "redirected to the leader at " + e.addr }
+
+// session is one QUIC connection to a coordinator with its control stream.
+type session struct {
+	addr string
+	conn *quic.Conn
+	ctrl *quic.Stream
+}
+
+func (s *session) close() {
+	if s.conn != nil {
+		s.conn.CloseWithError(0, "agent closing")
+	}
+}
+
+// dial connects to addr, opens the control stream and says hello.
+func (a *Agent) dial(ctx context.Context, addr string) (*session, error) {
+	tlsConf := pki.ClientTLS(a.pool, a.cert, protocol.ALPN, pki.ServerNameFor(addr), pki.RoleCoordinator)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(dctx, addr, tlsConf, &quic.Config{
+		HandshakeIdleTimeout: 5 * time.Second,
+		MaxIdleTimeout:       30 * time.Second,
+		KeepAlivePeriod:      10 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	s := &session{addr: addr, conn: conn}
+	if s.ctrl, err = conn.OpenStreamSync(dctx); err != nil {
+		s.close()
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Hello{Hello: &pb.Hello{
+		ProtocolVersion: protocol.Version, MinProtocolVersion: protocol.MinVersion, AgentVersion: Build}}})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	if w := resp.GetWelcome(); w != nil {
+		if w.GetSiteId() != a.site {
+			s.close()
+			return nil, fmt.Errorf("coordinator knows this gateway as %q, its certificate says %q", w.GetSiteId(), a.site)
+		}
+		return s, nil
+	}
+	s.close()
+	return nil, fmt.Errorf("hello: %w: %T", protocol.ErrUnexpected, resp.GetBody())
+}
+
+// request sends one frame on the control stream and reads the answer. A
+// Redirect becomes *errRedirect; an Error becomes *protocol.RemoteError.
+func (a *Agent) request(s *session, env *pb.Envelope) (*pb.Envelope, error) {
+	if err := a.guard.Send(s.ctrl, env); err != nil {
+		return nil, err
+	}
+	resp, err := protocol.ReadFrame(s.ctrl, 0)
+	if err != nil {
+		return nil, err
+	}
+	return answer(resp)
+}
+
+func answer(resp *pb.Envelope) (*pb.Envelope, error) {
+	if r := resp.GetRedirect(); r != nil {
+		return nil, &errRedirect{addr: r.GetLeaderAddr()}
+	}
+	if err := protocol.AsError(resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// isRefusal reports whether err is a refusal that retrying cannot cure.
+func isRefusal(err error) bool {
+	var re *protocol.RemoteError
+	return errors.As(err, &re) && (re.Code == pb.ErrorCode_ERROR_CODE_UNKNOWN_SITE || re.Code == pb.ErrorCode_ERROR_CODE_VERSION)
+}
+
+// connect dials coordinators until one that leads accepts us: the last
+// redirect target first, then each configured address in turn, with
+// exponential backoff and jitter between full passes.
+func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
+	backoff := time.Duration(a.cfg.BackoffMin)
+	for attempt := 0; ; attempt++ {
+		targets := a.cfg.Coordinators
+		if hint != "" {
+			targets = append([]string{hint}, targets...)
+		}
+		hint = ""
+		var lastErr error
+		for _, addr := range targets {
+			s, err := a.dial(ctx, addr)
+			if err == nil {
+				if attempt > 0 {
+					a.mu.Lock()
+					a.stats.Reconnects++
+					a.mu.Unlock()
+				}
+				a.log.Info("connected to coordinator", "addr", addr)
+				return s, nil
+			}
+			if isRefusal(err) {
+				return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var rd *errRedirect
+			if errors.As(err, &rd) && rd.addr != "" && rd.addr != addr {
+				if s, err2 := a.dial(ctx, rd.addr); err2 == nil {
+					a.log.Info("connected to coordinator leader", "addr", rd.addr)
+					return s, nil
+				} else {
+					err = err2
+				}
+			}
+			lastErr = err
+		}
+		a.log.Debug("no coordinator reachable; backing off", "err", lastErr, "backoff", backoff)
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		t := time.NewTimer(backoff + jitter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Duration(a.cfg.BackoffMax))
+	}
+}
+
+// download fetches a model blob on its own stream and verifies its digest.
+func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.BlobRef) ([]byte, error) {
+	st, err := s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open download stream: %w", err)
+	}
+	defer st.CancelRead(0)
+	if err := a.guard.Send(st, &pb.Envelope{Body: &pb.Envelope_ModelRequest{ModelRequest: &pb.ModelRequest{
+		JobId: job, Sha256: ref.GetSha256()}}}); err != nil {
+		return nil, err
+	}
+	st.Close() // one request per blob stream: half-close our side
+	resp, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		return nil, fmt.Errorf("model header: %w", err)
+	}
+	if resp, err = answer(resp); err != nil {
+		return nil, err
+	}
+	hdr := resp.GetBlobHeader()
+	if hdr == nil || hdr.GetBlob().GetSize() != ref.GetSize() || hdr.GetOffset() != 0 {
+		return nil, fmt.Errorf("model header: %w", protocol.ErrUnexpected)
+	}
+	body := make([]byte, ref.GetSize())
+	if _, err := io.ReadFull(st, body); err != nil {
+		return nil, fmt.Errorf("model body: %w", err)
+	}
+	if protocol.Digest(body) != ref.GetSha256() {
+		return nil, fmt.Errorf("model body does not match its digest %.12s", ref.GetSha256())
+	}
+	return body, nil
+}
+
+// upload sends a kept update on its own stream and waits for the Ack, which
+// the coordinator sends only after the update's receipt is committed.
+func (a *Agent) upload(ctx context.Context, s *session, u *pending) error {
+	st, err := s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return fmt.Errorf("open upload stream: %w", err)
+	}
+	defer st.CancelRead(0)
+	hdr := u.header()
+	if err := a.guard.Send(st, &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: hdr}}); err != nil {
+		return err
+	}
+	if err := a.guard.SendTensor(st, hdr.GetDelta(), u.Delta, u.Job, u.Round); err != nil {
+		return err
+	}
+	st.Close()
+	resp, err := protocol.ReadFrame(st, 0)
+	if err != nil {
+		return fmt.Errorf("upload answer: %w", err)
+	}
+	if resp, err = answer(resp); err != nil {
+		return err
+	}
+	if ack := resp.GetAck(); ack == nil || ack.GetSha256() != hdr.GetDelta().GetSha256() {
+		return fmt.Errorf("upload answer: %w", protocol.ErrUnexpected)
+	}
+	return nil
+}

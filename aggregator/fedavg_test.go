@@ -1,0 +1,449 @@
+package aggregator
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/cohort-fl/cohort/protocol"
+)
+
+type update struct {
+	delta   []float32
+	samples uint64
+}
+
+func begin(t *testing.T, global []float32) Round {
+	t.Helper()
+	r, err := FedAvg{}.Begin(global)
+	if err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	return r
+}
+
+func finish(t *testing.T, r Round) []float32 {
+	t.Helper()
+	got, err := r.Finish()
+	if err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	return got
+}
+
+func randVec(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+func TestFedAvgHandComputed(t *testing.T) {
+	tests := []struct {
+		name    string
+		global  []float32
+		updates []update
+		want    []float32
+	}{
+		{
+			name:    "single update applies its delta",
+			global:  []float32{1, 2, 3},
+			updates: []update{{[]float32{0.5, -1, 0}, 7}},
+			want:    []float32{1.5, 1, 3},
+		},
+		{
+			name:   "weighted by samples",
+			global: []float32{1, 2},
+			updates: []update{
+				{[]float32{1, 0}, 1},
+				{[]float32{0, 2}, 3},
+			},
+			// sum = [1, 6], total = 4 -> delta [0.25, 1.5]
+			want: []float32{1.25, 3.5},
+		},
+		{
+			name:   "opposite deltas with equal weight cancel",
+			global: []float32{-4, 0.25},
+			updates: []update{
+				{[]float32{2, -8}, 10},
+				{[]float32{-2, 8}, 10},
+			},
+			want: []float32{-4, 0.25},
+		},
+		{
+			name:   "three sites",
+			global: []float32{0, 0, 0, 0, 0},
+			updates: []update{
+				{[]float32{1, 1, 1, 1, 1}, 2},
+				{[]float32{4, 0, -1, 2, 0}, 1},
+				{[]float32{-2, 3, 0, 0, 5}, 1},
+			},
+			// (2*[1,1,1,1,1] + [4,0,-1,2,0] + [-2,3,0,0,5]) / 4
+			want: []float32{1, 1.25, 0.25, 1, 1.75},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := begin(t, tt.global)
+			for _, u := range tt.updates {
+				if err := r.Add(u.delta, u.samples); err != nil {
+					t.Fatalf("Add: %v", err)
+				}
+			}
+			if got := r.Count(); got != len(tt.updates) {
+				t.Errorf("Count = %d, want %d", got, len(tt.updates))
+			}
+			got := finish(t, r)
+			if !equalBits(got, tt.want) {
+				t.Errorf("Finish = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFedAvgIdenticalUpdates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, dim := range []int{1, 3, 17, 1000} {
+		for _, sites := range []int{1, 2, 5, 40} {
+			global := randVec(rng, dim)
+			delta := randVec(rng, dim)
+			r := begin(t, global)
+			for range sites {
+				if err := r.Add(delta, 1+rng.Uint64N(5000)); err != nil {
+					t.Fatalf("Add: %v", err)
+				}
+			}
+			got := finish(t, r)
+			for i := range got {
+				want := float32(float64(global[i]) + float64(delta[i]))
+				if got[i] != want {
+					t.Fatalf("dim %d sites %d: weight %d = %v, want %v", dim, sites, i, got[i], want)
+				}
+			}
+		}
+	}
+}
+
+func TestFedAvgPermutationInvariance(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const dim, sites = 257, 30
+	global := randVec(rng, dim)
+	updates := make([]update, sites)
+	for i := range updates {
+		updates[i] = update{randVec(rng, dim), 1 + rng.Uint64N(100000)}
+	}
+	run := func(order []int) []float32 {
+		r := begin(t, global)
+		for _, i := range order {
+			if err := r.Add(updates[i].delta, updates[i].samples); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+		}
+		return finish(t, r)
+	}
+	base := run(rng.Perm(sites))
+	for trial := range 10 {
+		got := run(rng.Perm(sites))
+		for i := range got {
+			if d := math.Abs(float64(got[i] - base[i])); d > 1e-6*(1+math.Abs(float64(base[i]))) {
+				t.Fatalf("trial %d: weight %d = %v, want %v", trial, i, got[i], base[i])
+			}
+		}
+	}
+}
+
+func TestFedAvgAddPackedEqualsAdd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, dim := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 1001} {
+		global := randVec(rng, dim)
+		a, p := begin(t, global), begin(t, global)
+		for range 4 {
+			d := randVec(rng, dim)
+			n := 1 + rng.Uint64N(1000)
+			if err := a.Add(d, n); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			if err := p.AddPacked(protocol.EncodeF32(d), n); err != nil {
+				t.Fatalf("AddPacked: %v", err)
+			}
+		}
+		if ga, gp := finish(t, a), finish(t, p); !equalBits(ga, gp) {
+			t.Errorf("dim %d: AddPacked result %v differs from Add result %v", dim, gp, ga)
+		}
+	}
+}
+
+func TestFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
+	nan := float32(math.NaN())
+	inf := float32(math.Inf(1))
+	good := update{[]float32{1, 2, 3, 4, 5, 6, 7, 8, 9}, 3}
+	tests := []struct {
+		name    string
+		delta   []float32
+		samples uint64
+		short   bool // drop the last byte when packed
+		wantErr error
+	}{
+		{"NaN at end", []float32{1, 1, 1, 1, 1, 1, 1, 1, nan}, 1, false, ErrNotFinite},
+		{"NaN at start", []float32{nan, 1, 1, 1, 1, 1, 1, 1, 1}, 1, false, ErrNotFinite},
+		{"+Inf in middle", []float32{1, 1, 1, 1, inf, 1, 1, 1, 1}, 1, false, ErrNotFinite},
+		{"-Inf", []float32{1, 1, 1, 1, 1, -inf, 1, 1, 1}, 1, false, ErrNotFinite},
+		{"zero samples", []float32{1, 1, 1, 1, 1, 1, 1, 1, 1}, 0, false, ErrNoSamples},
+		{"too short", []float32{1, 1, 1, 1, 1, 1, 1, 1}, 1, false, ErrShape},
+		{"too long", []float32{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 1, false, ErrShape},
+		{"packed length not a multiple of 4", []float32{1, 1, 1, 1, 1, 1, 1, 1, 1}, 1, true, ErrShape},
+	}
+	for _, tt := range tests {
+		for _, packed := range []bool{false, true} {
+			if tt.short && !packed {
+				continue
+			}
+			name := tt.name + "/slice"
+			if packed {
+				name = tt.name + "/packed"
+			}
+			t.Run(name, func(t *testing.T) {
+				global := make([]float32, len(good.delta))
+				r := begin(t, global)
+				if err := r.Add(good.delta, good.samples); err != nil {
+					t.Fatalf("Add good: %v", err)
+				}
+				fr := r.(*fedAvgRound)
+				before := append([]float64(nil), fr.sum...)
+				total := fr.total
+
+				var err error
+				if packed {
+					b := protocol.EncodeF32(tt.delta)
+					if tt.short {
+						b = b[:len(b)-1]
+					}
+					err = r.AddPacked(b, tt.samples)
+				} else {
+					err = r.Add(tt.delta, tt.samples)
+				}
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				for i := range before {
+					if math.Float64bits(before[i]) != math.Float64bits(fr.sum[i]) {
+						t.Fatalf("sum[%d] changed from %v to %v", i, before[i], fr.sum[i])
+					}
+				}
+				if fr.total != total || r.Count() != 1 {
+					t.Fatalf("total %v count %d, want %v and 1", fr.total, r.Count(), total)
+				}
+				if got := finish(t, r); !equalBits(got, good.delta) {
+					t.Errorf("Finish = %v, want %v", got, good.delta)
+				}
+			})
+		}
+	}
+}
+
+func TestFedAvgLifecycleErrors(t *testing.T) {
+	t.Run("begin empty", func(t *testing.T) {
+		if _, err := (FedAvg{}).Begin(nil); !errors.Is(err, ErrShape) {
+			t.Errorf("err = %v, want ErrShape", err)
+		}
+	})
+	t.Run("begin non-finite", func(t *testing.T) {
+		if _, err := (FedAvg{}).Begin([]float32{0, float32(math.Inf(-1))}); !errors.Is(err, ErrNotFinite) {
+			t.Errorf("err = %v, want ErrNotFinite", err)
+		}
+	})
+	t.Run("finish empty", func(t *testing.T) {
+		r := begin(t, []float32{1})
+		if _, err := r.Finish(); !errors.Is(err, ErrEmpty) {
+			t.Errorf("err = %v, want ErrEmpty", err)
+		}
+		// The round stays usable.
+		if err := r.Add([]float32{1}, 1); err != nil {
+			t.Fatalf("Add after empty Finish: %v", err)
+		}
+		if got := finish(t, r); got[0] != 2 {
+			t.Errorf("Finish = %v, want [2]", got)
+		}
+	})
+	t.Run("add after finish", func(t *testing.T) {
+		r := begin(t, []float32{1})
+		if err := r.Add([]float32{1}, 1); err != nil {
+			t.Fatal(err)
+		}
+		first := finish(t, r)
+		if err := r.Add([]float32{1}, 1); !errors.Is(err, ErrFinished) {
+			t.Errorf("Add err = %v, want ErrFinished", err)
+		}
+		if err := r.AddPacked(protocol.EncodeF32([]float32{1}), 1); !errors.Is(err, ErrFinished) {
+			t.Errorf("AddPacked err = %v, want ErrFinished", err)
+		}
+		first[0] = 99 // callers own what Finish returns
+		if again := finish(t, r); again[0] != 2 {
+			t.Errorf("second Finish = %v, want [2]", again)
+		}
+	})
+	t.Run("overflow on finish", func(t *testing.T) {
+		r := begin(t, []float32{math.MaxFloat32})
+		if err := r.Add([]float32{math.MaxFloat32}, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Finish(); !errors.Is(err, ErrNotFinite) {
+			t.Errorf("err = %v, want ErrNotFinite", err)
+		}
+	})
+	t.Run("begin copies global", func(t *testing.T) {
+		g := []float32{1, 1}
+		r := begin(t, g)
+		g[0] = 100
+		if err := r.Add([]float32{0, 0}, 1); err != nil {
+			t.Fatal(err)
+		}
+		if got := finish(t, r); got[0] != 1 {
+			t.Errorf("Finish = %v, want [1 1]", got)
+		}
+	})
+	t.Run("name", func(t *testing.T) {
+		if got := (FedAvg{}).Name(); got != "fedavg" {
+			t.Errorf("Name = %q", got)
+		}
+	})
+}
+
+func TestFedAvgConcurrentAdds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const dim, sites = 100, 16
+	global := randVec(rng, dim)
+	updates := make([]update, sites)
+	for i := range updates {
+		updates[i] = update{randVec(rng, dim), 1 + rng.Uint64N(100)}
+	}
+	seq := begin(t, global)
+	for _, u := range updates {
+		if err := seq.Add(u.delta, u.samples); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := finish(t, seq)
+
+	r := begin(t, global)
+	var wg sync.WaitGroup
+	errs := make([]error, sites)
+	for i, u := range updates {
+		wg.Go(func() {
+			if i%2 == 0 {
+				errs[i] = r.Add(u.delta, u.samples)
+			} else {
+				errs[i] = r.AddPacked(protocol.EncodeF32(u.delta), u.samples)
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("update %d: %v", i, err)
+		}
+	}
+	got := finish(t, r)
+	for i := range got {
+		if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("weight %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestPackedFinite(t *testing.T) {
+	specials := []struct {
+		name   string
+		bits   uint32
+		finite bool
+	}{
+		{"+Inf", 0x7f800000, false},
+		{"-Inf", 0xff800000, false},
+		{"quiet NaN", 0x7fc00000, false},
+		{"signalling NaN", 0x7f800001, false},
+		{"negative NaN", 0xffffffff, false},
+		{"max float", 0x7f7fffff, true},
+		{"-max float", 0xff7fffff, true},
+		{"-0", 0x80000000, true},
+		{"smallest subnormal", 0x00000001, true},
+		{"largest subnormal", 0x007fffff, true},
+		{"one", 0x3f800000, true},
+	}
+	for _, sp := range specials {
+		for _, n := range []int{1, 2, 3, 7, 8, 9, 16, 17} {
+			for pos := range n {
+				t.Run(sp.name, func(t *testing.T) {
+					v := make([]float32, n)
+					for i := range v {
+						v[i] = 1.5
+					}
+					v[pos] = math.Float32frombits(sp.bits)
+					b := protocol.EncodeF32(v)
+					if got := packedFinite(b); got != sp.finite {
+						t.Fatalf("n=%d pos=%d: packedFinite = %v, want %v", n, pos, got, sp.finite)
+					}
+					wantIdx := -1
+					if !sp.finite {
+						wantIdx = pos
+					}
+					if got := firstNonFinitePacked(b); got != wantIdx {
+						t.Fatalf("n=%d pos=%d: firstNonFinitePacked = %d, want %d", n, pos, got, wantIdx)
+					}
+					if got := firstNonFinite(v); got != wantIdx {
+						t.Fatalf("n=%d pos=%d: firstNonFinite = %d, want %d", n, pos, got, wantIdx)
+					}
+				})
+			}
+		}
+	}
+}
+
+// FuzzAddPacked checks that AddPacked accepts exactly what
+// protocol.DecodeF32 accepts and then agrees with Add.
+func FuzzAddPacked(f *testing.F) {
+	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64}, uint64(3))
+	f.Add([]byte{0, 0, 128, 127, 0, 0, 0, 64}, uint64(1))
+	f.Add([]byte{0, 0, 192, 255, 1, 2, 3, 4}, uint64(0))
+	f.Add([]byte{1, 2, 3}, uint64(1))
+	f.Fuzz(func(t *testing.T, b []byte, samples uint64) {
+		dim := len(b) / 4
+		if dim == 0 {
+			dim = 1
+		}
+		global := make([]float32, dim)
+		p := begin(t, global)
+		errP := p.AddPacked(b, samples)
+		v, errD := protocol.DecodeF32(b)
+		if errD != nil || len(b) == 0 || samples == 0 {
+			if errP == nil {
+				t.Fatalf("AddPacked accepted %x (samples %d); DecodeF32 err %v", b, samples, errD)
+			}
+			return
+		}
+		if errP != nil {
+			t.Fatalf("AddPacked: %v", errP)
+		}
+		a := begin(t, global)
+		if err := a.Add(v, samples); err != nil {
+			t.Fatalf("Add: %v", err)
+		}
+		if ga, gp := finish(t, a), finish(t, p); !equalBits(ga, gp) {
+			t.Fatalf("AddPacked %v != Add %v", gp, ga)
+		}
+	})
+}
+
+func equalBits(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,406 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/pki"
+	"github.com/quic-go/quic-go"
+)
+
+const (
+	// maxStreamsPerAgent bounds concurrent streams one agent may open.
+	maxStreamsPerAgent = 16
+	// streamIdle is how long a stream may sit silent between frames.
+	streamIdle = 60 * time.Second
+	// blobTimeout bounds one blob transfer.
+	blobTimeout = 5 * time.Minute
+)
+
+// QUIC application error codes on connection close.
+const (
+	closeNormal      quic.ApplicationErrorCode = 0
+	closeUnknownSite quic.ApplicationErrorCode = 0x101
+	closeBadProtocol quic.ApplicationErrorCode = 0x102
+)
+
+func verifyChain(pool *x509.CertPool, cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("agent presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("agent certificate is not from this federation's CA: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) serveAgents(ctx context.Context) error {
+	for {
+		conn, err := n.quicLn.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, quic.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept agent: %w", err)
+		}
+		go n.handleConn(ctx, conn)
+	}
+}
+
+// agentConn is one agent's connection.
+type agentConn struct {
+	conn  *quic.Conn
+	site  string
+	hello atomic.Bool
+	// refused is set once the site is refused; the connection is closed
+	// after the error frame is delivered.
+	refused atomic.Bool
+}
+
+// closeRefused gives the agent time to read the refusal and hang up itself,
+// then closes the connection.
+func (ac *agentConn) closeRefused() {
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-ac.conn.Context().Done():
+	case <-t.C:
+	}
+	ac.conn.CloseWithError(closeUnknownSite, "site is not enrolled")
+}
+
+func (n *Node) handleConn(ctx context.Context, conn *quic.Conn) {
+	id, err := pki.PeerIdentity(conn.ConnectionState().TLS)
+	if err != nil || id.Role != pki.RoleSite {
+		n.stats.HandshakesRefused.Add(1)
+		n.log.Warn("refused agent connection: no site identity", "err", err)
+		conn.CloseWithError(closeBadProtocol, "no site identity in certificate")
+		return
+	}
+	ac := &agentConn{conn: conn, site: id.ID}
+	for {
+		s, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go n.handleStream(ctx, ac, s)
+	}
+}
+
+// handleStream answers the frames of one stream until the agent closes it.
+func (n *Node) handleStream(ctx context.Context, ac *agentConn, s *quic.Stream) {
+	defer s.Close()
+	for {
+		s.SetReadDeadline(time.Now().Add(streamIdle))
+		env, err := protocol.ReadFrame(s, 0)
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return
+			}
+			var se *quic.StreamError
+			var ae *quic.ApplicationError
+			if errors.As(err, &se) || errors.As(err, &ae) || errors.Is(err, io.ErrUnexpectedEOF) && isConnClosed(ac.conn) {
+				return
+			}
+			n.stats.FramesRejected.Add(1)
+			n.log.Warn("rejected frame", "site", ac.site, "err", err)
+			n.reply(s, protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "%v", err))
+			s.CancelRead(0)
+			return
+		}
+		resp, done := n.dispatch(ctx, ac, s, env)
+		if resp != nil {
+			if err := n.reply(s, resp); err != nil {
+				return
+			}
+		}
+		if done {
+			if ac.refused.Load() {
+				go ac.closeRefused()
+			}
+			return
+		}
+	}
+}
+
+func isConnClosed(c *quic.Conn) bool { return c.Context().Err() != nil }
+
+func (n *Node) reply(s *quic.Stream, env *pb.Envelope) error {
+	s.SetWriteDeadline(time.Now().Add(streamIdle))
+	return protocol.WriteFrame(s, env)
+}
+
+// dispatch answers one request. done means the stream is finished (blob
+// streams carry one request).
+func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env *pb.Envelope) (resp *pb.Envelope, done bool) {
+	if h := env.GetHello(); h != nil {
+		return n.onHello(ac, h)
+	}
+	if !ac.hello.Load() {
+		n.stats.FramesRejected.Add(1)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "send hello first"), true
+	}
+	if !n.IsLeader() {
+		return n.redirect(), false
+	}
+	switch b := env.GetBody().(type) {
+	case *pb.Envelope_TaskRequest:
+		return n.onTaskRequest(ctx, ac, b.TaskRequest), false
+	case *pb.Envelope_RoundStatusRequest:
+		return n.onRoundStatus(ac, b.RoundStatusRequest), false
+	case *pb.Envelope_ModelRequest:
+		return n.onModelRequest(ac, s, b.ModelRequest), true
+	case *pb.Envelope_UpdateUpload:
+		return n.onUpload(ac, s, b.UpdateUpload), true
+	}
+	n.stats.FramesRejected.Add(1)
+	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "unexpected message %T from an agent", env.GetBody()), true
+}
+
+func (n *Node) redirect() *pb.Envelope {
+	id, addr := n.Leader()
+	return &pb.Envelope{Body: &pb.Envelope_Redirect{Redirect: &pb.Redirect{LeaderId: id, LeaderAddr: addr}}}
+}
+
+func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
+	v, err := protocol.Negotiate(h.GetMinProtocolVersion(), h.GetProtocolVersion())
+	if err != nil {
+		n.stats.HandshakesRefused.Add(1)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_VERSION,
+			"agent speaks protocol %d-%d, coordinator speaks %d-%d", h.GetMinProtocolVersion(), h.GetProtocolVersion(),
+			protocol.MinVersion, protocol.Version), true
+	}
+	// Only a leader that has applied every earlier entry and its own seed
+	// may judge a site unknown; a follower or a leader still starting up
+	// may simply lag behind the log.
+	if !n.IsLeader() {
+		return n.redirect(), false
+	}
+	if !n.ready.Load() {
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "the leader is starting; retry shortly"), true
+	}
+	var known bool
+	n.fsm.view(func(st *state) { _, known = st.Sites[ac.site] })
+	if !known {
+		n.stats.UnknownSites.Add(1)
+		n.log.Warn("refused unknown site", "site", ac.site)
+		ac.refused.Store(true)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNKNOWN_SITE,
+			"site %q is not enrolled in this federation", ac.site), true
+	}
+	ac.hello.Store(true)
+	return &pb.Envelope{Body: &pb.Envelope_Welcome{Welcome: &pb.Welcome{
+		ProtocolVersion: v, NodeId: n.cfg.ID, SiteId: ac.site}}}, false
+}
+
+// taskFor returns the offer for the first running job whose open round this
+// site has not contributed to, or nil.
+func (n *Node) taskFor(site string) *pb.TaskOffer {
+	var offer *pb.TaskOffer
+	n.fsm.view(func(st *state) {
+		ids := make([]string, 0, len(st.Jobs))
+		for id := range st.Jobs {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			j := st.Jobs[id]
+			r := j.Current
+			if j.State != JobRunning || r == nil || j.Global == nil {
+				continue
+			}
+			if _, done := r.Receipts[site]; done {
+				continue
+			}
+			sp := j.Spec
+			offer = &pb.TaskOffer{
+				JobId: id,
+				Round: r.Number,
+				Model: &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(len(j.Global.Weights)), Encoding: pb.Encoding_ENCODING_F32LE},
+				ModelSpec: &pb.ModelSpec{Kind: sp.Model.Kind, NumFeatures: uint32(sp.Model.NumFeatures),
+					NumParams: uint32(sp.Model.NumParams())},
+				Params: &pb.TrainParams{
+					LocalEpochs: uint32(sp.Train.LocalEpochs), LearningRate: float32(sp.Train.LearningRate),
+					BatchSize: uint32(sp.Train.BatchSize), Seed: sp.Train.Seed + r.Number,
+					ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
+				},
+				Features: sp.Features.FeatureSpec,
+			}
+			return
+		}
+	})
+	return offer
+}
+
+func (n *Node) onTaskRequest(ctx context.Context, ac *agentConn, req *pb.TaskRequest) *pb.Envelope {
+	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := n.fsm.changed()
+		if !n.IsLeader() {
+			return n.redirect()
+		}
+		if offer := n.taskFor(ac.site); offer != nil {
+			return &pb.Envelope{Body: &pb.Envelope_TaskOffer{TaskOffer: offer}}
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{RetryAfterMs: 0}}}
+		case <-ctx.Done():
+			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "coordinator shutting down")
+		}
+	}
+}
+
+func (n *Node) onRoundStatus(ac *agentConn, req *pb.RoundStatusRequest) *pb.Envelope {
+	rs := &pb.RoundStatus{JobId: req.GetJobId(), Round: req.GetRound(), State: pb.RoundState_ROUND_STATE_UNKNOWN}
+	n.fsm.view(func(st *state) {
+		j, ok := st.Jobs[req.GetJobId()]
+		if !ok {
+			return
+		}
+		// The latest attempt of the round decides its state.
+		for _, r := range slices.Backward(j.Rounds) {
+			if r.Number != req.GetRound() {
+				continue
+			}
+			switch r.State {
+			case RoundOpen:
+				rs.State = pb.RoundState_ROUND_STATE_OPEN
+				if rc, ok := r.Receipts[ac.site]; ok {
+					rs.HaveUpdate = n.blob.has(rc.Digest)
+				}
+			case RoundCommitted:
+				rs.State = pb.RoundState_ROUND_STATE_COMMITTED
+				rs.HaveUpdate = slices.Contains(r.Contributors, ac.site)
+			case RoundFailed:
+				rs.State = pb.RoundState_ROUND_STATE_FAILED
+			}
+			return
+		}
+	})
+	return &pb.Envelope{Body: &pb.Envelope_RoundStatus{RoundStatus: rs}}
+}
+
+func (n *Node) onModelRequest(ac *agentConn, s *quic.Stream, req *pb.ModelRequest) *pb.Envelope {
+	var weights []byte
+	n.fsm.view(func(st *state) {
+		if j, ok := st.Jobs[req.GetJobId()]; ok {
+			if m := j.ModelByDigest(req.GetSha256()); m != nil {
+				weights = m.Weights
+			}
+		}
+	})
+	if weights == nil {
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no model %.12s in job %q", req.GetSha256(), req.GetJobId())
+	}
+	if req.GetOffset() > uint64(len(weights)) {
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "offset %d is past the model's %d bytes", req.GetOffset(), len(weights))
+	}
+	hdr := &pb.Envelope{Body: &pb.Envelope_BlobHeader{BlobHeader: &pb.BlobHeader{
+		Blob:   &pb.BlobRef{Sha256: req.GetSha256(), Size: uint64(len(weights)), Encoding: pb.Encoding_ENCODING_F32LE},
+		Offset: req.GetOffset(),
+	}}}
+	s.SetWriteDeadline(time.Now().Add(blobTimeout))
+	if err := protocol.WriteFrame(s, hdr); err != nil {
+		return nil
+	}
+	if k, err := s.Write(weights[req.GetOffset():]); err == nil {
+		n.stats.BytesSent.Add(int64(k))
+	}
+	return nil
+}
+
+// onUpload receives one update. It answers Ack only after the update's
+// receipt is committed in Raft.
+func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.Envelope {
+	reject := func(code pb.ErrorCode, format string, args ...any) *pb.Envelope {
+		n.stats.UpdatesRejected.Add(1)
+		msg := fmt.Sprintf(format, args...)
+		n.log.Warn("rejected update", "site", ac.site, "job", up.GetJobId(), "round", up.GetRound(), "reason", msg)
+		return protocol.Errorf(code, "%s", msg)
+	}
+	var (
+		numParams int
+		base      string
+		errResp   *pb.Envelope
+	)
+	n.fsm.view(func(st *state) {
+		j, ok := st.Jobs[up.GetJobId()]
+		switch {
+		case !ok:
+			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", up.GetJobId())
+		case j.State != JobRunning || j.Current == nil || j.Current.Number != up.GetRound():
+			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s round %d is not open", up.GetJobId(), up.GetRound())
+		default:
+			numParams = j.Spec.Model.NumParams()
+			base = j.Current.Base
+		}
+	})
+	if errResp != nil {
+		return errResp
+	}
+	d := up.GetDelta()
+	switch {
+	case up.GetBaseModelSha256() != base:
+		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "update was computed from another model than the round's")
+	case up.GetSampleCount() == 0:
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "sample_count must be positive")
+	case d.GetEncoding() != pb.Encoding_ENCODING_F32LE:
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "delta encoding %s is not supported", d.GetEncoding())
+	case d.GetSize() != uint64(4*numParams):
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "delta declares %d bytes; the model has %d parameters (%d bytes)", d.GetSize(), numParams, 4*numParams)
+	}
+	body := make([]byte, d.GetSize())
+	s.SetReadDeadline(time.Now().Add(blobTimeout))
+	if _, err := io.ReadFull(s, body); err != nil {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "update body ended early: %v", err)
+	}
+	n.stats.BytesReceived.Add(int64(len(body)))
+	if protocol.Digest(body) != d.GetSha256() {
+		return reject(pb.ErrorCode_ERROR_CODE_DIGEST_MISMATCH, "update body does not match its declared sha256")
+	}
+	if _, err := protocol.DecodeF32(body); err != nil {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "update body: %v", err)
+	}
+	if err := n.blob.put(d.GetSha256(), body); err != nil {
+		n.log.Error("store update", "err", err)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_INTERNAL, "could not store the update")
+	}
+	m := up.GetMetrics()
+	err := n.propose(cmdReceipt, receiptBody{Job: up.GetJobId(), Round: up.GetRound(), Receipt: Receipt{
+		Site: ac.site, Digest: d.GetSha256(), Size: d.GetSize(), Samples: up.GetSampleCount(), Base: base,
+		Metrics: LocalMetrics{TrainLoss: m.GetTrainLoss(), ValAUROC: m.GetValAuroc(), ValAccuracy: m.GetValAccuracy(), ValCount: m.GetValCount()},
+	}})
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		return n.redirect()
+	case errors.Is(err, ErrRoundClosed):
+		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "%v", err)
+	case errors.Is(err, ErrDuplicateUpdate):
+		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "%v", err)
+	case err != nil:
+		n.log.Error("commit receipt", "err", err)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not commit the update's receipt; keep it and retry")
+	}
+	n.stats.UpdatesAccepted.Add(1)
+	return &pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: up.GetJobId(), Round: up.GetRound(), Sha256: d.GetSha256()}}}
+}

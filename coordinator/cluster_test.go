@@ -1,0 +1,465 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/pki"
+	"github.com/quic-go/quic-go"
+)
+
+// testCA is a federation CA in a temp dir.
+type testCA struct {
+	dir string
+	ca  *pki.CA
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if err := pki.InitCA(dir, name, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{dir: dir, ca: ca}
+}
+
+func (c *testCA) issue(t *testing.T, role, id string, hosts ...string) pki.Files {
+	t.Helper()
+	cert, key, err := c.ca.IssueToFiles(c.dir, pki.IssueRequest{Role: role, ID: id, Hosts: hosts}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki.Files{CA: filepath.Join(c.dir, "ca.crt"), Cert: cert, Key: key}
+}
+
+func testFeatureSpec(n int) FeatureSpec {
+	spec := &pb.FeatureSpec{Label: &pb.Label{ConditionCode: "91302008"}}
+	for i := range n {
+		spec.Features = append(spec.Features, &pb.Feature{Name: fmt.Sprintf("f%d", i),
+			Kind: pb.FeatureKind_FEATURE_KIND_OBS_LAST, Loinc: "8867-4", Scale: 1})
+	}
+	return FeatureSpec{spec}
+}
+
+func testJob(id string, rounds, minSites int) JobSpec {
+	j := DefaultJobSpec()
+	j.ID = id
+	j.Rounds = rounds
+	j.MinSites = minSites
+	j.RoundTimeout = Duration(time.Minute)
+	j.Model.NumFeatures = 3
+	j.Features = testFeatureSpec(3)
+	return j
+}
+
+type testCluster struct {
+	sites  []string
+	jobs   []JobSpec
+	ca     *testCA
+	nodes  []*Node
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startCluster runs n coordinators on loopback with data on disk.
+func startCluster(t *testing.T, n int, sites []string, jobs []JobSpec) *testCluster {
+	t.Helper()
+	tc := &testCluster{ca: newTestCA(t, "fed"), sites: sites, jobs: jobs}
+	var peers []Peer
+	for i := range n {
+		c := DefaultConfig()
+		c.ID = fmt.Sprintf("c%d", i+1)
+		c.DataDir = t.TempDir()
+		c.RaftAddr = "127.0.0.1:0"
+		c.AgentAddr = "127.0.0.1:0"
+		c.TLS = tc.ca.issue(t, pki.RoleCoordinator, c.ID, "127.0.0.1")
+		c.Sites = sites
+		c.Jobs = jobs
+		c.HeartbeatTimeout = Duration(200 * time.Millisecond)
+		c.ElectionTimeout = Duration(200 * time.Millisecond)
+		c.LeaderLeaseTimeout = Duration(100 * time.Millisecond)
+		c.TickInterval = Duration(20 * time.Millisecond)
+		node, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.nodes = append(tc.nodes, node)
+		peers = append(peers, Peer{ID: c.ID, RaftAddr: node.RaftAddr()})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tc.cancel = cancel
+	for _, node := range tc.nodes {
+		if err := node.Bootstrap(peers); err != nil {
+			t.Fatal(err)
+		}
+		tc.wg.Go(func() {
+			if err := node.Run(ctx); err != nil {
+				t.Errorf("node %s: %v", node.ID(), err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		tc.cancel()
+		tc.wg.Wait()
+		for _, node := range tc.nodes {
+			node.Close()
+		}
+	})
+	return tc
+}
+
+// waitFor polls cond on every applied entry until it holds or 20 s pass.
+func waitFor(t *testing.T, n *Node, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch := n.Changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (tc *testCluster) leader(t *testing.T) (leader *Node, followers []*Node) {
+	t.Helper()
+	waitFor(t, tc.nodes[0], "a leader, its agent address, sites and jobs on every node", func() bool {
+		for _, n := range tc.nodes {
+			st := n.Status()
+			if _, addr := n.Leader(); addr == "" || len(st.Sites) != len(tc.sites) || len(st.Jobs) != len(tc.jobs) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range tc.nodes {
+		if n.IsLeader() {
+			leader = n
+		} else {
+			followers = append(followers, n)
+		}
+	}
+	if leader == nil {
+		t.Fatal("no node claims leadership")
+	}
+	return leader, followers
+}
+
+// rawAgent speaks the wire protocol directly, without the agent package.
+type rawAgent struct {
+	conn *quic.Conn
+	ctrl *quic.Stream
+}
+
+func dialRaw(t *testing.T, addr string, files pki.Files) (*rawAgent, error) {
+	t.Helper()
+	pool, cert, err := files.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, pki.ClientTLS(pool, cert, protocol.ALPN, "127.0.0.1", pki.RoleCoordinator), &quic.Config{})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	ctrl, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rawAgent{conn: conn, ctrl: ctrl}, nil
+}
+
+func (r *rawAgent) call(t *testing.T, env *pb.Envelope) *pb.Envelope {
+	t.Helper()
+	if err := protocol.WriteFrame(r.ctrl, env); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := protocol.ReadFrame(r.ctrl, 0)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	return resp
+}
+
+func hello() *pb.Envelope {
+	return &pb.Envelope{Body: &pb.Envelope_Hello{Hello: &pb.Hello{ProtocolVersion: protocol.Version, MinProtocolVersion: protocol.MinVersion}}}
+}
+
+func TestFollowerRedirectsAndLeaderRunsRound(t *testing.T) {
+	tc := startCluster(t, 3, []string{"st-mary"}, []JobSpec{testJob("j1", 2, 1)})
+	leader, followers := tc.leader(t)
+	site := tc.ca.issue(t, pki.RoleSite, "st-mary")
+
+	// A follower answers hello with the leader's address.
+	fa, err := dialRaw(t, followers[0].AgentAddr(), site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	red := fa.call(t, hello()).GetRedirect()
+	if red == nil || red.GetLeaderAddr() != leader.AgentAddr() {
+		t.Fatalf("follower answered %v, want a redirect to %s", red, leader.AgentAddr())
+	}
+
+	a, err := dialRaw(t, leader.AgentAddr(), site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := a.call(t, hello()).GetWelcome(); w.GetSiteId() != "st-mary" {
+		t.Fatalf("welcome names site %q", w.GetSiteId())
+	}
+	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	if offer.GetJobId() != "j1" || offer.GetRound() != 1 || offer.GetModelSpec().GetNumParams() != 4 {
+		t.Fatalf("offer = %v", offer)
+	}
+	global := download(t, a, offer)
+	delta := []float32{1, 2, 3, 4}
+	if resp := upload(t, a, offer, delta, 10); resp.GetAck() == nil {
+		t.Fatalf("upload answered %v", resp)
+	}
+	waitFor(t, leader, "round 1 committed", func() bool {
+		j, _ := leader.Job("j1")
+		return j.CommittedRounds() >= 1
+	})
+	j, _ := leader.Job("j1")
+	w, err := protocol.DecodeF32(j.Models[1].Weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range w {
+		if w[i] != global[i]+delta[i] {
+			t.Fatalf("global after round 1 = %v, want %v + %v", w, global, delta)
+		}
+	}
+	// Every node applied the same model.
+	for _, n := range followers {
+		waitFor(t, n, "follower has round 1", func() bool {
+			fj, ok := n.Job("j1")
+			return ok && fj.CommittedRounds() >= 1 && fj.Models[1].Digest == j.Models[1].Digest
+		})
+	}
+	st := a.call(t, &pb.Envelope{Body: &pb.Envelope_RoundStatusRequest{RoundStatusRequest: &pb.RoundStatusRequest{JobId: "j1", Round: 1}}}).GetRoundStatus()
+	if st.GetState() != pb.RoundState_ROUND_STATE_COMMITTED || !st.GetHaveUpdate() {
+		t.Fatalf("round status = %v", st)
+	}
+}
+
+func download(t *testing.T, a *rawAgent, offer *pb.TaskOffer) []float32 {
+	t.Helper()
+	s, err := a.conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.WriteFrame(s, &pb.Envelope{Body: &pb.Envelope_ModelRequest{ModelRequest: &pb.ModelRequest{
+		JobId: offer.GetJobId(), Sha256: offer.GetModel().GetSha256()}}}); err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := protocol.ReadFrame(s, 0)
+	if err != nil || hdr.GetBlobHeader() == nil {
+		t.Fatalf("model header: %v %v", hdr, err)
+	}
+	body := make([]byte, hdr.GetBlobHeader().GetBlob().GetSize())
+	if _, err := io.ReadFull(s, body); err != nil {
+		t.Fatal(err)
+	}
+	if protocol.Digest(body) != offer.GetModel().GetSha256() {
+		t.Fatal("model digest mismatch")
+	}
+	w, err := protocol.DecodeF32(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func upload(t *testing.T, a *rawAgent, offer *pb.TaskOffer, delta []float32, n uint64) *pb.Envelope {
+	t.Helper()
+	body := protocol.EncodeF32(delta)
+	return uploadRaw(t, a, &pb.UpdateUpload{JobId: offer.GetJobId(), Round: offer.GetRound(),
+		BaseModelSha256: offer.GetModel().GetSha256(), SampleCount: n, Metrics: &pb.LocalMetrics{},
+		Delta: &pb.BlobRef{Sha256: protocol.Digest(body), Size: uint64(len(body)), Encoding: pb.Encoding_ENCODING_F32LE}}, body)
+}
+
+func uploadRaw(t *testing.T, a *rawAgent, hdr *pb.UpdateUpload, body []byte) *pb.Envelope {
+	t.Helper()
+	s, err := a.conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.WriteFrame(s, &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: hdr}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Write(body)
+	s.Close()
+	resp, err := protocol.ReadFrame(s, 0)
+	if err != nil {
+		t.Fatalf("upload answer: %v", err)
+	}
+	return resp
+}
+
+func TestBadUpdatesAreRefusedAndCounted(t *testing.T) {
+	tc := startCluster(t, 1, []string{"st-mary"}, []JobSpec{testJob("j1", 1, 1)})
+	leader, _ := tc.leader(t)
+	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-mary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.call(t, hello())
+	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	good := protocol.EncodeF32([]float32{1, 2, 3, 4})
+	nan := protocol.EncodeF32([]float32{1, 2, 3, 4})
+	nan[0], nan[1], nan[2], nan[3] = 0, 0, 0xc0, 0x7f // NaN
+	base := func() *pb.UpdateUpload {
+		return &pb.UpdateUpload{JobId: "j1", Round: offer.GetRound(), BaseModelSha256: offer.GetModel().GetSha256(), SampleCount: 5,
+			Delta: &pb.BlobRef{Sha256: protocol.Digest(good), Size: uint64(len(good)), Encoding: pb.Encoding_ENCODING_F32LE}}
+	}
+	cases := []struct {
+		name string
+		edit func(*pb.UpdateUpload) []byte
+		code pb.ErrorCode
+	}{
+		{"wrong size", func(u *pb.UpdateUpload) []byte {
+			b := protocol.EncodeF32([]float32{1, 2})
+			u.Delta.Size, u.Delta.Sha256 = uint64(len(b)), protocol.Digest(b)
+			return b
+		}, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
+		{"digest mismatch", func(u *pb.UpdateUpload) []byte {
+			u.Delta.Sha256 = protocol.Digest([]byte("other"))
+			return good
+		}, pb.ErrorCode_ERROR_CODE_DIGEST_MISMATCH},
+		{"not finite", func(u *pb.UpdateUpload) []byte {
+			u.Delta.Sha256 = protocol.Digest(nan)
+			return nan
+		}, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
+		{"zero samples", func(u *pb.UpdateUpload) []byte { u.SampleCount = 0; return good }, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
+		{"closed round", func(u *pb.UpdateUpload) []byte { u.Round = 7; return good }, pb.ErrorCode_ERROR_CODE_ROUND_CLOSED},
+		{"stale base", func(u *pb.UpdateUpload) []byte { u.BaseModelSha256 = protocol.Digest(nil); return good }, pb.ErrorCode_ERROR_CODE_ROUND_CLOSED},
+		{"unknown encoding", func(u *pb.UpdateUpload) []byte { u.Delta.Encoding = 0; return good }, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
+	}
+	for i, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			u := base()
+			body := tt.edit(u)
+			resp := uploadRaw(t, a, u, body)
+			var re *protocol.RemoteError
+			if err := protocol.AsError(resp); !errors.As(err, &re) || re.Code != tt.code {
+				t.Fatalf("answer %v, want error %s", resp, tt.code)
+			}
+			if got := leader.Stats().UpdatesRejected.Load(); got != int64(i+1) {
+				t.Fatalf("updates_rejected = %d, want %d", got, i+1)
+			}
+		})
+	}
+	j, _ := leader.Job("j1")
+	if len(j.Current.Receipts) != 0 {
+		t.Fatalf("a refused update left a receipt: %v", j.Current.Receipts)
+	}
+}
+
+func TestUnknownSiteIsRefused(t *testing.T) {
+	tc := startCluster(t, 1, []string{"st-mary"}, nil)
+	leader, _ := tc.leader(t)
+	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "mallory-general"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := a.call(t, hello())
+	var re *protocol.RemoteError
+	if err := protocol.AsError(resp); !errors.As(err, &re) || re.Code != pb.ErrorCode_ERROR_CODE_UNKNOWN_SITE {
+		t.Fatalf("hello answered %v, want UNKNOWN_SITE", resp)
+	}
+	if got := leader.Stats().UnknownSites.Load(); got != 1 {
+		t.Fatalf("unknown_sites = %d, want 1", got)
+	}
+}
+
+func TestCertificateFromAnotherCAIsRefused(t *testing.T) {
+	tc := startCluster(t, 1, []string{"st-mary"}, nil)
+	leader, _ := tc.leader(t)
+	rogue := newTestCA(t, "rogue")
+	// A site certificate from another CA, with the federation CA as trust
+	// root so that the agent side would accept the coordinator.
+	files := rogue.issue(t, pki.RoleSite, "st-mary")
+	files.CA = filepath.Join(tc.ca.dir, "ca.crt")
+	// In TLS 1.3 the client's handshake completes before the server has
+	// checked the client certificate, so the refusal shows on first use.
+	if a, err := dialRaw(t, leader.AgentAddr(), files); err == nil {
+		if err := protocol.WriteFrame(a.ctrl, hello()); err == nil {
+			if _, err := protocol.ReadFrame(a.ctrl, 0); err == nil {
+				t.Fatal("a certificate from another CA was accepted")
+			} else {
+				t.Logf("agent side sees: %v", err)
+			}
+		}
+	}
+	waitFor(t, leader, "the refusal to be counted", func() bool { return leader.Stats().HandshakesRefused.Load() >= 1 })
+
+	// The agent side refuses a coordinator whose certificate is from
+	// another CA.
+	site := tc.ca.issue(t, pki.RoleSite, "st-mary")
+	site.CA = filepath.Join(rogue.dir, "ca.crt")
+	if _, err := dialRaw(t, leader.AgentAddr(), site); err == nil {
+		t.Fatal("the agent accepted a coordinator certificate from another CA")
+	}
+}
+
+func TestMalformedFramesGetAnError(t *testing.T) {
+	tc := startCluster(t, 1, []string{"st-mary"}, nil)
+	leader, _ := tc.leader(t)
+	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-mary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]byte{
+		"garbage body":     {0, 0, 0, 3, 0xff, 0xff, 0xff},
+		"oversized length": {0x7f, 0xff, 0xff, 0xff},
+		"empty envelope":   {0, 0, 0, 0},
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, err := a.conn.OpenStreamSync(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Write(raw)
+			resp, err := protocol.ReadFrame(s, 0)
+			if err != nil {
+				t.Fatalf("no error frame: %v", err)
+			}
+			var re *protocol.RemoteError
+			if err := protocol.AsError(resp); !errors.As(err, &re) || re.Code != pb.ErrorCode_ERROR_CODE_BAD_REQUEST {
+				t.Fatalf("answer %v, want BAD_REQUEST", resp)
+			}
+		})
+	}
+	if got := leader.Stats().FramesRejected.Load(); got != int64(len(cases)) {
+		t.Fatalf("frames_rejected = %d, want %d", got, len(cases))
+	}
+	// The connection still works.
+	if w := a.call(t, hello()).GetWelcome(); w == nil {
+		t.Fatal("hello after bad frames was not welcomed")
+	}
+}
+

@@ -1,0 +1,104 @@
+package coordinator
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol/pki"
+)
+
+// Config is one coordinator node's configuration. Zero durations mean the
+// default from DefaultConfig.
+type Config struct {
+	// ID is this node's Raft server id, unique in the cluster.
+	ID string `json:"id"`
+	// DataDir holds the Raft log (raft.db), snapshots and blobs.
+	DataDir string `json:"data_dir"`
+	// RaftAddr is the TCP address for Raft traffic between coordinators
+	// (mutual TLS). Port 0 picks a free port.
+	RaftAddr string `json:"raft_addr"`
+	// AgentAddr is the UDP address of the QUIC listener for agents.
+	AgentAddr string `json:"agent_addr"`
+	// AgentAdvertise is the address agents are redirected to when this node
+	// leads; empty means the bound AgentAddr.
+	AgentAdvertise string `json:"agent_advertise,omitempty"`
+	// StatusAddr serves the read-only HTTP status (/healthz, /v1/status);
+	// empty turns it off. It holds no PHI; keep it on loopback.
+	StatusAddr string `json:"status_addr,omitempty"`
+	// TLS names the federation CA and this node's certificate and key
+	// (a coordinator certificate from `cohort ca issue`).
+	TLS pki.Files `json:"tls"`
+
+	// Sites are enrolled by the leader at election (idempotent).
+	Sites []string `json:"sites,omitempty"`
+	// Jobs are created by the leader at election (idempotent by id).
+	Jobs []JobSpec `json:"jobs,omitempty"`
+
+	// MaxModelBytes caps a model stored inline in the Raft log.
+	MaxModelBytes int `json:"max_model_bytes"`
+	// TickInterval is how often the leader's round engine checks deadlines.
+	TickInterval Duration `json:"tick_interval"`
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout tune Raft
+	// (see hashicorp/raft Config); zero keeps Raft's defaults.
+	HeartbeatTimeout   Duration `json:"heartbeat_timeout,omitempty"`
+	ElectionTimeout    Duration `json:"election_timeout,omitempty"`
+	LeaderLeaseTimeout Duration `json:"leader_lease_timeout,omitempty"`
+	// ApplyTimeout bounds one Raft proposal.
+	ApplyTimeout Duration `json:"apply_timeout"`
+	// MaxPollWait caps how long a task request is held open.
+	MaxPollWait Duration `json:"max_poll_wait"`
+
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger `json:"-"`
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time `json:"-"`
+}
+
+// DefaultConfig returns a config with every default set; ID, DataDir, the
+// addresses and TLS remain to fill.
+func DefaultConfig() Config {
+	return Config{
+		RaftAddr:      "127.0.0.1:7400",
+		AgentAddr:     "127.0.0.1:7401",
+		MaxModelBytes: 256 << 10,
+		TickInterval:  Duration(100 * time.Millisecond),
+		ApplyTimeout:  Duration(10 * time.Second),
+		MaxPollWait:   Duration(20 * time.Second),
+	}
+}
+
+// Validate reports the first problem with the config.
+func (c Config) Validate() error {
+	switch {
+	case !validID(c.ID):
+		return fmt.Errorf("%w: id %q: use 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalidConfig, c.ID)
+	case c.DataDir == "":
+		return fmt.Errorf("%w: data_dir is required", ErrInvalidConfig)
+	case c.RaftAddr == "" || c.AgentAddr == "":
+		return fmt.Errorf("%w: raft_addr and agent_addr are required", ErrInvalidConfig)
+	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
+		return fmt.Errorf("%w: tls.ca, tls.cert and tls.key are required", ErrInvalidConfig)
+	case c.MaxModelBytes <= 0:
+		return fmt.Errorf("%w: max_model_bytes must be positive", ErrInvalidConfig)
+	case c.TickInterval <= 0 || c.ApplyTimeout <= 0 || c.MaxPollWait <= 0:
+		return fmt.Errorf("%w: tick_interval, apply_timeout and max_poll_wait must be positive", ErrInvalidConfig)
+	}
+	for _, s := range c.Sites {
+		if !validID(s) {
+			return fmt.Errorf("%w: site id %q: use 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalidConfig, s)
+		}
+	}
+	for _, j := range c.Jobs {
+		if err := j.Validate(c.MaxModelBytes); err != nil {
+			return fmt.Errorf("%w: job %q: %w", ErrInvalidConfig, j.ID, err)
+		}
+	}
+	return nil
+}
+
+// Peer is one voter of the cluster's initial configuration.
+type Peer struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+}

@@ -1,0 +1,30 @@
+package coordinator
+
+import "errors"
+
+var (
+	// ErrInvalidConfig: the node's Config does not validate.
+	ErrInvalidConfig = errors.New("invalid coordinator config")
+	// ErrInvalidJob: a job spec does not validate.
+	ErrInvalidJob = errors.New("invalid job spec")
+	// ErrInvalidSite: a site id is not acceptable.
+	ErrInvalidSite = errors.New("invalid site")
+	// ErrModelTooLarge: a model is above the inline size limit of the log.
+	ErrModelTooLarge = errors.New("model too large for inline storage")
+	// ErrUnknownJob: no job with that id.
+	ErrUnknownJob = errors.New("unknown job")
+	// ErrUnknownSite: the site is not enrolled in this federation.
+	ErrUnknownSite = errors.New("unknown site")
+	// ErrRoundClosed: the round is not open (closed, failed, or not yet opened).
+	ErrRoundClosed = errors.New("round not open")
+	// ErrRoundConflict: a round transition that does not follow from the state.
+	ErrRoundConflict = errors.New("round conflict")
+	// ErrDuplicateUpdate: a site sent a second, different update for a round.
+	ErrDuplicateUpdate = errors.New("duplicate update")
+	// ErrBadCommand: a log entry that does not decode.
+	ErrBadCommand = errors.New("bad command")
+	// ErrNotLeader: this node cannot do that because it is not the leader.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrClosed: the node is shut down.
+	ErrClosed = errors.New("coordinator closed")
+)

@@ -1,0 +1,376 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// cmdType is the first byte of every Raft log entry.
+type cmdType byte
+
+const (
+	cmdNodeInfo cmdType = iota + 1
+	cmdEnsureSite
+	cmdEnsureJob
+	cmdOpenRound
+	cmdReceipt
+	cmdCommitRound
+	cmdFailRound
+)
+
+func (t cmdType) String() string {
+	switch t {
+	case cmdNodeInfo:
+		return "node-info"
+	case cmdEnsureSite:
+		return "ensure-site"
+	case cmdEnsureJob:
+		return "ensure-job"
+	case cmdOpenRound:
+		return "open-round"
+	case cmdReceipt:
+		return "receipt"
+	case cmdCommitRound:
+		return "commit-round"
+	case cmdFailRound:
+		return "fail-round"
+	}
+	return fmt.Sprintf("cmd(%d)", byte(t))
+}
+
+// command is the JSON body after the type byte. ReqID deduplicates retries;
+// At is the leader's clock when it proposed the command, so the FSM never
+// reads a clock of its own.
+type command struct {
+	ReqID string          `json:"req_id"`
+	At    time.Time       `json:"at"`
+	Body  json.RawMessage `json:"body"`
+}
+
+type openRoundBody struct {
+	Job      string    `json:"job"`
+	Round    uint64    `json:"round"`
+	Base     string    `json:"base"`
+	Deadline time.Time `json:"deadline"`
+}
+
+type receiptBody struct {
+	Job     string  `json:"job"`
+	Round   uint64  `json:"round"`
+	Receipt Receipt `json:"receipt"`
+}
+
+type commitRoundBody struct {
+	Job          string   `json:"job"`
+	Round        uint64   `json:"round"`
+	Attempt      int      `json:"attempt"`
+	Weights      []byte   `json:"weights"`
+	Digest       string   `json:"digest"`
+	Contributors []string `json:"contributors"`
+	Samples      uint64   `json:"samples"`
+	MeanValAUROC float64  `json:"mean_val_auroc"`
+}
+
+type failRoundBody struct {
+	Job     string `json:"job"`
+	Round   uint64 `json:"round"`
+	Attempt int    `json:"attempt"`
+	Reason  string `json:"reason"`
+}
+
+func encodeCommand(t cmdType, reqID string, at time.Time, body any) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	c, err := json.Marshal(command{ReqID: reqID, At: at.UTC(), Body: b})
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	return append([]byte{byte(t)}, c...), nil
+}
+
+// fsm is the replicated state machine. Readers take mu.RLock; Apply takes
+// mu.Lock. No other lock is taken while mu is held. After each applied entry
+// changedC is closed and replaced, waking every waiter.
+type fsm struct {
+	maxModelBytes int
+
+	mu       sync.RWMutex
+	st       *state
+	changedC chan struct{}
+	// onCommit, if set, is called (without mu held) after a round commits.
+	onCommit func(job string, round uint64)
+}
+
+func newFSM(maxModelBytes int) *fsm {
+	return &fsm{maxModelBytes: maxModelBytes, st: newState(), changedC: make(chan struct{})}
+}
+
+// changed returns a channel closed at the next applied entry.
+func (f *fsm) changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changedC
+}
+
+// Apply applies one committed entry. It returns nil or an error; the error
+// is the proposer's answer (a refused command changes nothing).
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		return nil
+	}
+	t := cmdType(l.Data[0])
+	var c command
+	if err := json.Unmarshal(l.Data[1:], &c); err != nil {
+		return fmt.Errorf("%w: %s entry does not decode: %w", ErrBadCommand, t, err)
+	}
+	f.mu.Lock()
+	var (
+		res       error
+		committed *commitRoundBody
+	)
+	if f.st.markSeen(c.ReqID) {
+		res = nil // a retried proposal: already applied
+	} else {
+		res = f.apply(t, c)
+		if res == nil && t == cmdCommitRound {
+			committed = new(commitRoundBody)
+			_ = json.Unmarshal(c.Body, committed)
+		}
+	}
+	close(f.changedC)
+	f.changedC = make(chan struct{})
+	onCommit := f.onCommit
+	f.mu.Unlock()
+	if committed != nil && onCommit != nil {
+		onCommit(committed.Job, committed.Round)
+	}
+	return res
+}
+
+func (f *fsm) apply(t cmdType, c command) error {
+	decode := func(v any) error {
+		if err := json.Unmarshal(c.Body, v); err != nil {
+			return fmt.Errorf("%w: %s body: %w", ErrBadCommand, t, err)
+		}
+		return nil
+	}
+	st := f.st
+	switch t {
+	case cmdNodeInfo:
+		var n NodeInfo
+		if err := decode(&n); err != nil {
+			return err
+		}
+		st.Nodes[n.ID] = n
+		return nil
+	case cmdEnsureSite:
+		var s Site
+		if err := decode(&s); err != nil {
+			return err
+		}
+		if !validID(s.ID) {
+			return fmt.Errorf("%w: site id %q", ErrInvalidSite, s.ID)
+		}
+		if _, ok := st.Sites[s.ID]; !ok {
+			st.Sites[s.ID] = &Site{ID: s.ID, Created: c.At}
+		}
+		return nil
+	case cmdEnsureJob:
+		var b struct {
+			Spec    JobSpec `json:"spec"`
+			Initial Model   `json:"initial"`
+		}
+		if err := decode(&b); err != nil {
+			return err
+		}
+		if _, ok := st.Jobs[b.Spec.ID]; ok {
+			return nil // idempotent by id
+		}
+		if err := b.Spec.Validate(f.maxModelBytes); err != nil {
+			return err
+		}
+		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At, Models: []*Model{&b.Initial}}
+		j.reindex()
+		st.Jobs[b.Spec.ID] = j
+		return nil
+	case cmdOpenRound:
+		var b openRoundBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		j, err := f.runningJob(b.Job)
+		if err != nil {
+			return err
+		}
+		if j.Current != nil {
+			return fmt.Errorf("%w: job %s round %d is still open", ErrRoundConflict, b.Job, j.Current.Number)
+		}
+		if b.Round != j.committedN+1 {
+			return fmt.Errorf("%w: job %s: next round is %d, not %d", ErrRoundConflict, b.Job, j.committedN+1, b.Round)
+		}
+		if j.Global == nil || b.Base != j.Global.Digest {
+			return fmt.Errorf("%w: job %s: round base is not the current global model", ErrRoundConflict, b.Job)
+		}
+		j.attempts[b.Round]++
+		r := &Round{Number: b.Round, Attempt: j.attempts[b.Round], State: RoundOpen, Base: b.Base,
+			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt)}
+		j.Rounds = append(j.Rounds, r)
+		j.Current = r
+		return nil
+	case cmdReceipt:
+		var b receiptBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		r, err := f.openRound(b.Job, b.Round)
+		if err != nil {
+			return err
+		}
+		if _, ok := st.Sites[b.Receipt.Site]; !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownSite, b.Receipt.Site)
+		}
+		if prev, ok := r.Receipts[b.Receipt.Site]; ok {
+			if prev.Digest == b.Receipt.Digest {
+				return nil // the same update again: harmless
+			}
+			return fmt.Errorf("%w: site %s already submitted a different update for round %d", ErrDuplicateUpdate, b.Receipt.Site, b.Round)
+		}
+		rc := b.Receipt
+		rc.At = c.At
+		r.Receipts[rc.Site] = &rc
+		return nil
+	case cmdCommitRound:
+		var b commitRoundBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		r, err := f.openRound(b.Job, b.Round)
+		if err != nil {
+			return err
+		}
+		if r.Attempt != b.Attempt {
+			return fmt.Errorf("%w: job %s round %d attempt %d is not open", ErrRoundConflict, b.Job, b.Round, b.Attempt)
+		}
+		if f.maxModelBytes > 0 && len(b.Weights) > f.maxModelBytes {
+			return fmt.Errorf("%w: %d bytes, above the %d-byte inline limit", ErrModelTooLarge, len(b.Weights), f.maxModelBytes)
+		}
+		j := st.Jobs[b.Job]
+		m := &Model{Digest: b.Digest, Round: b.Round, Weights: b.Weights}
+		j.Models = append(j.Models, m)
+		j.byDigest[m.Digest] = m
+		j.Global = m
+		r.State = RoundCommitted
+		r.Closed = c.At
+		r.Result = b.Digest
+		r.Contributors = slices.Clone(b.Contributors)
+		r.Samples = b.Samples
+		r.MeanValAUROC = b.MeanValAUROC
+		j.Current = nil
+		j.committedN = b.Round
+		if int(b.Round) >= j.Spec.Rounds {
+			j.State = JobDone
+			j.Finished = c.At
+		}
+		return nil
+	case cmdFailRound:
+		var b failRoundBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		r, err := f.openRound(b.Job, b.Round)
+		if err != nil {
+			return err
+		}
+		if r.Attempt != b.Attempt {
+			return fmt.Errorf("%w: job %s round %d attempt %d is not open", ErrRoundConflict, b.Job, b.Round, b.Attempt)
+		}
+		j := st.Jobs[b.Job]
+		r.State = RoundFailed
+		r.Closed = c.At
+		r.FailReason = b.Reason
+		j.Current = nil
+		if r.Attempt >= j.Spec.MaxAttempts {
+			j.State = JobFailed
+			j.Finished = c.At
+			j.FailReason = fmt.Sprintf("round %d failed %d times; last: %s", b.Round, r.Attempt, b.Reason)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, byte(t))
+}
+
+func (f *fsm) runningJob(id string) (*Job, error) {
+	j, ok := f.st.Jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownJob, id)
+	}
+	if j.State != JobRunning {
+		return nil, fmt.Errorf("%w: job %s is %s", ErrRoundClosed, id, j.State)
+	}
+	return j, nil
+}
+
+func (f *fsm) openRound(job string, round uint64) (*Round, error) {
+	j, err := f.runningJob(job)
+	if err != nil {
+		return nil, err
+	}
+	if j.Current == nil || j.Current.Number != round {
+		return nil, fmt.Errorf("%w: job %s round %d is not open", ErrRoundClosed, job, round)
+	}
+	return j.Current, nil
+}
+
+// Snapshot captures the whole state as JSON.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.st)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return snapshot(b), nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st := newState()
+	if err := json.NewDecoder(rc).Decode(st); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	st.reindex()
+	f.mu.Lock()
+	f.st = st
+	close(f.changedC)
+	f.changedC = make(chan struct{})
+	f.mu.Unlock()
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		return errors.Join(fmt.Errorf("persist snapshot: %w", err), sink.Cancel())
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}
+
+// view runs fn with the state read-locked. fn must not keep references.
+func (f *fsm) view(fn func(st *state)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.st)
+}

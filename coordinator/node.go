@@ -1,0 +1,400 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cohort-fl/cohort/coordinator/raftnet"
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pki"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/quic-go/quic-go"
+)
+
+// RaftALPN is the ALPN of Raft traffic between coordinators.
+const RaftALPN = "cohort-raft/1"
+
+// Node is one coordinator. New opens its stores and binds its listeners
+// (so Addr methods answer before Run); Run starts Raft and serves until its
+// context ends; Close releases everything and is idempotent.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	fsm  *fsm
+	blob *blobStore
+
+	boltStore *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+	trans     *raft.NetworkTransport
+	quicLn    *quic.Listener
+	statusLn  net.Listener
+	agentTLS  *tls.Config
+
+	raftMu sync.Mutex // guards r
+	r      *raft.Raft
+
+	stats Stats
+
+	// ready is set while this node leads and has finished onElected.
+	ready atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+	running   atomic.Bool
+}
+
+// Stats are the node's counters. Labels never carry PHI: they are fixed
+// reasons.
+type Stats struct {
+	HandshakesRefused atomic.Int64
+	FramesRejected    atomic.Int64
+	UnknownSites      atomic.Int64
+	UpdatesAccepted   atomic.Int64
+	UpdatesRejected   atomic.Int64
+	RoundsCommitted   atomic.Int64
+	RoundsFailed      atomic.Int64
+	BytesReceived     atomic.Int64
+	BytesSent         atomic.Int64
+}
+
+// New validates cfg, opens the Raft stores in cfg.DataDir and binds the
+// Raft, agent and status listeners. It starts no goroutine except those of
+// the Raft network transport, which Close stops.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.ID)
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(cfg.MaxModelBytes)}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if n.blob, err = newBlobStore(filepath.Join(cfg.DataDir, "blobs")); err != nil {
+		return nil, err
+	}
+	pool, cert, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load tls: %w", err)
+	}
+	if n.boltStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")}); err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	if n.snaps, err = raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard); err != nil {
+		return nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	stream, err := raftnet.Listen(cfg.RaftAddr,
+		pki.ServerTLS(pool, cert, RaftALPN, pki.RoleCoordinator),
+		pki.ClientTLS(pool, cert, RaftALPN, "", pki.RoleCoordinator))
+	if err != nil {
+		return nil, fmt.Errorf("raft listener: %w", err)
+	}
+	n.trans = raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
+
+	n.agentTLS = n.agentServerTLS(pool, cert)
+	n.quicLn, err = quic.ListenAddr(cfg.AgentAddr, n.agentTLS, &quic.Config{
+		HandshakeIdleTimeout: 5 * time.Second,
+		MaxIdleTimeout:       30 * time.Second,
+		KeepAlivePeriod:      10 * time.Second,
+		MaxIncomingStreams:   maxStreamsPerAgent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent listener: %w", err)
+	}
+	if cfg.StatusAddr != "" {
+		if n.statusLn, err = net.Listen("tcp", cfg.StatusAddr); err != nil {
+			return nil, fmt.Errorf("status listener: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// agentServerTLS is the QUIC server's TLS config: mutual TLS with site
+// certificates of the federation CA. It verifies the chain itself so that a
+// refused certificate is logged and counted here, not only on the agent.
+func (n *Node) agentServerTLS(pool *x509.CertPool, cert tls.Certificate) *tls.Config {
+	base := pki.ServerTLS(pool, cert, protocol.ALPN, pki.RoleSite)
+	verify := base.VerifyConnection
+	// Ask for any certificate and verify the chain in VerifyConnection:
+	// with no acceptable-CA list in the request, a gateway holding a
+	// certificate from another CA still presents it, and the refusal is
+	// logged and counted on this side too.
+	base.ClientAuth = tls.RequireAnyClientCert
+	base.ClientCAs = nil
+	base.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verifyChain(pool, cs)
+		if err == nil && verify != nil {
+			err = verify(cs)
+		}
+		if err != nil {
+			n.stats.HandshakesRefused.Add(1)
+			n.log.Warn("refused agent certificate", "err", err)
+		}
+		return err
+	}
+	return base
+}
+
+// ID is this node's Raft server id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// RaftAddr is the bound Raft address.
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
+
+// AgentAddr is the address agents reach this node at.
+func (n *Node) AgentAddr() string {
+	if n.cfg.AgentAdvertise != "" {
+		return n.cfg.AgentAdvertise
+	}
+	return n.quicLn.Addr().String()
+}
+
+// StatusAddr is the bound status address, or "".
+func (n *Node) StatusAddr() string {
+	if n.statusLn == nil {
+		return ""
+	}
+	return n.statusLn.Addr().String()
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// Bootstrap writes the initial cluster configuration if this node has no
+// Raft state yet; on a node that has state it does nothing. Every voter may
+// bootstrap with the same peers. Call it before Run.
+func (n *Node) Bootstrap(peers []Peer) error {
+	has, err := raft.HasExistingState(n.boltStore, n.boltStore, n.snaps)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if has {
+		return nil
+	}
+	var conf raft.Configuration
+	for _, p := range peers {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+	}
+	if err := raft.BootstrapCluster(n.raftConfig(), n.boltStore, n.boltStore, n.snaps, n.trans, conf); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.ID)
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}})
+	if n.cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = time.Duration(n.cfg.HeartbeatTimeout)
+	}
+	if n.cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = time.Duration(n.cfg.ElectionTimeout)
+	}
+	if n.cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = time.Duration(n.cfg.LeaderLeaseTimeout)
+	}
+	return rc
+}
+
+// Run starts Raft, the agent server, the round engine and the status
+// server, and blocks until ctx ends or one of them fails.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("coordinator: Run called twice")
+	}
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.boltStore, n.boltStore, n.snaps, n.trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raftMu.Lock()
+	n.r = r
+	n.raftMu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errC := make(chan error, 3)
+	wg.Go(func() { errC <- n.serveAgents(ctx) })
+	wg.Go(func() { errC <- n.runEngine(ctx) })
+	if n.statusLn != nil {
+		srv := &http.Server{Handler: n.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(n.statusLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errC <- fmt.Errorf("status server: %w", err)
+			}
+		})
+		wg.Go(func() { <-ctx.Done(); srv.Close() })
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errC:
+	}
+	cancel()
+	n.quicLn.Close()
+	wg.Wait()
+	if err := r.Shutdown().Error(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("raft shutdown: %w", err)
+	}
+	return runErr
+}
+
+// Close releases the listeners and stores. It is idempotent; call it after
+// Run has returned.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.quicLn != nil {
+			n.quicLn.Close()
+		}
+		if n.statusLn != nil {
+			n.statusLn.Close()
+		}
+		if n.trans != nil {
+			errs = append(errs, n.trans.Close())
+		}
+		if n.boltStore != nil {
+			errs = append(errs, n.boltStore.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) raftNode() *raft.Raft {
+	n.raftMu.Lock()
+	defer n.raftMu.Unlock()
+	return n.r
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool {
+	r := n.raftNode()
+	return r != nil && r.State() == raft.Leader
+}
+
+// Leader returns the leader's id and agent address, as far as this node
+// knows; empty strings when unknown.
+func (n *Node) Leader() (id, agentAddr string) {
+	r := n.raftNode()
+	if r == nil {
+		return "", ""
+	}
+	_, lid := r.LeaderWithID()
+	id = string(lid)
+	if id == "" {
+		return "", ""
+	}
+	n.fsm.view(func(st *state) { agentAddr = st.Nodes[id].AgentAddr })
+	return id, agentAddr
+}
+
+// propose applies a command through Raft on the leader and returns the
+// FSM's answer.
+func (n *Node) propose(t cmdType, body any) error {
+	r := n.raftNode()
+	if r == nil || r.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	data, err := encodeCommand(t, newReqID(), n.now(), body)
+	if err != nil {
+		return err
+	}
+	f := r.Apply(data, time.Duration(n.cfg.ApplyTimeout))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		return fmt.Errorf("raft apply %s: %w", t, err)
+	}
+	if err, ok := f.Response().(error); ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+// EnsureSite enrolls a site (idempotent). Leader only for now.
+func (n *Node) EnsureSite(id string) error {
+	if !validID(id) {
+		return fmt.Errorf("%w: site id %q", ErrInvalidSite, id)
+	}
+	return n.propose(cmdEnsureSite, Site{ID: id})
+}
+
+// CreateJob creates a job with a zero initial model (idempotent by id).
+// Leader only for now.
+func (n *Node) CreateJob(spec JobSpec) error {
+	if err := spec.Validate(n.cfg.MaxModelBytes); err != nil {
+		return err
+	}
+	w := protocol.EncodeF32(make([]float32, spec.Model.NumParams()))
+	return n.propose(cmdEnsureJob, struct {
+		Spec    JobSpec `json:"spec"`
+		Initial Model   `json:"initial"`
+	}{spec, Model{Digest: protocol.Digest(w), Round: 0, Weights: w}})
+}
+
+// Job returns a copy of a job's replicated state.
+func (n *Node) Job(id string) (*Job, bool) {
+	var j *Job
+	n.fsm.view(func(st *state) {
+		if src, ok := st.Jobs[id]; ok {
+			j = src.clone()
+		}
+	})
+	return j, j != nil
+}
+
+// Changed returns a channel that is closed when the next log entry applies.
+func (n *Node) Changed() <-chan struct{} { return n.fsm.changed() }
+
+func newReqID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// slogWriter turns hclog's lines into slog records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(string(trimNewline(p)), "component", "raft")
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

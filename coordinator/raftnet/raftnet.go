@@ -1,0 +1,322 @@
+// Package raftnet is the network layer between coordinators: a
+// raft.StreamLayer over TCP with mutual TLS 1.3, for
+// raft.NewNetworkTransport.
+//
+// Both ends present coordinator certificates from the federation CA (see
+// package pki) and negotiate ALPN "cohort-raft/1"; a peer with a certificate
+// from another CA, a site certificate, or another protocol is refused during
+// the handshake. TLSConfigs builds matching server and client
+// configurations.
+//
+// Incoming handshakes run concurrently, each bounded by a timeout, so a slow
+// or hostile client cannot stall the listener; a failed handshake is logged
+// and dropped and the listener keeps accepting. Accept only returns
+// connections whose handshake has completed.
+//
+// In TLS 1.3 the client finishes its handshake before the server has checked
+// the client's certificate. A Dial by a peer whose certificate the server
+// refuses therefore returns a connection, and the refusal surfaces as an
+// error on that connection's first read (raft's first RPC response).
+package raftnet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cohort-fl/cohort/protocol/pki"
+)
+
+// ALPN is the application protocol coordinators negotiate with each other.
+const ALPN = "cohort-raft/1"
+
+var (
+	// ErrNoServerConfig: Config.Server is nil.
+	ErrNoServerConfig = errors.New("raftnet: server TLS config is required")
+	// ErrNoClientConfig: Config.Client is nil.
+	ErrNoClientConfig = errors.New("raftnet: client TLS config is required")
+	// ErrNotMutual: the server TLS config does not require and verify client certificates.
+	ErrNotMutual = errors.New("raftnet: server TLS config must require and verify client certificates")
+	// ErrInvalidAddr: a missing or malformed listen or advertise address.
+	ErrInvalidAddr = errors.New("raftnet: invalid address")
+	// ErrInvalidConfig: a non-positive timeout or limit.
+	ErrInvalidConfig = errors.New("raftnet: invalid config")
+)
+
+// Config configures a StreamLayer.
+type Config struct {
+	// Addr is the TCP address to listen on, host:port (port 0 picks one).
+	Addr string
+	// Advertise is the address peers dial to reach this node, host:port.
+	// Empty means the listener's own address, which must then not be an
+	// unspecified IP (0.0.0.0 or ::). Its host must be one of this node's
+	// certificate SANs.
+	Advertise string
+	// Server is the TLS configuration for accepted connections; it must
+	// require and verify client certificates. See TLSConfigs.
+	Server *tls.Config
+	// Client is the TLS configuration for dialled connections. Its
+	// ServerName is replaced per dial by the host of the dialled address.
+	Client *tls.Config
+	// HandshakeTimeout bounds each incoming and outgoing TLS handshake
+	// (outgoing ones are also bounded by raft's dial timeout).
+	HandshakeTimeout time.Duration
+	// MaxPendingHandshakes bounds incoming connections that are
+	// handshaking or waiting for Accept; further connections wait in the
+	// kernel's accept queue.
+	MaxPendingHandshakes int
+	// Logger receives handshake failures and accept errors; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with default timeouts and limits and no
+// address or TLS configurations.
+func DefaultConfig() Config {
+	return Config{
+		HandshakeTimeout:     10 * time.Second,
+		MaxPendingHandshakes: 64,
+	}
+}
+
+// Validate reports whether the config can be used.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("%w: listen address %q: %w", ErrInvalidAddr, c.Addr, err)
+	}
+	if c.Advertise != "" {
+		if err := checkAdvertise(c.Advertise); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Server == nil:
+		return ErrNoServerConfig
+	case c.Client == nil:
+		return ErrNoClientConfig
+	case c.Server.ClientAuth != tls.RequireAndVerifyClientCert:
+		return ErrNotMutual
+	case c.HandshakeTimeout <= 0:
+		return fmt.Errorf("%w: handshake timeout %v", ErrInvalidConfig, c.HandshakeTimeout)
+	case c.MaxPendingHandshakes <= 0:
+		return fmt.Errorf("%w: max pending handshakes %d", ErrInvalidConfig, c.MaxPendingHandshakes)
+	}
+	return nil
+}
+
+func checkAdvertise(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: advertise address %q: %w", ErrInvalidAddr, addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%w: advertise address %q has no host", ErrInvalidAddr, addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%w: advertise address %q is unspecified; set Advertise", ErrInvalidAddr, addr)
+	}
+	return nil
+}
+
+// TLSConfigs returns the server and client TLS configurations for Raft
+// between coordinators: TLS 1.3, ALPN "cohort-raft/1", certificates from
+// pool on both ends, role coordinator on both ends.
+func TLSConfigs(pool *x509.CertPool, cert tls.Certificate) (server, client *tls.Config) {
+	return pki.ServerTLS(pool, cert, ALPN, pki.RoleCoordinator),
+		pki.ClientTLS(pool, cert, ALPN, "", pki.RoleCoordinator)
+}
+
+// StreamLayer is a raft.StreamLayer over TCP with mutual TLS. It is a
+// net.Listener whose Accept returns handshaken *tls.Conn values, and it
+// dials peers with Dial. Close stops accepting and waits for the goroutines
+// it started; connections already returned belong to the caller.
+type StreamLayer struct {
+	ln               net.Listener
+	addr             net.Addr
+	server, client   *tls.Config
+	handshakeTimeout time.Duration
+	log              *slog.Logger
+
+	connC     chan net.Conn   // handshaken incoming connections
+	slots     chan struct{}   // one token per incoming conn not yet taken by Accept
+	ctx       context.Context // cancelled by Close
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	lnErr     error // result of closing ln, set once in Close
+}
+
+var _ raft.StreamLayer = (*StreamLayer)(nil)
+
+// Listen listens on addr (host:port) with the default config, the given TLS
+// configurations and no logger. See ListenConfig.
+func Listen(addr string, server, client *tls.Config) (*StreamLayer, error) {
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.Server, cfg.Client = addr, server, client
+	return ListenConfig(cfg)
+}
+
+// ListenConfig validates cfg, listens on cfg.Addr and starts accepting
+// connections in the background until Close.
+func ListenConfig(cfg Config) (*StreamLayer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("raftnet: listen: %w", err)
+	}
+	var addr net.Addr = ln.Addr()
+	if cfg.Advertise != "" {
+		addr = advertiseAddr(cfg.Advertise)
+	} else if err := checkAdvertise(addr.String()); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &StreamLayer{
+		ln:               ln,
+		addr:             addr,
+		server:           cfg.Server,
+		client:           cfg.Client,
+		handshakeTimeout: cfg.HandshakeTimeout,
+		log:              log.With("component", "raftnet", "listen", ln.Addr().String()),
+		connC:            make(chan net.Conn),
+		slots:            make(chan struct{}, cfg.MaxPendingHandshakes),
+		ctx:              ctx,
+		cancel:           cancel,
+	}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// acceptLoop accepts TCP connections and hands each to a handshake
+// goroutine, holding a slot per pending handshake.
+func (s *StreamLayer) acceptLoop() {
+	defer s.wg.Done()
+	const baseDelay, maxDelay = 5 * time.Millisecond, time.Second
+	var delay time.Duration
+	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		c, err := s.ln.Accept()
+		if err != nil {
+			<-s.slots
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, baseDelay), maxDelay)
+			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.handshake(c)
+	}
+}
+
+// handshake completes the server side of the TLS handshake on c and
+// delivers it to Accept, or logs the failure and closes c.
+func (s *StreamLayer) handshake(c net.Conn) {
+	defer s.wg.Done()
+	// The slot is held until Accept takes the connection, so a caller that
+	// stops accepting also stops the accept loop.
+	defer func() { <-s.slots }()
+	tc := tls.Server(c, s.server)
+	ctx, cancel := context.WithTimeout(s.ctx, s.handshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		_ = c.Close()
+		if s.ctx.Err() == nil {
+			s.log.Warn("peer handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	if id, err := pki.PeerIdentity(tc.ConnectionState()); err == nil {
+		s.log.Debug("peer connected", "remote", c.RemoteAddr().String(), "peer", id.String())
+	}
+	select {
+	case s.connC <- tc:
+	case <-s.ctx.Done():
+		_ = tc.Close()
+	}
+}
+
+// Accept returns the next incoming connection whose TLS handshake has
+// completed. After Close it returns an error matching net.ErrClosed.
+func (s *StreamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.connC:
+		return c, nil
+	case <-s.ctx.Done():
+		return nil, fmt.Errorf("raftnet: accept: %w", net.ErrClosed)
+	}
+}
+
+// Close stops accepting, aborts pending handshakes and waits for the
+// goroutines the StreamLayer started. It is safe to call more than once.
+func (s *StreamLayer) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.lnErr = s.ln.Close()
+		s.wg.Wait()
+	})
+	return s.lnErr
+}
+
+// Addr returns the address peers dial to reach this node: Config.Advertise
+// or the listener's address.
+func (s *StreamLayer) Addr() net.Addr { return s.addr }
+
+// Dial connects to a peer and completes the TLS handshake within timeout
+// (0 means Config.HandshakeTimeout). Close aborts pending dials. The
+// server name verified against the peer's certificate is the host of
+// address.
+func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.ctx.Err() != nil {
+		return nil, fmt.Errorf("raftnet: dial %s: %w", address, net.ErrClosed)
+	}
+	cfg := s.client.Clone()
+	cfg.ServerName = pki.ServerNameFor(string(address))
+	limit := s.handshakeTimeout
+	if timeout > 0 {
+		limit = timeout
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, limit)
+	defer cancel()
+	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", string(address))
+	if err != nil {
+		return nil, fmt.Errorf("raftnet: dial %s: %w", address, err)
+	}
+	return c, nil
+}
+
+// advertiseAddr is a configured advertise address.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }

@@ -1,0 +1,202 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cohort-fl/cohort/aggregator"
+	"github.com/cohort-fl/cohort/protocol"
+)
+
+// runEngine drives rounds while this node leads: it opens the next round of
+// each running job, closes a round when enough updates are in or its
+// deadline passes, aggregates, and commits the new global model. All of its
+// decisions go through Raft, so a new leader picks up where the old one
+// stopped.
+func (n *Node) runEngine(ctx context.Context) error {
+	tick := time.NewTicker(time.Duration(n.cfg.TickInterval))
+	defer tick.Stop()
+	wasLeader := false
+	for {
+		changed := n.fsm.changed()
+		leader := n.IsLeader()
+		if leader && !wasLeader {
+			if err := n.onElected(); err != nil {
+				n.log.Warn("leader setup", "err", err)
+				leader = false // try again at the next tick
+			}
+		}
+		wasLeader = leader
+		n.ready.Store(leader)
+		if leader {
+			n.step()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-changed:
+		}
+	}
+}
+
+// onElected runs once per term on the new leader: wait until every entry of
+// earlier terms is applied, publish this node's agent address, and enroll
+// the configured sites and jobs.
+func (n *Node) onElected() error {
+	r := n.raftNode()
+	if err := r.Barrier(time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	if err := n.propose(cmdNodeInfo, NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr()}); err != nil {
+		return err
+	}
+	for _, s := range n.cfg.Sites {
+		if err := n.EnsureSite(s); err != nil {
+			return err
+		}
+	}
+	for _, j := range n.cfg.Jobs {
+		if err := n.CreateJob(j); err != nil {
+			return err
+		}
+	}
+	n.log.Info("leading the cluster")
+	return nil
+}
+
+// roundView is what the engine needs of one job, copied under the FSM lock.
+type roundView struct {
+	job       string
+	spec      JobSpec
+	committed uint64
+	global    *Model
+	open      *Round
+}
+
+func (n *Node) step() {
+	var views []roundView
+	n.fsm.view(func(st *state) {
+		for id, j := range st.Jobs {
+			if j.State != JobRunning {
+				continue
+			}
+			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global}
+			if j.Current != nil {
+				c := *j.Current
+				c.Receipts = make(map[string]*Receipt, len(j.Current.Receipts))
+				for k, rc := range j.Current.Receipts {
+					cp := *rc
+					c.Receipts[k] = &cp
+				}
+				v.open = &c
+			}
+			views = append(views, v)
+		}
+	})
+	slices.SortFunc(views, func(a, b roundView) int { return cmpString(a.job, b.job) })
+	for _, v := range views {
+		if err := n.stepJob(v); err != nil && !errors.Is(err, ErrNotLeader) {
+			n.log.Warn("round engine", "job", v.job, "err", err)
+		}
+	}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (n *Node) stepJob(v roundView) error {
+	now := n.now()
+	if v.open == nil {
+		next := v.committed + 1
+		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: next, Base: v.global.Digest,
+			Deadline: now.Add(time.Duration(v.spec.RoundTimeout))}); err != nil {
+			return fmt.Errorf("open round %d: %w", next, err)
+		}
+		n.log.Info("round opened", "job", v.job, "round", next)
+		return nil
+	}
+	r := v.open
+	// Updates whose body this node holds can be aggregated; a receipt
+	// without a body (committed under an earlier leader) waits for the
+	// agent to send it again.
+	var ready []*Receipt
+	for _, rc := range r.Receipts {
+		if n.blob.has(rc.Digest) {
+			ready = append(ready, rc)
+		}
+	}
+	complete := len(ready) == len(r.Receipts)
+	switch {
+	case len(r.Receipts) >= v.spec.MinSites && complete:
+		return n.closeRound(v, r, ready)
+	case now.Before(r.Deadline):
+		return nil
+	case len(ready) >= v.spec.MinSites:
+		n.log.Warn("round deadline: closing without updates whose bodies never arrived",
+			"job", v.job, "round", r.Number, "missing", len(r.Receipts)-len(ready))
+		return n.closeRound(v, r, ready)
+	default:
+		reason := fmt.Sprintf("deadline passed with %d of %d required updates", len(ready), v.spec.MinSites)
+		n.stats.RoundsFailed.Add(1)
+		n.log.Warn("round failed", "job", v.job, "round", r.Number, "attempt", r.Attempt, "reason", reason)
+		return n.propose(cmdFailRound, failRoundBody{Job: v.job, Round: r.Number, Attempt: r.Attempt, Reason: reason})
+	}
+}
+
+// closeRound aggregates the ready updates and commits the new global model.
+func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
+	slices.SortFunc(ready, func(a, b *Receipt) int { return cmpString(a.Site, b.Site) })
+	global, err := protocol.DecodeF32(v.global.Weights)
+	if err != nil {
+		return fmt.Errorf("decode global model: %w", err)
+	}
+	agg, err := aggregator.FedAvg{}.Begin(global)
+	if err != nil {
+		return err
+	}
+	var (
+		sites   []string
+		samples uint64
+		auroc   float64
+	)
+	for _, rc := range ready {
+		body, err := n.blob.get(rc.Digest)
+		if err != nil {
+			return fmt.Errorf("update of site %s: %w", rc.Site, err)
+		}
+		if err := agg.AddPacked(body, rc.Samples); err != nil {
+			return fmt.Errorf("aggregate update of site %s: %w", rc.Site, err)
+		}
+		sites = append(sites, rc.Site)
+		samples += rc.Samples
+		auroc += float64(rc.Samples) * rc.Metrics.ValAUROC
+	}
+	next, err := agg.Finish()
+	if err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
+	w := protocol.EncodeF32(next)
+	if err := n.propose(cmdCommitRound, commitRoundBody{
+		Job: v.job, Round: r.Number, Attempt: r.Attempt, Weights: w, Digest: protocol.Digest(w),
+		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples),
+	}); err != nil {
+		return fmt.Errorf("commit round %d: %w", r.Number, err)
+	}
+	n.stats.RoundsCommitted.Add(1)
+	n.log.Info("round committed", "job", v.job, "round", r.Number, "sites", len(sites), "samples", samples)
+	for _, rc := range r.Receipts {
+		n.blob.remove(rc.Digest)
+	}
+	return nil
+}

@@ -1,0 +1,367 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// JobState is a job's lifecycle state.
+type JobState string
+
+// Job states.
+const (
+	JobRunning JobState = "running"
+	JobDone    JobState = "done"
+	JobFailed  JobState = "failed"
+)
+
+// RoundState is a round's lifecycle state.
+type RoundState string
+
+// Round states.
+const (
+	RoundOpen      RoundState = "open"
+	RoundCommitted RoundState = "committed"
+	RoundFailed    RoundState = "failed"
+)
+
+// Site is an enrolled hospital. Its id is the common name of its certificate.
+type Site struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+// NodeInfo is what a coordinator publishes about itself in the log.
+type NodeInfo struct {
+	ID        string `json:"id"`
+	AgentAddr string `json:"agent_addr"`
+}
+
+// ModelSpec names a model architecture.
+type ModelSpec struct {
+	// Kind is the architecture; "logreg" for now.
+	Kind string `json:"kind"`
+	// NumFeatures is the width of the feature vector.
+	NumFeatures int `json:"num_features"`
+}
+
+// NumParams is the length of the flat weight vector.
+func (m ModelSpec) NumParams() int { return m.NumFeatures + 1 }
+
+// TrainParams are the job's local training parameters, sent to sites.
+type TrainParams struct {
+	LocalEpochs        int     `json:"local_epochs"`
+	LearningRate       float64 `json:"learning_rate"`
+	BatchSize          int     `json:"batch_size"`
+	Seed               uint64  `json:"seed"`
+	ValidationFraction float64 `json:"validation_fraction"`
+	MinRecords         int     `json:"min_records"`
+}
+
+// FeatureSpec wraps the wire FeatureSpec so it reads and writes as protojson
+// (enum names, field names as in cohort.proto) in config files and Raft
+// commands.
+type FeatureSpec struct{ *pb.FeatureSpec }
+
+// MarshalJSON encodes the spec with protojson.
+func (f FeatureSpec) MarshalJSON() ([]byte, error) {
+	if f.FeatureSpec == nil {
+		return []byte("null"), nil
+	}
+	return protojson.Marshal(f.FeatureSpec)
+}
+
+// UnmarshalJSON decodes the spec with protojson.
+func (f *FeatureSpec) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		f.FeatureSpec = nil
+		return nil
+	}
+	spec := new(pb.FeatureSpec)
+	if err := protojson.Unmarshal(b, spec); err != nil {
+		return fmt.Errorf("feature spec: %w", err)
+	}
+	f.FeatureSpec = spec
+	return nil
+}
+
+// Duration is a time.Duration that reads and writes as a Go duration string
+// ("90s") in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string such as "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// JobSpec is what an operator asks for: a model trained over some rounds.
+type JobSpec struct {
+	// ID names the job; lowercase letters, digits, '-', '_' and '.'.
+	ID string `json:"id"`
+	// Rounds is the number of rounds to commit.
+	Rounds int `json:"rounds"`
+	// MinSites is how many site updates close a round; at the deadline a
+	// round with fewer fails and is retried.
+	MinSites int `json:"min_sites"`
+	// RoundTimeout is each round's deadline after it opens.
+	RoundTimeout Duration `json:"round_timeout"`
+	// MaxAttempts bounds the failed attempts of one round before the job fails.
+	MaxAttempts int `json:"max_attempts"`
+	// Strategy is the aggregation rule; "fedavg" for now.
+	Strategy string      `json:"strategy"`
+	Model    ModelSpec   `json:"model"`
+	Train    TrainParams `json:"train"`
+	Features FeatureSpec `json:"features"`
+}
+
+// DefaultJobSpec returns a spec with every knob but ID, Model and Features
+// set to its default.
+func DefaultJobSpec() JobSpec {
+	return JobSpec{
+		Rounds:       10,
+		MinSites:     1,
+		RoundTimeout: Duration(2 * time.Minute),
+		MaxAttempts:  3,
+		Strategy:     "fedavg",
+		Model:        ModelSpec{Kind: "logreg"},
+		Train: TrainParams{
+			LocalEpochs:        5,
+			LearningRate:       0.1,
+			BatchSize:          32,
+			Seed:               1,
+			ValidationFraction: 0.2,
+			MinRecords:         20,
+		},
+	}
+}
+
+// Validate reports the first problem with the spec. maxModelBytes is the
+// inline model size limit (0 = no limit).
+func (s JobSpec) Validate(maxModelBytes int) error {
+	switch {
+	case !validID(s.ID):
+		return fmt.Errorf("%w: job id %q: use 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalidJob, s.ID)
+	case s.Rounds < 1:
+		return fmt.Errorf("%w: rounds must be at least 1", ErrInvalidJob)
+	case s.MinSites < 1:
+		return fmt.Errorf("%w: min_sites must be at least 1", ErrInvalidJob)
+	case s.RoundTimeout <= 0:
+		return fmt.Errorf("%w: round_timeout must be positive", ErrInvalidJob)
+	case s.MaxAttempts < 1:
+		return fmt.Errorf("%w: max_attempts must be at least 1", ErrInvalidJob)
+	case s.Strategy != "fedavg":
+		return fmt.Errorf("%w: strategy %q is not supported (supported: fedavg)", ErrInvalidJob, s.Strategy)
+	case s.Model.Kind != "logreg":
+		return fmt.Errorf("%w: model kind %q is not supported (supported: logreg)", ErrInvalidJob, s.Model.Kind)
+	case s.Model.NumFeatures < 1:
+		return fmt.Errorf("%w: model.num_features must be at least 1", ErrInvalidJob)
+	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
+		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
+	case len(s.Features.GetFeatures()) != s.Model.NumFeatures:
+		return fmt.Errorf("%w: model.num_features is %d but the feature spec has %d features",
+			ErrInvalidJob, s.Model.NumFeatures, len(s.Features.GetFeatures()))
+	case s.Train.LocalEpochs < 1 || s.Train.LearningRate <= 0 || s.Train.BatchSize < 0:
+		return fmt.Errorf("%w: train: local_epochs >= 1, learning_rate > 0 and batch_size >= 0 are required", ErrInvalidJob)
+	case s.Train.ValidationFraction < 0 || s.Train.ValidationFraction >= 1:
+		return fmt.Errorf("%w: train.validation_fraction must be in [0, 1)", ErrInvalidJob)
+	}
+	if size := 4 * s.Model.NumParams(); maxModelBytes > 0 && size > maxModelBytes {
+		return fmt.Errorf("%w: the model is %d bytes, above the %d-byte inline limit", ErrModelTooLarge, size, maxModelBytes)
+	}
+	return nil
+}
+
+// Receipt records one accepted site update. The update's body is a blob the
+// leader holds; the receipt is what Raft commits before the agent is acked.
+type Receipt struct {
+	Site    string       `json:"site"`
+	Digest  string       `json:"digest"`
+	Size    uint64       `json:"size"`
+	Samples uint64       `json:"samples"`
+	Metrics LocalMetrics `json:"metrics"`
+	At      time.Time    `json:"at"`
+	// Base is the digest of the global model the update was computed from.
+	Base string `json:"base"`
+}
+
+// LocalMetrics mirrors pb.LocalMetrics with JSON tags.
+type LocalMetrics struct {
+	TrainLoss   float64 `json:"train_loss"`
+	ValAUROC    float64 `json:"val_auroc"`
+	ValAccuracy float64 `json:"val_accuracy"`
+	ValCount    uint64  `json:"val_count"`
+}
+
+// Round is one attempt at one round of a job.
+type Round struct {
+	Number   uint64              `json:"number"`
+	Attempt  int                 `json:"attempt"`
+	State    RoundState          `json:"state"`
+	Base     string              `json:"base"`
+	Opened   time.Time           `json:"opened"`
+	Deadline time.Time           `json:"deadline"`
+	Closed   time.Time           `json:"closed,omitzero"`
+	Receipts map[string]*Receipt `json:"receipts"`
+	// Result is the digest of the model this round committed.
+	Result       string   `json:"result,omitempty"`
+	Contributors []string `json:"contributors,omitempty"`
+	Samples      uint64   `json:"samples,omitempty"`
+	// MeanValAUROC is the sample-weighted mean of the sites' local
+	// validation AUROC.
+	MeanValAUROC float64 `json:"mean_val_auroc,omitempty"`
+	FailReason   string  `json:"fail_reason,omitempty"`
+}
+
+// Model is one committed global model, inline in the log.
+type Model struct {
+	Digest  string `json:"digest"`
+	Round   uint64 `json:"round"`
+	Weights []byte `json:"weights"`
+}
+
+// Job is a job's replicated state.
+type Job struct {
+	Spec       JobSpec   `json:"spec"`
+	State      JobState  `json:"state"`
+	Created    time.Time `json:"created"`
+	Finished   time.Time `json:"finished,omitzero"`
+	FailReason string    `json:"fail_reason,omitempty"`
+	Rounds     []*Round  `json:"rounds"`
+	Models     []*Model  `json:"models"`
+	Current    *Round    `json:"-"`
+	Global     *Model    `json:"-"`
+	byDigest   map[string]*Model
+	attempts   map[uint64]int
+	committedN uint64
+}
+
+// reindex rebuilds the derived fields after a restore.
+func (j *Job) reindex() {
+	j.byDigest = make(map[string]*Model, len(j.Models))
+	for _, m := range j.Models {
+		j.byDigest[m.Digest] = m
+	}
+	if n := len(j.Models); n > 0 {
+		j.Global = j.Models[n-1]
+	}
+	j.attempts = make(map[uint64]int)
+	j.Current = nil
+	j.committedN = 0
+	for _, r := range j.Rounds {
+		if r.Receipts == nil {
+			r.Receipts = make(map[string]*Receipt)
+		}
+		j.attempts[r.Number] = max(j.attempts[r.Number], r.Attempt)
+		switch r.State {
+		case RoundOpen:
+			j.Current = r
+		case RoundCommitted:
+			j.committedN = max(j.committedN, r.Number)
+		}
+	}
+}
+
+// CommittedRounds is the number of rounds committed so far.
+func (j *Job) CommittedRounds() uint64 { return j.committedN }
+
+// ModelByDigest returns a committed model, or nil.
+func (j *Job) ModelByDigest(d string) *Model { return j.byDigest[d] }
+
+// clone deep-copies the job for readers outside the FSM lock.
+func (j *Job) clone() *Job {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil
+	}
+	var c Job
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil
+	}
+	c.reindex()
+	return &c
+}
+
+// state is everything the FSM replicates.
+type state struct {
+	Nodes map[string]NodeInfo `json:"nodes"`
+	Sites map[string]*Site    `json:"sites"`
+	Jobs  map[string]*Job     `json:"jobs"`
+	// Seen holds recent request ids, oldest first, so a retried Apply is
+	// harmless.
+	Seen []string `json:"seen"`
+
+	seen map[string]struct{}
+}
+
+func newState() *state {
+	return &state{
+		Nodes: make(map[string]NodeInfo),
+		Sites: make(map[string]*Site),
+		Jobs:  make(map[string]*Job),
+		seen:  make(map[string]struct{}),
+	}
+}
+
+// maxSeen bounds the request-id window for deduplication.
+const maxSeen = 10000
+
+func (s *state) markSeen(id string) bool {
+	if id == "" {
+		return false
+	}
+	if _, ok := s.seen[id]; ok {
+		return true
+	}
+	s.seen[id] = struct{}{}
+	s.Seen = append(s.Seen, id)
+	if len(s.Seen) > maxSeen {
+		delete(s.seen, s.Seen[0])
+		s.Seen = slices.Delete(s.Seen, 0, 1)
+	}
+	return false
+}
+
+func (s *state) reindex() {
+	s.seen = make(map[string]struct{}, len(s.Seen))
+	for _, id := range s.Seen {
+		s.seen[id] = struct{}{}
+	}
+	for _, j := range s.Jobs {
+		j.reindex()
+	}
+}
+
+func (s *state) siteIDs() []string {
+	return slices.Sorted(maps.Keys(s.Sites))
+}
+
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 63 {
+		return false
+	}
+	for i, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_' || c == '.'))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,89 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// Status is the read-only view served at /v1/status. It holds ids, counts,
+// digests and metrics: nothing about patients.
+type Status struct {
+	Node      string           `json:"node"`
+	Leader    string           `json:"leader"`
+	IsLeader  bool             `json:"is_leader"`
+	AgentAddr string           `json:"agent_addr"`
+	Sites     []string         `json:"sites"`
+	Jobs      []JobStatus      `json:"jobs"`
+	Counters  map[string]int64 `json:"counters"`
+}
+
+// JobStatus summarizes one job.
+type JobStatus struct {
+	ID              string         `json:"id"`
+	State           JobState       `json:"state"`
+	Rounds          int            `json:"rounds"`
+	CommittedRounds uint64         `json:"committed_rounds"`
+	FailReason      string         `json:"fail_reason,omitempty"`
+	Created         time.Time      `json:"created"`
+	Finished        time.Time      `json:"finished,omitzero"`
+	History         []RoundSummary `json:"history"`
+}
+
+// RoundSummary is one round attempt.
+type RoundSummary struct {
+	Round        uint64     `json:"round"`
+	Attempt      int        `json:"attempt"`
+	State        RoundState `json:"state"`
+	Contributors []string   `json:"contributors,omitempty"`
+	Samples      uint64     `json:"samples,omitempty"`
+	MeanValAUROC float64    `json:"mean_val_auroc,omitempty"`
+	Model        string     `json:"model,omitempty"`
+	FailReason   string     `json:"fail_reason,omitempty"`
+}
+
+// Status returns the node's view of the federation.
+func (n *Node) Status() Status {
+	lid, _ := n.Leader()
+	s := Status{Node: n.cfg.ID, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
+		"handshakes_refused": n.stats.HandshakesRefused.Load(),
+		"frames_rejected":    n.stats.FramesRejected.Load(),
+		"unknown_sites":      n.stats.UnknownSites.Load(),
+		"updates_accepted":   n.stats.UpdatesAccepted.Load(),
+		"updates_rejected":   n.stats.UpdatesRejected.Load(),
+		"rounds_committed":   n.stats.RoundsCommitted.Load(),
+		"rounds_failed":      n.stats.RoundsFailed.Load(),
+		"bytes_received":     n.stats.BytesReceived.Load(),
+		"bytes_sent":         n.stats.BytesSent.Load(),
+	}}
+	n.fsm.view(func(st *state) {
+		s.Sites = st.siteIDs()
+		for id, j := range st.Jobs {
+			js := JobStatus{ID: id, State: j.State, Rounds: j.Spec.Rounds, CommittedRounds: j.committedN,
+				FailReason: j.FailReason, Created: j.Created, Finished: j.Finished}
+			for _, r := range j.Rounds {
+				js.History = append(js.History, RoundSummary{Round: r.Number, Attempt: r.Attempt, State: r.State,
+					Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
+					Model: r.Result, FailReason: r.FailReason})
+			}
+			s.Jobs = append(s.Jobs, js)
+		}
+	})
+	slices.SortFunc(s.Jobs, func(a, b JobStatus) int { return cmpString(a.ID, b.ID) })
+	return s
+}
+
+func (n *Node) statusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(n.Status())
+	})
+	return mux
+}

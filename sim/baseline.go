@@ -1,0 +1,132 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+
+	"github.com/cohort-fl/cohort/agent/features"
+	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/train"
+	"github.com/cohort-fl/cohort/coordinator"
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/sim/synth"
+)
+
+// dataset is a featurized population.
+type dataset = features.Dataset
+
+// loadDataset reads a FHIR directory into memory and builds its features.
+func loadDataset(ctx context.Context, dir string, spec *pb.FeatureSpec) (*dataset, error) {
+	var c fhir.Collector
+	if _, err := fhir.ReadDir(ctx, dir, &c); err != nil {
+		return nil, err
+	}
+	return features.Build(spec, c.Patients())
+}
+
+// scoreModel evaluates a committed global model on the test set.
+func scoreModel(m *coordinator.Model, test *dataset) (Metrics, error) {
+	if m == nil {
+		return Metrics{}, fmt.Errorf("committed model not found")
+	}
+	w, err := protocol.DecodeF32(m.Weights)
+	if err != nil {
+		return Metrics{}, err
+	}
+	lr, err := train.NewLogReg(test.Cols)
+	if err != nil {
+		return Metrics{}, err
+	}
+	if err := lr.SetWeights(w); err != nil {
+		return Metrics{}, err
+	}
+	return score(lr, test)
+}
+
+func score(model train.Trainer, test *dataset) (Metrics, error) {
+	p, err := model.Predict(test.X, test.Rows)
+	if err != nil {
+		return Metrics{}, err
+	}
+	auc, err := train.AUROC(p, test.Y)
+	if err != nil {
+		return Metrics{}, err
+	}
+	return Metrics{AUROC: auc, Accuracy: train.Accuracy(p, test.Y, 0.5)}, nil
+}
+
+type baselineResult struct {
+	central Metrics
+	local   LocalOnly
+}
+
+// baselines trains a centralized model on the pooled training splits and a
+// local-only model per site, with the same trainer, options and epoch
+// budget as the federation (Rounds x LocalEpochs), and scores them on the
+// test set.
+func baselines(ctx context.Context, dir string, sites []synth.Site, spec *pb.FeatureSpec, test *dataset, cfg Config, job string) (*baselineResult, error) {
+	opts := train.Options{Epochs: cfg.Rounds * cfg.LocalEpochs, LearningRate: cfg.LearningRate, BatchSize: cfg.BatchSize, Seed: cfg.Seed}
+	res := &baselineResult{local: LocalOnly{Sites: make(map[string]float64)}}
+	var pooled *dataset
+	for _, s := range sites {
+		ds, err := loadDataset(ctx, filepath.Join(dir, "data", s.Name), spec)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", s.Name, err)
+		}
+		tr, _ := features.Split(ds, 0.2, job)
+		m, err := fit(ctx, tr, test, opts)
+		if err != nil {
+			return nil, fmt.Errorf("local-only %s: %w", s.Name, err)
+		}
+		res.local.Sites[s.Name] = m.AUROC
+		if pooled, err = concat(pooled, tr); err != nil {
+			return nil, err
+		}
+	}
+	var sum float64
+	for _, v := range res.local.Sites {
+		sum += v
+	}
+	res.local.MeanAUROC = sum / float64(len(res.local.Sites))
+	central, err := fit(ctx, pooled, test, opts)
+	if err != nil {
+		return nil, fmt.Errorf("centralized: %w", err)
+	}
+	res.central = central
+	return res, nil
+}
+
+// fit trains a fresh logistic regression on tr and scores it on test.
+func fit(ctx context.Context, tr, test *dataset, opts train.Options) (Metrics, error) {
+	lr, err := train.NewLogReg(tr.Cols)
+	if err != nil {
+		return Metrics{}, err
+	}
+	if _, err := lr.Train(ctx, tr.X, tr.Y, tr.Rows, opts); err != nil {
+		return Metrics{}, err
+	}
+	return score(lr, test)
+}
+
+func concat(a, b *dataset) (*dataset, error) {
+	if a == nil {
+		c := *b
+		c.X = slices.Clone(b.X)
+		c.Y = slices.Clone(b.Y)
+		return &c, nil
+	}
+	if a.Cols != b.Cols {
+		return nil, fmt.Errorf("concat: %d vs %d columns", a.Cols, b.Cols)
+	}
+	a.X = append(a.X, b.X...)
+	a.Y = append(a.Y, b.Y...)
+	a.Keys = append(a.Keys, b.Keys...)
+	a.Rows += b.Rows
+	return a, nil
+}
+
+func sortedKeys(m map[string]float64) []string { return slices.Sorted(maps.Keys(m)) }
