@@ -462,4 +462,3 @@ func TestMalformedFramesGetAnError(t *testing.T) {
 		t.Fatal("hello after bad frames was not welcomed")
 	}
 }
-

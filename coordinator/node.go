@@ -213,7 +213,7 @@ func (n *Node) Bootstrap(peers []Peer) error {
 func (n *Node) raftConfig() *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.ID)
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}, DisableTime: true})
 	if n.cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = time.Duration(n.cfg.HeartbeatTimeout)
 	}

@@ -75,16 +75,23 @@ type Condition struct {
 
 // PatientData is one patient's records grouped together.
 type PatientData struct {
-	Patient      Patient
+	// Patient is the patient record (just its ID when only references to
+	// the patient were seen).
+	Patient Patient
+	// Observations are the patient's observations, sorted by time.
 	Observations []Observation
-	Conditions   []Condition
+	// Conditions are the patient's conditions, sorted by onset.
+	Conditions []Condition
 }
 
 // Sink receives normalized records. Readers call it from the calling
 // goroutine, one record at a time; an error from the Sink stops the reader
 // and is returned wrapped.
 type Sink interface {
+	// Patient receives one Patient.
 	Patient(Patient) error
+	// Observation receives one numeric Observation.
 	Observation(Observation) error
+	// Condition receives one Condition.
 	Condition(Condition) error
 }

@@ -52,13 +52,13 @@ type vitalDef struct {
 
 // vitals is indexed by vital.
 var vitals = [numVitals]vitalDef{
-	vHeartRate:   {"heart_rate", "8867-4", "Heart rate", "/min", 85, 15, 78, 0, 30, 200},
-	vRespRate:    {"resp_rate", "9279-1", "Respiratory rate", "/min", 18, 4, 16, 0, 6, 50},
+	vHeartRate:   {"heart_rate", "8867-4", "Heart rate", "/min", 85, 15, 78, 0, 35, 200},
+	vRespRate:    {"resp_rate", "9279-1", "Respiratory rate", "/min", 18, 4, 16, 0, 8, 50},
 	vSystolic:    {"sbp", "8480-6", "Systolic blood pressure", "mm[Hg]", 125, 20, 120, 0, 60, 230},
 	vDiastolic:   {"dbp", "8462-4", "Diastolic blood pressure", "mm[Hg]", 75, 12, 75, 0, 30, 140},
 	vTemperature: {"temp", "8310-5", "Body temperature", "Cel", 37.0, 0.7, 36.9, 1, 33.5, 42},
 	vSpO2:        {"spo2", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 96, 3, 97, 0, 70, 100},
-	vBMI:         {"bmi", "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 27.5, 5.5, 26, 1, 14, 65},
+	vBMI:         {"bmi", "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 27.5, 5.5, 26, 1, 15, 65},
 }
 
 // DefaultFeatureSpec returns the feature spec of a sepsis job on data from

@@ -27,6 +27,7 @@ func smallSite(seed uint64) Site {
 var siteFiles = []string{PatientFile, ObservationFile, ConditionFile, BundleFile}
 
 func TestWriteSiteDeterministic(t *testing.T) {
+	t.Parallel()
 	truth := DefaultTruth()
 	write := func(site Site) map[string][]byte {
 		t.Helper()
@@ -186,6 +187,7 @@ func quantityValue(t *testing.T, q any, wantUnit string) float64 {
 // TestFilesMatchRecords reads every file back the way a FHIR reader would and
 // checks it against the manifest and the generated records.
 func TestFilesMatchRecords(t *testing.T) {
+	t.Parallel()
 	truth := DefaultTruth()
 	sites := DefaultSites(4, 3)
 	tests := []Site{sites[0], sites[2], TestSite(sites, 150, 3), smallSite(4)}
@@ -393,9 +395,10 @@ func itoaTest(i int) string {
 }
 
 func TestIdentifiersUnique(t *testing.T) {
+	t.Parallel()
 	truth := DefaultTruth()
 	sites := DefaultSites(4, 11)
-	all := append(slices.Clone(sites), TestSite(sites, 2000, 11))
+	all := append(slices.Clone(sites), TestSite(sites, 1000, 11))
 	seen := map[string]map[string]string{} // kind -> value -> site
 	for _, site := range all {
 		m, err := WriteSite(t.TempDir(), site, truth)
@@ -448,8 +451,9 @@ func families(names []string) []string {
 }
 
 func TestBayesAUROCAndPrevalence(t *testing.T) {
+	t.Parallel()
 	truth := DefaultTruth()
-	recs, err := Generate(TestSite(DefaultSites(4, 21), 40_000, 21), truth)
+	recs, err := Generate(TestSite(DefaultSites(4, 21), 20_000, 21), truth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,6 +477,7 @@ func TestBayesAUROCAndPrevalence(t *testing.T) {
 }
 
 func TestDefaultSitePrevalence(t *testing.T) {
+	t.Parallel()
 	truth := DefaultTruth()
 	tests := []struct {
 		name   string
@@ -492,7 +497,7 @@ func TestDefaultSitePrevalence(t *testing.T) {
 			}
 			// Expected prevalence on a large sample of the same population.
 			big := site
-			big.Patients = 20_000
+			big.Patients = 5_000
 			recs, err := Generate(big, truth)
 			if err != nil {
 				t.Fatal(err)
@@ -522,6 +527,7 @@ func mean(x []float64) float64 {
 // logistic regression trained on all default sites pooled ranks a held-out
 // mixture population clearly better than the average single-site model.
 func TestPooledBeatsLocal(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("trains many models")
 	}
@@ -530,7 +536,7 @@ func TestPooledBeatsLocal(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4, 5} {
 		t.Run(itoaTest(int(seed)), func(t *testing.T) {
 			sites := DefaultSites(4, seed)
-			test, err := Generate(TestSite(sites, 10_000, seed), truth)
+			test, err := Generate(TestSite(sites, 5_000, seed), truth)
 			if err != nil {
 				t.Fatal(err)
 			}
