@@ -15,12 +15,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
-	"github.com/cohort-fl/cohort/agent"
 	"github.com/cohort-fl/cohort/coordinator"
-	"github.com/cohort-fl/cohort/protocol/pki"
 	"github.com/cohort-fl/cohort/sim/synth"
 )
 
@@ -168,20 +165,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	fmt.Fprintf(out, "cohort sim: %d coordinators, %d sites (%s), %d rounds, seed %d\n",
 		cfg.Coordinators, cfg.Sites, describeSites(sites), cfg.Rounds, cfg.Seed)
 
-	// Identity: a federation CA and a certificate for every node and site.
-	pkiDir := filepath.Join(dir, "pki")
-	if err := pki.InitCA(pkiDir, "cohort-sim", time.Now()); err != nil {
-		return nil, err
-	}
-	ca, err := pki.LoadCA(pkiDir)
-	if err != nil {
-		return nil, err
-	}
-	issue := func(role, id string, hosts ...string) (pki.Files, error) {
-		c, k, err := ca.IssueToFiles(pkiDir, pki.IssueRequest{Role: role, ID: id, Hosts: hosts}, time.Now())
-		return pki.Files{CA: filepath.Join(pkiDir, "ca.crt"), Cert: c, Key: k}, err
-	}
-
 	job := coordinator.DefaultJobSpec()
 	job.ID = jobID
 	job.Rounds = cfg.Rounds
@@ -194,94 +177,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	job.Train.BatchSize = cfg.BatchSize
 	job.Train.Seed = cfg.Seed
 
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-
-	// Coordinators: bind every node first so that all addresses are known,
-	// bootstrap them with the same configuration, then run them.
-	nodes := make([]*coordinator.Node, cfg.Coordinators)
-	var peers []coordinator.Peer
-	for i := range nodes {
-		id := fmt.Sprintf("coord-%d", i+1)
-		files, err := issue(pki.RoleCoordinator, id, "127.0.0.1", "localhost")
-		if err != nil {
-			return nil, err
-		}
-		c := coordinator.DefaultConfig()
-		c.ID = id
-		c.DataDir = filepath.Join(dir, "coordinators", id)
-		c.RaftAddr = "127.0.0.1:0"
-		c.AgentAddr = "127.0.0.1:0"
-		c.TLS = files
-		c.Sites = siteIDs
-		c.Jobs = []coordinator.JobSpec{job}
-		c.HeartbeatTimeout = coordinator.Duration(300 * time.Millisecond)
-		c.ElectionTimeout = coordinator.Duration(300 * time.Millisecond)
-		c.LeaderLeaseTimeout = coordinator.Duration(200 * time.Millisecond)
-		c.TickInterval = coordinator.Duration(50 * time.Millisecond)
-		c.Logger = log.With("component", "coordinator")
-		n, err := coordinator.New(c)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator %s: %w", id, err)
-		}
-		defer n.Close()
-		nodes[i] = n
-		peers = append(peers, coordinator.Peer{ID: id, RaftAddr: n.RaftAddr()})
+	fed, err := startFederation(ctx, federationConfig{
+		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
+		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: cfg.EgressTap, Seed: cfg.Seed,
+	})
+	if err != nil {
+		return nil, err
 	}
-	agentAddrs := make([]string, len(nodes))
-	for i, n := range nodes {
-		if err := n.Bootstrap(peers); err != nil {
-			return nil, err
-		}
-		agentAddrs[i] = n.AgentAddr()
-	}
-	errC := make(chan error, len(nodes)+len(sites))
-	for _, n := range nodes {
-		wg.Go(func() {
-			if err := n.Run(ctx); err != nil {
-				errC <- fmt.Errorf("coordinator %s: %w", n.ID(), err)
-			}
-		})
-	}
-
-	// Agents.
-	agents := make([]*agent.Agent, len(sites))
-	for i, s := range sites {
-		files, err := issue(pki.RoleSite, s.Name)
-		if err != nil {
-			return nil, err
-		}
-		c := agent.DefaultConfig()
-		c.DataDir = filepath.Join(dir, "agents", s.Name)
-		c.Coordinators = agentAddrs
-		c.TLS = files
-		c.FHIRDir = filepath.Join(dir, "data", s.Name)
-		c.PollWait = agent.Duration(2 * time.Second)
-		c.BackoffMin = agent.Duration(50 * time.Millisecond)
-		c.BackoffMax = agent.Duration(time.Second)
-		c.Logger = log.With("component", "agent")
-		if cfg.EgressTap != nil {
-			name := s.Name
-			c.EgressTap = func(b []byte) { cfg.EgressTap(name, b) }
-		}
-		a, err := agent.New(c)
-		if err != nil {
-			return nil, fmt.Errorf("agent %s: %w", s.Name, err)
-		}
-		defer a.Close()
-		agents[i] = a
-	}
-	for _, a := range agents {
-		wg.Go(func() {
-			if err := a.Run(ctx); err != nil {
-				errC <- fmt.Errorf("agent %s: %w", a.SiteID(), err)
-			}
-		})
-	}
+	defer fed.stop()
 
 	// The held-out test population, featurized exactly as the sites do.
 	test, err := loadDataset(ctx, filepath.Join(dir, "data", "test"), spec)
@@ -290,20 +193,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	rep := &Report{Sites: cfg.Sites, Coordinators: cfg.Coordinators}
-	final, err := watchJob(ctx, nodes, test, cfg.Rounds, start, out, rep, errC)
+	final, err := watchJob(ctx, fed.nodes, test, cfg.Rounds, start, out, rep, fed.errC)
 	if err != nil {
 		return rep, err
 	}
 	rep.Federated = final
-	cancel()
-	wg.Wait()
-	for _, a := range agents {
-		rep.BytesSentByAgents += a.BytesSent()
+	if err := fed.stop(); err != nil {
+		return rep, fmt.Errorf("stop federation: %w", err)
 	}
+	rep.BytesSentByAgents = fed.bytesSent()
 
 	// Baselines, trained by the same trainer on the same training splits.
 	fmt.Fprintf(out, "baselines: training centralized and local-only models (%d epochs each)\n", cfg.Rounds*cfg.LocalEpochs)
-	base, err := baselines(parent, dir, sites, spec, test, cfg, job.ID)
+	base, err := baselines(ctx, dir, sites, spec, test, cfg, job.ID)
 	if err != nil {
 		return rep, err
 	}

@@ -83,8 +83,10 @@ func (r *Record) lastObserved() (val [numVitals]float64, have [numVitals]bool) {
 	return val, have
 }
 
-// Generate draws the site's patients. It returns ErrInvalidSite when the site
-// does not validate.
+// Generate draws the site's patients, in the order WriteSite writes them
+// (the last BundlePatients go into the Bundle). The same site and truth give
+// the same records. It returns ErrInvalidSite when the site does not
+// validate.
 func Generate(site Site, truth Truth) ([]Record, error) {
 	if err := site.Validate(); err != nil {
 		return nil, err
@@ -168,7 +170,7 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 
 	// Measurements: one to three times within the encounter, each vital
 	// missing with probability dist.Missing; BMI is taken once.
-	true3 := [numVitals]float64{p.HeartRate, p.RespRate, p.Systolic, p.Diastolic, p.Temperature, p.SpO2, p.BMI}
+	state := [numVitals]float64{p.HeartRate, p.RespRate, p.Systolic, p.Diastolic, p.Temperature, p.SpO2, p.BMI}
 	noise := [numVitals]float64{4, 1.2, 6, 4, 0.15, 0.8, 0.2}
 	n := 1 + r.IntN(maxVisits)
 	at := start.Add(time.Duration(5+r.IntN(25)) * time.Minute)
@@ -183,7 +185,7 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 			} else {
 				v.have[k] = r.Float64() >= dist.Missing && (vital(k) != vBMI || j == 0)
 			}
-			v.value[k] = roundVital(vital(k), true3[k]+noise[k]*r.NormFloat64())
+			v.value[k] = roundVital(vital(k), state[k]+noise[k]*r.NormFloat64())
 			if v.have[k] && vital(k) != vDiastolic {
 				v.ids[k] = newUUID(r)
 			}

@@ -62,8 +62,8 @@ func TestWriteSiteDeterministic(t *testing.T) {
 	}
 }
 
-// resource is a FHIR resource read back from a site's files, with the
-// reference form its subject is expected to use.
+// resource is a FHIR resource read back from a site's files; bundle resources
+// refer to their patient by urn:uuid, the others by Patient/<id>.
 type resource struct {
 	raw    map[string]any
 	bundle bool

@@ -63,8 +63,8 @@ type Manifest struct {
 // WriteSite generates the site's patients and writes them to dir (created if
 // needed) as FHIR R4: PatientFile, ObservationFile and ConditionFile in bulk
 // export NDJSON, and BundleFile, a transaction Bundle holding the last
-// BundlePatients patients with urn:uuid references. The same site and truth
-// give byte-identical files. Errors wrap ErrInvalidSite or ErrWrite.
+// BundlePatients patients with urn:uuid references. Existing files of those
+// names are replaced. The same site and truth give byte-identical files. Errors wrap ErrInvalidSite or ErrWrite.
 func WriteSite(dir string, site Site, truth Truth) (*Manifest, error) {
 	recs, err := Generate(site, truth)
 	if err != nil {
