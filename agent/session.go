@@ -43,18 +43,18 @@ func (a *Agent) dial(ctx context.Context, addr string) (*session, error) {
 		KeepAlivePeriod:      10 * time.Second,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, a.explain(err))
 	}
 	s := &session{addr: addr, conn: conn}
 	if s.ctrl, err = conn.OpenStreamSync(dctx); err != nil {
 		s.close()
-		return nil, fmt.Errorf("open control stream: %w", err)
+		return nil, fmt.Errorf("open control stream to %s: %w", addr, a.explain(err))
 	}
 	resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Hello{Hello: &pb.Hello{
 		ProtocolVersion: protocol.Version, MinProtocolVersion: protocol.MinVersion, AgentVersion: Build}}})
 	if err != nil {
 		s.close()
-		return nil, fmt.Errorf("hello: %w", err)
+		return nil, fmt.Errorf("hello to %s: %w", addr, a.explain(err))
 	}
 	if w := resp.GetWelcome(); w != nil {
 		if w.GetSiteId() != a.site {
@@ -65,6 +65,25 @@ func (a *Agent) dial(ctx context.Context, addr string) (*session, error) {
 	}
 	s.close()
 	return nil, fmt.Errorf("hello: %w: %T", protocol.ErrUnexpected, resp.GetBody())
+}
+
+// explain adds what a gateway engineer should check to a connection error.
+// In TLS 1.3 the coordinator checks the gateway's certificate after the
+// gateway's side of the handshake is done, so its refusal can surface on
+// the first stream rather than at dial.
+func (a *Agent) explain(err error) error {
+	var te *quic.TransportError
+	var ht *quic.HandshakeTimeoutError
+	var it *quic.IdleTimeoutError
+	switch {
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError() && te.Remote:
+		return fmt.Errorf("the coordinator refused this gateway's certificate %s (it must be a current site certificate issued by the federation CA): %w", a.cfg.TLS.Cert, err)
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError():
+		return fmt.Errorf("this gateway refused the coordinator's certificate (it must be issued by the CA in %s, for the address dialled): %w", a.cfg.TLS.CA, err)
+	case errors.As(err, &ht), errors.As(err, &it):
+		return fmt.Errorf("no answer (is outbound UDP to the coordinator's agent port open?): %w", err)
+	}
+	return err
 }
 
 // request sends one frame on the control stream and reads the answer. A
@@ -136,7 +155,7 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 			}
 			lastErr = err
 		}
-		a.log.Debug("no coordinator reachable; backing off", "err", lastErr, "backoff", backoff)
+		a.log.Warn("no coordinator reachable; retrying", "err", lastErr, "backoff", backoff)
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
 		t := time.NewTimer(backoff + jitter)
 		select {

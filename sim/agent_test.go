@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/cohort-fl/cohort/agent"
 	"github.com/cohort-fl/cohort/coordinator"
+	"github.com/cohort-fl/cohort/protocol/pki"
 	"github.com/cohort-fl/cohort/sim/synth"
 )
 
@@ -137,4 +140,59 @@ func TestAgentSkipsDeadAddressesAndFollowsRedirect(t *testing.T) {
 	if st := a.Stats(); st.RoundsTrained != 2 || st.UpdatesAcked != 2 {
 		t.Fatalf("agent stats = %+v, want 2 rounds trained and acknowledged", st)
 	}
+}
+
+// A gateway with a certificate from another CA, or trusting another CA,
+// says in its log what is wrong, and the coordinator counts the refusal.
+func TestAgentExplainsCertificateRefusals(t *testing.T) {
+	fed, ids := smallFederation(t, 2, 0, smallJob(1, 1))
+	if _, err := fed.leader(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rogueDir := filepath.Join(t.TempDir(), "rogue")
+	if err := pki.InitCA(rogueDir, "rogue", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := pki.LoadCA(rogueDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		site string
+		edit func(c *agent.Config)
+		want string
+	}{
+		{"site certificate from another CA", ids[0], func(c *agent.Config) {
+			cert, key, err := rogue.IssueToFiles(rogueDir, pki.IssueRequest{Role: pki.RoleSite, ID: ids[0]}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.TLS.Cert, c.TLS.Key = cert, key
+		}, "the coordinator refused this gateway's certificate"},
+		{"trusting another CA", ids[1], func(c *agent.Config) {
+			c.TLS.CA = filepath.Join(rogueDir, "ca.crt")
+		}, "this gateway refused the coordinator's certificate"},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs lockedBuffer
+			if _, err := fed.addAgent(tt.site, func(c *agent.Config) {
+				tt.edit(c)
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the reason in the gateway's log", func() bool {
+				return bytes.Contains(logs.Bytes(), []byte(tt.want))
+			})
+		})
+	}
+	eventually(t, "the coordinators to count the refused certificate", func() bool {
+		var n int64
+		for _, node := range fed.nodes {
+			n += node.Stats().HandshakesRefused.Load()
+		}
+		return n > 0
+	})
 }
