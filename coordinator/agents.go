@@ -59,7 +59,7 @@ func (n *Node) serveAgents(ctx context.Context) error {
 			}
 			return fmt.Errorf("accept agent: %w", err)
 		}
-		go n.handleConn(ctx, conn)
+		n.connWG.Go(func() { n.handleConn(ctx, conn) })
 	}
 }
 
@@ -99,7 +99,7 @@ func (n *Node) handleConn(ctx context.Context, conn *quic.Conn) {
 		if err != nil {
 			return
 		}
-		go n.handleStream(ctx, ac, s)
+		n.connWG.Go(func() { n.handleStream(ctx, ac, s) })
 	}
 }
 
@@ -132,7 +132,7 @@ func (n *Node) handleStream(ctx context.Context, ac *agentConn, s *quic.Stream) 
 		}
 		if done {
 			if ac.refused.Load() {
-				go ac.closeRefused()
+				n.connWG.Go(ac.closeRefused)
 			}
 			return
 		}

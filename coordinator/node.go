@@ -52,6 +52,10 @@ type Node struct {
 
 	stats Stats
 
+	// connWG tracks the goroutines serving agent connections and streams;
+	// Run waits for them after closing the QUIC listener.
+	connWG sync.WaitGroup
+
 	// ready is set while this node leads and has finished onElected.
 	ready atomic.Bool
 
@@ -261,8 +265,9 @@ func (n *Node) Run(ctx context.Context) error {
 	case runErr = <-errC:
 	}
 	cancel()
-	n.quicLn.Close()
+	n.quicLn.Close() // closes every agent connection too
 	wg.Wait()
+	n.connWG.Wait()
 	if err := r.Shutdown().Error(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("raft shutdown: %w", err)
 	}
