@@ -17,6 +17,7 @@ type collected struct {
 	patient Patient
 	obs     map[string]Observation
 	cond    map[string]Condition
+	enc     map[string]Encounter
 }
 
 var _ Sink = (*Collector)(nil)
@@ -27,7 +28,7 @@ func (c *Collector) get(id string) *collected {
 	}
 	p := c.patients[id]
 	if p == nil {
-		p = &collected{patient: Patient{ID: id}, obs: map[string]Observation{}, cond: map[string]Condition{}}
+		p = &collected{patient: Patient{ID: id}, obs: map[string]Observation{}, cond: map[string]Condition{}, enc: map[string]Encounter{}}
 		c.patients[id] = p
 	}
 	return p
@@ -66,6 +67,17 @@ func (c *Collector) Condition(cd Condition) error {
 	return nil
 }
 
+// Encounter implements Sink.
+func (c *Collector) Encounter(e Encounter) error {
+	if e.ID == "" || e.PatientID == "" {
+		return ErrInvalidRecord
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.get(e.PatientID).enc[e.ID] = e
+	return nil
+}
+
 // Patients returns every patient seen, sorted by patient id, with
 // observations sorted by time (then code, then id) and conditions by onset
 // (then id). A patient known only from its observations or conditions has
@@ -82,6 +94,9 @@ func (c *Collector) Patients() []PatientData {
 		for _, cd := range e.cond {
 			pd.Conditions = append(pd.Conditions, cd)
 		}
+		for _, en := range e.enc {
+			pd.Encounters = append(pd.Encounters, en)
+		}
 		SortRecords(&pd)
 		out = append(out, pd)
 	}
@@ -89,8 +104,9 @@ func (c *Collector) Patients() []PatientData {
 	return out
 }
 
-// SortRecords sorts pd's observations by time, then code, then id, and its
-// conditions by onset, then id, so that grouped records have one order.
+// SortRecords sorts pd's observations by time, then code, then id, its
+// conditions by onset, then id, and its encounters by start, then id, so
+// that grouped records have one order.
 func SortRecords(pd *PatientData) {
 	sort.Slice(pd.Observations, func(i, j int) bool {
 		a, b := pd.Observations[i], pd.Observations[j]
@@ -106,6 +122,13 @@ func SortRecords(pd *PatientData) {
 		a, b := pd.Conditions[i], pd.Conditions[j]
 		if !a.Onset.Equal(b.Onset) {
 			return a.Onset.Before(b.Onset)
+		}
+		return a.ID < b.ID
+	})
+	sort.Slice(pd.Encounters, func(i, j int) bool {
+		a, b := pd.Encounters[i], pd.Encounters[j]
+		if !a.Start.Equal(b.Start) {
+			return a.Start.Before(b.Start)
 		}
 		return a.ID < b.ID
 	})

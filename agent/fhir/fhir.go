@@ -1,6 +1,6 @@
 // Package fhir turns HL7 FHIR R4 JSON (Bulk Data NDJSON files, Bundles of
 // any type, single resources) into the few normalized records the site
-// agent needs: Patient, Observation and Condition.
+// agent needs: Patient, Observation, Condition and Encounter.
 //
 // The decoder reads only the fields those records carry. Names, addresses,
 // identifiers, telecom and every other element a hospital export contains
@@ -39,6 +39,29 @@ type Patient struct {
 	// "unknown", or "" if absent. Values outside the FHIR value set become
 	// "unknown".
 	Gender string
+	// Deceased is true when deceasedBoolean is true or deceasedDateTime is
+	// set.
+	Deceased bool
+	// DeceasedTime is deceasedDateTime (UTC); zero if absent.
+	DeceasedTime time.Time
+}
+
+// Encounter is a stay or visit: the window that index times and labels
+// such as in-hospital death are defined over.
+type Encounter struct {
+	// ID is the resource id.
+	ID string
+	// PatientID is the id of the Patient the encounter is about.
+	PatientID string
+	// Class is the encounter class code (e.g. "IMP" inpatient, "EMER",
+	// "AMB", "ICU"); "" if absent.
+	Class string
+	// Start and End are period.start and period.end (UTC); End is zero
+	// while the encounter is ongoing.
+	Start, End time.Time
+	// Discharge is the hospitalization.dischargeDisposition code (e.g.
+	// "exp" for expired); "" if absent.
+	Discharge string
 }
 
 // Observation is one numeric measurement. A FHIR Observation with
@@ -82,6 +105,8 @@ type PatientData struct {
 	Observations []Observation
 	// Conditions are the patient's conditions, sorted by onset.
 	Conditions []Condition
+	// Encounters are the patient's encounters, sorted by start.
+	Encounters []Encounter
 }
 
 // Sink receives normalized records. Readers call it from the calling
@@ -94,4 +119,6 @@ type Sink interface {
 	Observation(Observation) error
 	// Condition receives one Condition.
 	Condition(Condition) error
+	// Encounter receives one Encounter.
+	Encounter(Encounter) error
 }

@@ -48,6 +48,10 @@ func checkRecords(t *testing.T, v any) {
 		if !validID(v.ID) || !validID(v.PatientID) || v.Code == "" {
 			t.Fatalf("incomplete condition %+v", v)
 		}
+	case Encounter:
+		if !validID(v.ID) || !validID(v.PatientID) || v.Start.IsZero() || (!v.End.IsZero() && v.End.Before(v.Start)) {
+			t.Fatalf("incomplete encounter %+v", v)
+		}
 	default:
 		t.Fatalf("unexpected result type %T", v)
 	}
@@ -85,6 +89,7 @@ func (s *countSink) Observation(o Observation) error {
 	return nil
 }
 func (s *countSink) Condition(c Condition) error { s.n++; checkRecords(s.t, c); return nil }
+func (s *countSink) Encounter(e Encounter) error { s.n++; checkRecords(s.t, e); return nil }
 
 func FuzzReadNDJSON(f *testing.F) {
 	f.Add([]byte(strings.Join(fuzzSeeds, "\n")))

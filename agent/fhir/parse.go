@@ -20,8 +20,8 @@ var (
 	ErrBadStructure = errors.New("field has the wrong json type")
 	// ErrMissingType: the resource has no resourceType.
 	ErrMissingType = errors.New("missing resourceType")
-	// ErrUnsupportedType: the resource type is not Patient, Observation or
-	// Condition. Readers count it as skipped, by type.
+	// ErrUnsupportedType: the resource type is not Patient, Observation,
+	// Condition or Encounter. Readers count it as skipped, by type.
 	ErrUnsupportedType = errors.New("unsupported resource type")
 	// ErrMissingID: the resource has no id.
 	ErrMissingID = errors.New("missing id")
@@ -108,9 +108,9 @@ const (
 
 // ParseResource decodes one FHIR R4 resource. It returns a Patient, a
 // []Observation (one per numeric value: the resource's own value and its
-// LOINC-coded components), or a Condition. Other resource types and unusable
-// resources give an error wrapping one of the package's sentinel errors;
-// Reason maps it to a Stats key.
+// LOINC-coded components), a Condition or an Encounter. Other resource
+// types and unusable resources give an error wrapping one of the package's
+// sentinel errors; Reason maps it to a Stats key.
 func ParseResource(b []byte) (any, error) {
 	_, v, err := parse(b, "")
 	if err != nil {
@@ -126,9 +126,24 @@ type (
 		ResourceType string `json:"resourceType"`
 	}
 	rawPatient struct {
-		ID        string  `json:"id"`
-		BirthDate *string `json:"birthDate"`
-		Gender    *string `json:"gender"`
+		ID               string  `json:"id"`
+		BirthDate        *string `json:"birthDate"`
+		Gender           *string `json:"gender"`
+		DeceasedBoolean  *bool   `json:"deceasedBoolean"`
+		DeceasedDateTime *string `json:"deceasedDateTime"`
+	}
+	rawEncounter struct {
+		ID      string        `json:"id"`
+		Status  string        `json:"status"`
+		Subject *rawReference `json:"subject"`
+		Class   *rawCoding    `json:"class"`
+		Period  *struct {
+			Start *string `json:"start"`
+			End   *string `json:"end"`
+		} `json:"period"`
+		Hospitalization *struct {
+			DischargeDisposition *rawConcept `json:"dischargeDisposition"`
+		} `json:"hospitalization"`
 	}
 	rawObservation struct {
 		ID                string        `json:"id"`
@@ -194,6 +209,8 @@ func parse(b []byte, fallbackID string) (typ string, v any, err error) {
 		v, err = parseObservation(b, fallbackID)
 	case "Condition":
 		v, err = parseCondition(b, fallbackID)
+	case "Encounter":
+		v, err = parseEncounter(b, fallbackID)
 	default:
 		return typ, nil, ErrUnsupportedType
 	}
@@ -235,6 +252,16 @@ func parsePatient(b []byte, fallbackID string) (Patient, error) {
 		}
 		p.BirthDate = t
 	}
+	if r.DeceasedBoolean != nil && *r.DeceasedBoolean {
+		p.Deceased = true
+	}
+	if r.DeceasedDateTime != nil && *r.DeceasedDateTime != "" {
+		t, err := parseTime(*r.DeceasedDateTime)
+		if err != nil {
+			return Patient{}, fmt.Errorf("deceasedDateTime: %w", err)
+		}
+		p.Deceased, p.DeceasedTime = true, t
+	}
 	if r.Gender != nil {
 		switch g := strings.ToLower(strings.TrimSpace(*r.Gender)); g {
 		case "":
@@ -245,6 +272,46 @@ func parsePatient(b []byte, fallbackID string) (Patient, error) {
 		}
 	}
 	return p, nil
+}
+
+func parseEncounter(b []byte, fallbackID string) (Encounter, error) {
+	var r rawEncounter
+	if err := unmarshal(b, &r); err != nil {
+		return Encounter{}, err
+	}
+	id, err := resourceID(r.ID, fallbackID)
+	if err != nil {
+		return Encounter{}, err
+	}
+	if r.Status == "entered-in-error" {
+		return Encounter{}, ErrEnteredInError
+	}
+	pid, err := subjectPatient(r.Subject)
+	if err != nil {
+		return Encounter{}, err
+	}
+	e := Encounter{ID: id, PatientID: pid}
+	if r.Class != nil {
+		e.Class = strings.TrimSpace(r.Class.Code)
+	}
+	if r.Period == nil || r.Period.Start == nil || *r.Period.Start == "" {
+		return Encounter{}, ErrMissingTime
+	}
+	if e.Start, err = parseTime(*r.Period.Start); err != nil {
+		return Encounter{}, fmt.Errorf("period.start: %w", err)
+	}
+	if r.Period.End != nil && *r.Period.End != "" {
+		if e.End, err = parseTime(*r.Period.End); err != nil {
+			return Encounter{}, fmt.Errorf("period.end: %w", err)
+		}
+		if e.End.Before(e.Start) {
+			return Encounter{}, fmt.Errorf("%w: period ends before it starts", ErrBadTime)
+		}
+	}
+	if h := r.Hospitalization; h != nil && h.DischargeDisposition != nil && len(h.DischargeDisposition.Coding) > 0 {
+		e.Discharge = strings.TrimSpace(h.DischargeDisposition.Coding[0].Code)
+	}
+	return e, nil
 }
 
 func parseObservation(b []byte, fallbackID string) ([]Observation, error) {

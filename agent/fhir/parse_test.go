@@ -43,7 +43,7 @@ func TestParseResource(t *testing.T) {
 		{name: "json array", in: `[1,2]`, err: ErrMalformed},
 		{name: "empty", in: ``, err: ErrMalformed},
 		{name: "missing type", in: `{"id":"x"}`, err: ErrMissingType},
-		{name: "unsupported type", in: `{"resourceType":"Encounter","id":"e1"}`, err: ErrUnsupportedType},
+		{name: "unsupported type", in: `{"resourceType":"Procedure","id":"e1"}`, err: ErrUnsupportedType},
 		{name: "type not a string", in: `{"resourceType":7}`, err: ErrBadStructure},
 		{name: "missing id", in: `{"resourceType":"Patient","gender":"male"}`, err: ErrMissingID},
 		{name: "bad id", in: `{"resourceType":"Patient","id":"has space"}`, err: ErrBadID},

@@ -114,6 +114,8 @@ func handle(b []byte, fallbackID string, sink Sink, st *Stats) error {
 		}
 	case Condition:
 		err = sink.Condition(v)
+	case Encounter:
+		err = sink.Encounter(v)
 	}
 	if err != nil {
 		return fmt.Errorf("sink: %w", err)

@@ -46,6 +46,14 @@ func (s *recSink) Condition(c Condition) error {
 	return s.Collector.Condition(c)
 }
 
+func (s *recSink) Encounter(e Encounter) error {
+	if s.fail != nil {
+		return s.fail
+	}
+	s.order = append(s.order, "Encounter/"+e.ID)
+	return s.Collector.Encounter(e)
+}
+
 func lines(ls ...string) string { return strings.Join(ls, "\n") + "\n" }
 
 func TestReadNDJSON(t *testing.T) {
@@ -59,10 +67,10 @@ func TestReadNDJSON(t *testing.T) {
 	}{
 		{
 			name:     "valid lines around bad ones are kept",
-			in:       lines(tPatient, `{"resourceType":"Patient",`, tObs, strings.Replace(tObs, `"value":72`, `"value":"high"`, 1), tBP, strings.Replace(tCond, `"subject":{"reference":"Patient/p1"},`, "", 1), tCond, strings.Replace(tCond, "2015-06-01", "June 2015", 1), `{"resourceType":"Encounter","id":"e1"}`),
+			in:       lines(tPatient, `{"resourceType":"Patient",`, tObs, strings.Replace(tObs, `"value":72`, `"value":"high"`, 1), tBP, strings.Replace(tCond, `"subject":{"reference":"Patient/p1"},`, "", 1), tCond, strings.Replace(tCond, "2015-06-01", "June 2015", 1), `{"resourceType":"Procedure","id":"e1"}`),
 			order:    []string{"Patient/p1", "Observation/o1", "Observation/bp1#8462-4", "Observation/bp1#8480-6", "Condition/c1"},
 			resource: map[string]int{"Patient": 1, "Observation": 2, "Condition": 1},
-			skipped:  map[string]int{"Encounter": 1},
+			skipped:  map[string]int{"Procedure": 1},
 			rejected: map[string]int{"malformed-json": 1, "bad-value": 1, "missing-subject": 1, "bad-time": 1},
 		},
 		{

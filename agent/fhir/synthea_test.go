@@ -44,7 +44,7 @@ func (e *expectation) add(t *testing.T, raw []byte) {
 	typ, _ := m["resourceType"].(string)
 	e.byType[typ]++
 	switch typ {
-	case "Patient", "Condition":
+	case "Patient", "Condition", "Encounter":
 		e.resources[typ]++
 	case "Observation":
 		n := 0

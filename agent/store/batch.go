@@ -47,6 +47,9 @@ func (b *Batch) Observation(o fhir.Observation) error { return b.add(b.s.observa
 // Condition implements fhir.Sink.
 func (b *Batch) Condition(c fhir.Condition) error { return b.add(b.s.conditionKV(c)) }
 
+// Encounter implements fhir.Sink.
+func (b *Batch) Encounter(e fhir.Encounter) error { return b.add(b.s.encounterKV(e)) }
+
 // Flush writes the buffered records in one transaction. On error the
 // buffered records are kept, so Flush may be retried.
 func (b *Batch) Flush() error {

@@ -80,6 +80,7 @@ const (
 	prefixPatient = "pt:"
 	prefixObs     = "obs:"
 	prefixCond    = "cond:"
+	prefixEnc     = "enc:"
 )
 
 // Config configures a Store.
@@ -266,8 +267,16 @@ func (s *Store) mac(msg string) []byte {
 // Stored value shapes. No raw ids: they are in the key, pseudonymized.
 type (
 	patientRec struct {
-		BirthDate time.Time `json:"b,omitzero"`
-		Gender    string    `json:"g,omitempty"`
+		BirthDate    time.Time `json:"b,omitzero"`
+		Gender       string    `json:"g,omitempty"`
+		Deceased     bool      `json:"d,omitempty"`
+		DeceasedTime time.Time `json:"dt,omitzero"`
+	}
+	encRec struct {
+		Class     string    `json:"k,omitempty"`
+		Start     time.Time `json:"s"`
+		End       time.Time `json:"e,omitzero"`
+		Discharge string    `json:"x,omitempty"`
 	}
 	obsRec struct {
 		Code  string    `json:"c"`
@@ -289,7 +298,16 @@ func (s *Store) patientKV(p fhir.Patient) (kv, error) {
 	if p.ID == "" {
 		return kv{}, fmt.Errorf("patient: %w: empty id", ErrInvalidRecord)
 	}
-	return s.sealKV(prefixPatient+s.Pseudonym(p.ID), patientRec{BirthDate: p.BirthDate.UTC(), Gender: p.Gender})
+	return s.sealKV(prefixPatient+s.Pseudonym(p.ID), patientRec{BirthDate: p.BirthDate.UTC(), Gender: p.Gender,
+		Deceased: p.Deceased, DeceasedTime: p.DeceasedTime.UTC()})
+}
+
+func (s *Store) encounterKV(e fhir.Encounter) (kv, error) {
+	if e.ID == "" || e.PatientID == "" {
+		return kv{}, fmt.Errorf("encounter: %w: empty id", ErrInvalidRecord)
+	}
+	key := prefixEnc + s.Pseudonym(e.PatientID) + ":" + s.resourceHash("encounter", e.ID)
+	return s.sealKV(key, encRec{Class: e.Class, Start: e.Start.UTC(), End: e.End.UTC(), Discharge: e.Discharge})
 }
 
 func (s *Store) observationKV(o fhir.Observation) (kv, error) {
@@ -366,6 +384,15 @@ func (s *Store) Condition(c fhir.Condition) error {
 	return s.write(r)
 }
 
+// Encounter implements fhir.Sink.
+func (s *Store) Encounter(e fhir.Encounter) error {
+	r, err := s.encounterKV(e)
+	if err != nil {
+		return err
+	}
+	return s.write(r)
+}
+
 // ForEachPatient calls fn once per patient, in pseudonym order, with that
 // patient's decrypted records. Patient.ID and every PatientID are the
 // pseudonym; Observation and Condition ids are the HMACs from their keys.
@@ -394,7 +421,7 @@ func (s *Store) ForEachPatient(fn func(fhir.PatientData) error) error {
 func (s *Store) pseudonyms() ([]string, error) {
 	set := map[string]struct{}{}
 	err := s.db.View(func(tx *buntdb.Tx) error {
-		for _, prefix := range []string{prefixPatient, prefixObs, prefixCond} {
+		for _, prefix := range []string{prefixPatient, prefixObs, prefixCond, prefixEnc} {
 			err := scanPrefix(tx, prefix, func(key, _ string) bool {
 				rest := key[len(prefix):]
 				if len(rest) >= pseudoLen {
@@ -436,6 +463,7 @@ func (s *Store) loadPatient(pseudo string) (fhir.PatientData, error) {
 				return fmt.Errorf("patient record: %w", err)
 			}
 			pd.Patient.BirthDate, pd.Patient.Gender = r.BirthDate, r.Gender
+			pd.Patient.Deceased, pd.Patient.DeceasedTime = r.Deceased, r.DeceasedTime
 		}
 		err = scanPrefix(tx, prefixObs+pseudo+":", func(key, v string) bool {
 			var r obsRec
@@ -461,6 +489,21 @@ func (s *Store) loadPatient(pseudo string) (fhir.PatientData, error) {
 			pd.Conditions = append(pd.Conditions, fhir.Condition{
 				ID: key[len(prefixCond)+pseudoLen+1:], PatientID: pseudo,
 				System: r.System, Code: r.Code, Onset: r.Onset,
+			})
+			return true
+		})
+		if err != nil || derr != nil {
+			return errors.Join(err, derr)
+		}
+		err = scanPrefix(tx, prefixEnc+pseudo+":", func(key, v string) bool {
+			var r encRec
+			if derr = s.openRec(key, v, &r); derr != nil {
+				derr = fmt.Errorf("encounter record: %w", derr)
+				return false
+			}
+			pd.Encounters = append(pd.Encounters, fhir.Encounter{
+				ID: key[len(prefixEnc)+pseudoLen+1:], PatientID: pseudo,
+				Class: r.Class, Start: r.Start, End: r.End, Discharge: r.Discharge,
 			})
 			return true
 		})
