@@ -13,7 +13,10 @@
 // of no use to the agent) and reading goes on with the next one.
 package fhir
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Code systems recognized by the decoder.
 const (
@@ -27,11 +30,39 @@ const (
 	SystemICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 )
 
+// Version identifies one version of a resource: meta.versionId and
+// meta.lastUpdated, both optional. A store upserts by resource id and keeps
+// the newest version (see Newer).
+type Version struct {
+	// ID is meta.versionId; "" if absent.
+	ID string
+	// Updated is meta.lastUpdated (UTC); zero if absent.
+	Updated time.Time
+}
+
+// Newer reports whether v is a later version than old. Versions compare by
+// lastUpdated when both have it, else by versionId when both are integers;
+// a version that cannot be ordered against old counts as newer (the last
+// write wins, as for resources without meta).
+func (v Version) Newer(old Version) bool {
+	if !v.Updated.IsZero() && !old.Updated.IsZero() && !v.Updated.Equal(old.Updated) {
+		return v.Updated.After(old.Updated)
+	}
+	a, aerr := strconv.ParseUint(v.ID, 10, 64)
+	b, berr := strconv.ParseUint(old.ID, 10, 64)
+	if aerr == nil && berr == nil {
+		return a > b
+	}
+	return v != old || (v.ID == "" && v.Updated.IsZero())
+}
+
 // Patient is the part of a FHIR Patient the agent keeps. It deliberately
 // has no name, address, identifier or telecom fields.
 type Patient struct {
 	// ID is the resource id.
 	ID string
+	// Version is the resource's meta version.
+	Version Version
 	// BirthDate is the birth date (UTC midnight; a partial date is the
 	// start of its year or month); zero if absent.
 	BirthDate time.Time
@@ -51,6 +82,8 @@ type Patient struct {
 type Encounter struct {
 	// ID is the resource id.
 	ID string
+	// Version is the resource's meta version.
+	Version Version
 	// PatientID is the id of the Patient the encounter is about.
 	PatientID string
 	// Class is the encounter class code (e.g. "IMP" inpatient, "EMER",
@@ -70,6 +103,8 @@ type Encounter struct {
 type Observation struct {
 	// ID is the resource id, or "<id>#<component code>" for a component.
 	ID string
+	// Version is the resource's meta version.
+	Version Version
 	// PatientID is the id of the Patient the observation is about.
 	PatientID string
 	// Code is the LOINC code.
@@ -86,6 +121,8 @@ type Observation struct {
 type Condition struct {
 	// ID is the resource id.
 	ID string
+	// Version is the resource's meta version.
+	Version Version
 	// PatientID is the id of the Patient the condition belongs to.
 	PatientID string
 	// System is the code system of Code (SNOMED CT preferred, then ICD-10).

@@ -126,13 +126,15 @@ type (
 		ResourceType string `json:"resourceType"`
 	}
 	rawPatient struct {
-		ID               string  `json:"id"`
-		BirthDate        *string `json:"birthDate"`
-		Gender           *string `json:"gender"`
-		DeceasedBoolean  *bool   `json:"deceasedBoolean"`
-		DeceasedDateTime *string `json:"deceasedDateTime"`
+		Meta             *rawMeta `json:"meta"`
+		ID               string   `json:"id"`
+		BirthDate        *string  `json:"birthDate"`
+		Gender           *string  `json:"gender"`
+		DeceasedBoolean  *bool    `json:"deceasedBoolean"`
+		DeceasedDateTime *string  `json:"deceasedDateTime"`
 	}
 	rawEncounter struct {
+		Meta    *rawMeta      `json:"meta"`
 		ID      string        `json:"id"`
 		Status  string        `json:"status"`
 		Subject *rawReference `json:"subject"`
@@ -146,6 +148,7 @@ type (
 		} `json:"hospitalization"`
 	}
 	rawObservation struct {
+		Meta              *rawMeta      `json:"meta"`
 		ID                string        `json:"id"`
 		Status            string        `json:"status"`
 		Subject           *rawReference `json:"subject"`
@@ -159,12 +162,17 @@ type (
 		Component     []rawComponent `json:"component"`
 	}
 	rawCondition struct {
+		Meta               *rawMeta      `json:"meta"`
 		ID                 string        `json:"id"`
 		Subject            *rawReference `json:"subject"`
 		Code               *rawConcept   `json:"code"`
 		VerificationStatus *rawConcept   `json:"verificationStatus"`
 		OnsetDateTime      *string       `json:"onsetDateTime"`
 		RecordedDate       *string       `json:"recordedDate"`
+	}
+	rawMeta struct {
+		VersionID   string  `json:"versionId"`
+		LastUpdated *string `json:"lastUpdated"`
 	}
 	rawReference struct {
 		Reference string `json:"reference"`
@@ -244,7 +252,11 @@ func parsePatient(b []byte, fallbackID string) (Patient, error) {
 	if err != nil {
 		return Patient{}, err
 	}
-	p := Patient{ID: id}
+	ver, err := version(r.Meta)
+	if err != nil {
+		return Patient{}, err
+	}
+	p := Patient{ID: id, Version: ver}
 	if r.BirthDate != nil && *r.BirthDate != "" {
 		t, err := parseTime(*r.BirthDate)
 		if err != nil {
@@ -290,7 +302,11 @@ func parseEncounter(b []byte, fallbackID string) (Encounter, error) {
 	if err != nil {
 		return Encounter{}, err
 	}
-	e := Encounter{ID: id, PatientID: pid}
+	ver, err := version(r.Meta)
+	if err != nil {
+		return Encounter{}, err
+	}
+	e := Encounter{ID: id, Version: ver, PatientID: pid}
 	if r.Class != nil {
 		e.Class = strings.TrimSpace(r.Class.Code)
 	}
@@ -330,6 +346,10 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 	if err != nil {
 		return nil, err
 	}
+	ver, err := version(r.Meta)
+	if err != nil {
+		return nil, err
+	}
 
 	var out []Observation
 	hasNumber := false
@@ -341,7 +361,7 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 	if ok {
 		hasNumber = true
 		if code != "" {
-			out = append(out, Observation{ID: id, PatientID: pid, Code: code, Unit: unit, Value: val})
+			out = append(out, Observation{ID: id, Version: ver, PatientID: pid, Code: code, Unit: unit, Value: val})
 		}
 	}
 	seen := map[string]bool{}
@@ -359,7 +379,7 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 			continue
 		}
 		seen[cc] = true
-		out = append(out, Observation{ID: id + "#" + cc, PatientID: pid, Code: cc, Unit: unit, Value: val})
+		out = append(out, Observation{ID: id + "#" + cc, Version: ver, PatientID: pid, Code: cc, Unit: unit, Value: val})
 	}
 	if len(out) == 0 {
 		if hasNumber {
@@ -414,7 +434,11 @@ func parseCondition(b []byte, fallbackID string) (Condition, error) {
 	if code == "" {
 		return Condition{}, ErrMissingCode
 	}
-	c := Condition{ID: id, PatientID: pid, System: system, Code: code}
+	ver, err := version(r.Meta)
+	if err != nil {
+		return Condition{}, err
+	}
+	c := Condition{ID: id, Version: ver, PatientID: pid, System: system, Code: code}
 	var ts *string
 	switch {
 	case r.OnsetDateTime != nil:
@@ -430,6 +454,22 @@ func parseCondition(b []byte, fallbackID string) (Condition, error) {
 		c.Onset = t
 	}
 	return c, nil
+}
+
+// version reads meta.versionId and meta.lastUpdated.
+func version(m *rawMeta) (Version, error) {
+	if m == nil {
+		return Version{}, nil
+	}
+	v := Version{ID: m.VersionID}
+	if m.LastUpdated != nil && *m.LastUpdated != "" {
+		t, err := parseTime(*m.LastUpdated)
+		if err != nil {
+			return Version{}, fmt.Errorf("meta.lastUpdated: %w", err)
+		}
+		v.Updated = t
+	}
+	return v, nil
 }
 
 // resourceID returns the resource's id, or fallback when it has none, and

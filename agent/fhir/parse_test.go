@@ -151,3 +151,41 @@ func TestParseTime(t *testing.T) {
 		})
 	}
 }
+
+func TestParseVersion(t *testing.T) {
+	v, err := ParseResource([]byte(`{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"2026-01-02T03:04:05Z"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := v.(Patient)
+	if p.Version.ID != "3" || !p.Version.Updated.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Fatalf("version = %+v", p.Version)
+	}
+	if _, err := ParseResource([]byte(`{"resourceType":"Patient","id":"p1","meta":{"lastUpdated":"yesterday"}}`)); !errors.Is(err, ErrBadTime) {
+		t.Fatalf("bad lastUpdated: err = %v", err)
+	}
+}
+
+func TestVersionNewer(t *testing.T) {
+	t1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name   string
+		v, old Version
+		newer  bool
+	}{
+		{"later lastUpdated", Version{Updated: t1.Add(time.Hour)}, Version{Updated: t1}, true},
+		{"earlier lastUpdated", Version{Updated: t1}, Version{Updated: t1.Add(time.Hour)}, false},
+		{"higher versionId", Version{ID: "10"}, Version{ID: "9"}, true},
+		{"lower versionId", Version{ID: "2"}, Version{ID: "3"}, false},
+		{"same version", Version{ID: "2", Updated: t1}, Version{ID: "2", Updated: t1}, false},
+		{"no meta: last write wins", Version{}, Version{}, true},
+		{"opaque ids differ", Version{ID: "b"}, Version{ID: "a"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.v.Newer(c.old); got != c.newer {
+				t.Fatalf("Newer = %v, want %v", got, c.newer)
+			}
+		})
+	}
+}
