@@ -213,6 +213,15 @@ func (a *Agent) Open() error {
 	if pk == "" {
 		pk = filepath.Join(a.cfg.DataDir, "pseudonym.key")
 	}
+	// A fresh key cannot read an existing store: never create one then.
+	storePath := filepath.Join(a.cfg.DataDir, "store.db")
+	if _, err := os.Stat(storePath); err == nil {
+		for _, k := range []string{mk, pk} {
+			if _, err := os.Stat(k); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("the store %s exists but its key file %s is missing: restore the key from your backup (a new key cannot read the store)", storePath, k)
+			}
+		}
+	}
 	master, err := store.LoadOrCreateKey(mk, 32)
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
@@ -221,7 +230,7 @@ func (a *Agent) Open() error {
 	if err != nil {
 		return fmt.Errorf("pseudonym key: %w", err)
 	}
-	st, err := store.Open(store.Config{Path: filepath.Join(a.cfg.DataDir, "store.db"), MasterKey: master, PseudonymKey: secret})
+	st, err := store.Open(store.Config{Path: storePath, MasterKey: master, PseudonymKey: secret})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

@@ -106,9 +106,11 @@ func (a *Agent) loop(ctx context.Context) error {
 		}
 		var rd *errRedirect
 		switch {
-		case errors.As(err, &rd):
+		case errors.As(err, &rd) && rd.addr != "":
 			hint = rd.addr
 			a.log.Info("following the leader", "addr", rd.addr)
+		case errors.As(err, &rd):
+			a.log.Info("the cluster has no leader yet; retrying")
 		case isRefusal(err):
 			return fmt.Errorf("%w: %w", ErrRefused, err)
 		default:
@@ -178,7 +180,7 @@ func isTransport(err error) bool {
 }
 
 // errLocal marks failures of local work (features, training).
-var errLocal = errors.New("local")
+var errLocal = errors.New("local training")
 
 // flushOutbox settles every kept update: dropped once its round is
 // committed or gone, uploaded again when the coordinator lacks it.

@@ -146,12 +146,15 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 			}
 			var rd *errRedirect
 			if errors.As(err, &rd) && rd.addr != "" && rd.addr != addr {
-				if s, err2 := a.dial(ctx, rd.addr); err2 == nil {
+				s, err2 := a.dial(ctx, rd.addr)
+				if err2 == nil {
 					a.log.Info("connected to coordinator leader", "addr", rd.addr)
 					return s, nil
-				} else {
-					err = err2
 				}
+				if isRefusal(err2) {
+					return nil, fmt.Errorf("%w: %w", ErrRefused, err2)
+				}
+				err = err2
 			}
 			lastErr = err
 		}

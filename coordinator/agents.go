@@ -94,6 +94,9 @@ func (n *Node) handleConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	ac := &agentConn{conn: conn, site: id.ID}
+	// On shutdown, tell the agent at once rather than leaving it to its
+	// idle timeout, so it moves to another coordinator.
+	defer conn.CloseWithError(closeNormal, "coordinator shutting down")
 	for {
 		s, err := conn.AcceptStream(ctx)
 		if err != nil {

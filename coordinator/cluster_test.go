@@ -462,3 +462,42 @@ func TestMalformedFramesGetAnError(t *testing.T) {
 		t.Fatal("hello after bad frames was not welcomed")
 	}
 }
+
+// Start-up failures are errors, never panics, and leave nothing open.
+func TestNewReportsStartupErrors(t *testing.T) {
+	ca := newTestCA(t, "fed")
+	base := func(id string) Config {
+		c := DefaultConfig()
+		c.ID = id
+		c.DataDir = t.TempDir()
+		c.RaftAddr = "127.0.0.1:0"
+		c.AgentAddr = "127.0.0.1:0"
+		c.TLS = ca.issue(t, pki.RoleCoordinator, id, "127.0.0.1")
+		return c
+	}
+	first, err := New(base("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	cases := map[string]func(c *Config){
+		"raft port in use":  func(c *Config) { c.RaftAddr = first.RaftAddr() },
+		"data dir in use":   func(c *Config) { c.DataDir = first.cfg.DataDir },
+		"missing key file":  func(c *Config) { c.TLS.Key = filepath.Join(t.TempDir(), "none.key") },
+		"status port taken": func(c *Config) { c.StatusAddr = first.RaftAddr() },
+	}
+	i := 0
+	for name, edit := range cases {
+		i++
+		t.Run(name, func(t *testing.T) {
+			c := base(fmt.Sprintf("c%d", i+1))
+			edit(&c)
+			n, err := New(c)
+			if err == nil {
+				n.Close()
+				t.Fatal("New succeeded")
+			}
+			t.Logf("%v", err)
+		})
+	}
+}

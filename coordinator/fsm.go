@@ -301,7 +301,7 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if r.Attempt >= j.Spec.MaxAttempts {
 			j.State = JobFailed
 			j.Finished = c.At
-			j.FailReason = fmt.Sprintf("round %d failed %d times; last: %s", b.Round, r.Attempt, b.Reason)
+			j.FailReason = fmt.Sprintf("round %d failed on all %d attempts; last: %s", b.Round, r.Attempt, b.Reason)
 		}
 		return nil
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/quic-go/quic-go"
+	"go.etcd.io/bbolt"
 )
 
 // RaftALPN is the ALPN of Raft traffic between coordinators.
@@ -81,10 +82,21 @@ type Stats struct {
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the
 // Raft, agent and status listeners. It starts no goroutine except those of
 // the Raft network transport, which Close stops.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	n, err := newNode(cfg)
+	if err != nil {
+		n.Close() // releases whatever was opened before the failure
+		return nil, err
+	}
+	return n, nil
+}
+
+// newNode opens and binds everything; on error the returned node holds
+// what was opened so far, for Close.
+func newNode(cfg Config) (n *Node, err error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -95,32 +107,30 @@ func New(cfg Config) (n *Node, err error) {
 		now = time.Now
 	}
 	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(cfg.MaxModelBytes)}
-	defer func() {
-		if err != nil {
-			n.Close()
-		}
-	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return n, fmt.Errorf("data dir: %w", err)
 	}
 	if n.blob, err = newBlobStore(filepath.Join(cfg.DataDir, "blobs")); err != nil {
-		return nil, err
+		return n, err
 	}
 	pool, cert, err := cfg.TLS.Load()
 	if err != nil {
-		return nil, fmt.Errorf("load tls: %w", err)
+		return n, fmt.Errorf("load tls: %w", err)
 	}
-	if n.boltStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")}); err != nil {
-		return nil, fmt.Errorf("open raft log: %w", err)
+	// BoltDB waits forever for a lock held by another process; a timeout
+	// turns "another coordinator uses this data dir" into an error.
+	if n.boltStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second}}); err != nil {
+		return n, fmt.Errorf("open raft log %s (is another coordinator using this data dir?): %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
 	if n.snaps, err = raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard); err != nil {
-		return nil, fmt.Errorf("open snapshots: %w", err)
+		return n, fmt.Errorf("open snapshots: %w", err)
 	}
 	stream, err := raftnet.Listen(cfg.RaftAddr,
 		pki.ServerTLS(pool, cert, RaftALPN, pki.RoleCoordinator),
 		pki.ClientTLS(pool, cert, RaftALPN, "", pki.RoleCoordinator))
 	if err != nil {
-		return nil, fmt.Errorf("raft listener: %w", err)
+		return n, fmt.Errorf("raft listener: %w", err)
 	}
 	n.trans = raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
 
@@ -132,11 +142,11 @@ func New(cfg Config) (n *Node, err error) {
 		MaxIncomingStreams:   maxStreamsPerAgent,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent listener: %w", err)
+		return n, fmt.Errorf("agent listener: %w", err)
 	}
 	if cfg.StatusAddr != "" {
 		if n.statusLn, err = net.Listen("tcp", cfg.StatusAddr); err != nil {
-			return nil, fmt.Errorf("status listener: %w", err)
+			return n, fmt.Errorf("status listener: %w", err)
 		}
 	}
 	return n, nil

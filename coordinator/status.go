@@ -46,7 +46,7 @@ type RoundSummary struct {
 // Status returns the node's view of the federation.
 func (n *Node) Status() Status {
 	lid, _ := n.Leader()
-	s := Status{Node: n.cfg.ID, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
+	s := Status{Sites: []string{}, Jobs: []JobStatus{}, Node: n.cfg.ID, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
 		"handshakes_refused": n.stats.HandshakesRefused.Load(),
 		"frames_rejected":    n.stats.FramesRejected.Load(),
 		"unknown_sites":      n.stats.UnknownSites.Load(),
@@ -58,7 +58,7 @@ func (n *Node) Status() Status {
 		"bytes_sent":         n.stats.BytesSent.Load(),
 	}}
 	n.fsm.view(func(st *state) {
-		s.Sites = st.siteIDs()
+		s.Sites = append(s.Sites, st.siteIDs()...)
 		for id, j := range st.Jobs {
 			js := JobStatus{ID: id, State: j.State, Rounds: j.Spec.Rounds, CommittedRounds: j.committedN,
 				FailReason: j.FailReason, Created: j.Created, Finished: j.Finished}

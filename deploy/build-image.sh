@@ -9,10 +9,12 @@
 # Usage: deploy/build-image.sh [TAG]
 #
 # Environment:
-#   VERSION   version stamped into the binary (default: dev)
-#   GOARCH    target architecture (default: amd64); the OS is always linux
-#   SOURCE_DATE_EPOCH   build date to stamp (default: now)
+#   VERSION             version stamped into the binary (default: dev)
+#   SOURCE_DATE_EPOCH   build date to stamp, in seconds (default: now)
 #   KEEP_CONTEXT=1      keep the temporary build context and print its path
+#
+# The image is linux/amd64: FROM scratch takes the builder's platform, so
+# the binary must match it.
 set -euo pipefail
 
 tag="${1:-cohort:dev}"
@@ -23,7 +25,6 @@ command -v go >/dev/null || { echo "build-image: go is not on PATH" >&2; exit 1;
 command -v docker >/dev/null || { echo "build-image: docker is not on PATH" >&2; exit 1; }
 
 version="${VERSION:-dev}"
-arch="${GOARCH:-amd64}"
 commit=unknown
 if git rev-parse --git-dir >/dev/null 2>&1; then
 	commit="$(git rev-parse HEAD)"
@@ -45,17 +46,17 @@ else
 	trap 'rm -rf "$ctx"' EXIT
 fi
 
-echo "build-image: compiling cohort $version ($commit) for linux/$arch" >&2
+echo "build-image: compiling cohort $version ($commit) for linux/amd64" >&2
 ldflags="-s -w -X main.Version=${version} -X main.Commit=${commit} -X main.Date=${date}"
 # The agent reports its build to the coordinator in its Hello.
 ldflags="${ldflags} -X github.com/cohort-fl/cohort/agent.Build=${version}"
-CGO_ENABLED=0 GOOS=linux GOARCH="$arch" \
+CGO_ENABLED=0 GOOS=linux GOARCH=amd64 \
 	go build -trimpath -ldflags "$ldflags" -o "$ctx/cohort" ./cmd/cohort
 
 root="$ctx/rootfs"
-mkdir -p "$root/etc" "$root/tmp" "$root/var/lib/cohort"
+mkdir -p "$root/etc" "$root/tmp" "$root/var/lib" "$ctx/varlib/cohort"
 chmod 1777 "$root/tmp"
-chmod 0700 "$root/var/lib/cohort"
+chmod 0700 "$ctx/varlib/cohort"
 cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/sbin/nologin
 cohort:x:65532:65532:cohort:/var/lib/cohort:/sbin/nologin
@@ -75,5 +76,4 @@ fi
 docker build --quiet -t "$tag" -f "$repo/deploy/Dockerfile" \
 	--build-arg VERSION="$version" --build-arg COMMIT="$commit" --build-arg DATE="$date" \
 	"$ctx" >/dev/null
-# The legacy builder leaves the dangling rootfs stage behind; it has no tag.
 docker image inspect --format '{{.Id}}' "$tag"

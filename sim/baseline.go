@@ -9,11 +9,11 @@ import (
 
 	"github.com/cohort-fl/cohort/agent/features"
 	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/store"
 	"github.com/cohort-fl/cohort/agent/train"
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/sim/synth"
 )
 
 // dataset is a featurized population.
@@ -67,22 +67,24 @@ type baselineResult struct {
 // baselines trains a centralized model on the pooled training splits and a
 // local-only model per site, with the same trainer, options and epoch
 // budget as the federation (Rounds x LocalEpochs), and scores them on the
-// test set.
-func baselines(ctx context.Context, dir string, sites []synth.Site, spec *pb.FeatureSpec, test *dataset, cfg Config, job string) (*baselineResult, error) {
+// test set. Each site's data is read back from its agent's encrypted store
+// (after the agents stopped) and split exactly as the agent split it, so the
+// baselines train on the very records the federation trained on.
+func baselines(ctx context.Context, dir string, sites []string, spec *pb.FeatureSpec, test *dataset, cfg Config, job string) (*baselineResult, error) {
 	opts := train.Options{Epochs: cfg.Rounds * cfg.LocalEpochs, LearningRate: cfg.LearningRate, BatchSize: cfg.BatchSize, Seed: cfg.Seed}
 	res := &baselineResult{local: LocalOnly{Sites: make(map[string]float64)}}
 	var pooled *dataset
 	for _, s := range sites {
-		ds, err := loadDataset(ctx, filepath.Join(dir, "data", s.Name), spec)
+		ds, err := agentDataset(filepath.Join(dir, "agents", s), spec)
 		if err != nil {
-			return nil, fmt.Errorf("site %s: %w", s.Name, err)
+			return nil, fmt.Errorf("site %s: %w", s, err)
 		}
-		tr, _ := features.Split(ds, 0.2, job)
+		tr, _ := features.Split(ds, cfg.ValidationFraction, job)
 		m, err := fit(ctx, tr, test, opts)
 		if err != nil {
-			return nil, fmt.Errorf("local-only %s: %w", s.Name, err)
+			return nil, fmt.Errorf("local-only %s: %w", s, err)
 		}
-		res.local.Sites[s.Name] = m.AUROC
+		res.local.Sites[s] = m.AUROC
 		if pooled, err = concat(pooled, tr); err != nil {
 			return nil, err
 		}
@@ -98,6 +100,32 @@ func baselines(ctx context.Context, dir string, sites []synth.Site, spec *pb.Fea
 	}
 	res.central = central
 	return res, nil
+}
+
+// agentDataset opens a stopped agent's store with its own keys and builds
+// the spec's features from it.
+func agentDataset(agentDir string, spec *pb.FeatureSpec) (*dataset, error) {
+	master, err := store.LoadOrCreateKey(filepath.Join(agentDir, "master.key"), 32)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := store.LoadOrCreateKey(filepath.Join(agentDir, "pseudonym.key"), 32)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(store.Config{Path: filepath.Join(agentDir, "store.db"), MasterKey: master, PseudonymKey: secret})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	var patients []fhir.PatientData
+	if err := st.ForEachPatient(func(pd fhir.PatientData) error {
+		patients = append(patients, pd)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return features.Build(spec, patients)
 }
 
 // fit trains a fresh logistic regression on tr and scores it on test.

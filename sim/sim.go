@@ -38,6 +38,9 @@ type Config struct {
 	LocalEpochs  int
 	LearningRate float64
 	BatchSize    int
+	// ValidationFraction of each site's records is held out for its local
+	// validation metrics (and left out of the baselines' training too).
+	ValidationFraction float64
 	// RoundTimeout is each round's deadline.
 	RoundTimeout time.Duration
 	// Dir holds certificates, data and stores; empty means a temporary
@@ -63,6 +66,8 @@ func DefaultConfig() Config {
 		LearningRate: 0.1,
 		BatchSize:    32,
 		RoundTimeout: 60 * time.Second,
+
+		ValidationFraction: 0.2,
 	}
 }
 
@@ -176,6 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	job.Train.LearningRate = cfg.LearningRate
 	job.Train.BatchSize = cfg.BatchSize
 	job.Train.Seed = cfg.Seed
+	job.Train.ValidationFraction = cfg.ValidationFraction
 
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
@@ -205,7 +211,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Baselines, trained by the same trainer on the same training splits.
 	fmt.Fprintf(out, "baselines: training centralized and local-only models (%d epochs each)\n", cfg.Rounds*cfg.LocalEpochs)
-	base, err := baselines(ctx, dir, sites, spec, test, cfg, job.ID)
+	base, err := baselines(ctx, dir, siteIDs, spec, test, cfg, job.ID)
 	if err != nil {
 		return rep, err
 	}

@@ -73,13 +73,16 @@ TLS between them); agents dial any node over QUIC and followers redirect
 them to the leader. The leader opens rounds, collects site updates,
 aggregates them with FedAvg and commits each new global model through Raft.
 
-The config file is JSON with the fields of the flags below (id, data_dir,
-raft_addr, agent_addr, status_addr, tls {ca, cert, key}, bootstrap, peers
-[{id, raft_addr}], sites [...], jobs [...]); see docs/operating-a-federation.md.
+The config file is JSON: the flags below (id, data_dir, raft_addr,
+agent_addr, agent_advertise, status_addr, tls {ca, cert, key}, bootstrap,
+peers [{id, raft_addr}], sites [...], log_level), plus jobs [...] and the
+tuning fields (max_model_bytes, tick_interval, heartbeat_timeout,
+election_timeout, leader_lease_timeout, apply_timeout, max_poll_wait); see
+docs/operating-a-federation.md.
 
 Example (first of three nodes):
   cohort coordinator --id c1 --data-dir /var/lib/cohort/c1 \
-    --raft-addr 10.0.0.1:7400 --agent-addr 0.0.0.0:7401 \
+    --raft-addr 10.0.0.1:7400 --agent-addr 0.0.0.0:7401 --agent-advertise 10.0.0.1:7401 \
     --ca ca.crt --cert c1.crt --key c1.key \
     --bootstrap --peer c1=10.0.0.1:7400 --peer c2=10.0.0.2:7400 --peer c3=10.0.0.3:7400
 

@@ -38,9 +38,10 @@ several hospital agents over real QUIC with mutual TLS on loopback. Each
 agent ingests its own synthetic FHIR R4 patients (non-IID sites) into an
 encrypted store and trains logistic regression locally; the coordinators
 average the updates (FedAvg). One line is printed per round with the global
-model's AUROC and accuracy on a held-out test population; at the end the
-same metrics are printed for centralized training on the pooled data and for
-each site alone, trained by the same trainer. Exits non-zero if the job fails.
+model's AUROC and accuracy on a held-out test population; at the end it
+prints AUROC and accuracy for centralized training on the pooled data, and
+AUROC for each site alone (and their mean), all trained by the same trainer
+on the same records the agents trained on. Exits non-zero if the job fails.
 
 Flags:
 `)

@@ -150,7 +150,14 @@ type StreamLayer struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
-	lnErr     error // result of closing ln, set once in Close
+
+	connsMu sync.Mutex // guards conns
+	// conns are the connections handed to Raft (accepted or dialled);
+	// Close closes them so Raft's per-connection goroutines end with the
+	// transport instead of waiting for the peer to hang up.
+	conns  map[*trackedConn]struct{}
+	closed bool
+	lnErr  error // result of closing ln, set once in Close
 }
 
 var _ raft.StreamLayer = (*StreamLayer)(nil)
@@ -270,7 +277,7 @@ func (s *StreamLayer) handshake(c net.Conn) {
 func (s *StreamLayer) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.connC:
-		return c, nil
+		return s.track(c), nil
 	case <-s.ctx.Done():
 		return nil, fmt.Errorf("raftnet: accept: %w", net.ErrClosed)
 	}
@@ -283,8 +290,43 @@ func (s *StreamLayer) Close() error {
 		s.cancel()
 		s.lnErr = s.ln.Close()
 		s.wg.Wait()
+		s.connsMu.Lock()
+		for c := range s.conns {
+			_ = c.Conn.Close()
+		}
+		s.conns, s.closed = nil, true
+		s.connsMu.Unlock()
 	})
 	return s.lnErr
+}
+
+// trackedConn removes itself from its StreamLayer's set when closed.
+type trackedConn struct {
+	net.Conn
+	s *StreamLayer
+}
+
+func (c *trackedConn) Close() error {
+	c.s.connsMu.Lock()
+	delete(c.s.conns, c)
+	c.s.connsMu.Unlock()
+	return c.Conn.Close()
+}
+
+// track registers c for closing by Close; after Close it closes c at once.
+func (s *StreamLayer) track(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, s: s}
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return tc
+	}
+	if s.conns == nil {
+		s.conns = make(map[*trackedConn]struct{})
+	}
+	s.conns[tc] = struct{}{}
+	return tc
 }
 
 // Addr returns the address peers dial to reach this node: Config.Advertise
@@ -312,7 +354,7 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if err != nil {
 		return nil, fmt.Errorf("raftnet: dial %s: %w", address, err)
 	}
-	return c, nil
+	return s.track(c), nil
 }
 
 // advertiseAddr is a configured advertise address.

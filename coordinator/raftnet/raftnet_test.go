@@ -240,9 +240,13 @@ func TestAcceptSurvivesBadPeers(t *testing.T) {
 	if _, err := io.ReadFull(a.c, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("read %q, %v", buf, err)
 	}
-	tc, ok := a.c.(*tls.Conn)
+	tr, ok := a.c.(*trackedConn)
 	if !ok {
-		t.Fatalf("Accept returned %T, want *tls.Conn", a.c)
+		t.Fatalf("Accept returned %T, want *trackedConn", a.c)
+	}
+	tc, ok := tr.Conn.(*tls.Conn)
+	if !ok {
+		t.Fatalf("Accept returned a %T inside, want *tls.Conn", tr.Conn)
 	}
 	st := tc.ConnectionState()
 	if id, err := pki.PeerIdentity(st); err != nil || id != (pki.Identity{Role: pki.RoleCoordinator, ID: "c2"}) {

@@ -31,6 +31,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TaskKind int32
+
+const (
+	// Train from the global model and upload the weight delta.
+	TaskKind_TASK_KIND_TRAIN TaskKind = 0
+	// Compute per-feature counts, sums and sums of squares over the eligible
+	// cohort (federated normalization); answer with StatsUpload or Decline.
+	TaskKind_TASK_KIND_STATS TaskKind = 1
+)
+
+// Enum value maps for TaskKind.
+var (
+	TaskKind_name = map[int32]string{
+		0: "TASK_KIND_TRAIN",
+		1: "TASK_KIND_STATS",
+	}
+	TaskKind_value = map[string]int32{
+		"TASK_KIND_TRAIN": 0,
+		"TASK_KIND_STATS": 1,
+	}
+)
+
+func (x TaskKind) Enum() *TaskKind {
+	p := new(TaskKind)
+	*p = x
+	return p
+}
+
+func (x TaskKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[0].Descriptor()
+}
+
+func (TaskKind) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[0]
+}
+
+func (x TaskKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskKind.Descriptor instead.
+func (TaskKind) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{0}
+}
+
 type FeatureKind int32
 
 const (
@@ -39,10 +88,20 @@ const (
 	FeatureKind_FEATURE_KIND_AGE FeatureKind = 1
 	// 1 if administrative gender is female, else 0.
 	FeatureKind_FEATURE_KIND_SEX_FEMALE FeatureKind = 2
-	// Last observed value of a LOINC code.
+	// Aggregates of a LOINC code's values in the window before the index
+	// time.
 	FeatureKind_FEATURE_KIND_OBS_LAST FeatureKind = 3
-	// Mean observed value of a LOINC code.
 	FeatureKind_FEATURE_KIND_OBS_MEAN FeatureKind = 4
+	FeatureKind_FEATURE_KIND_OBS_MIN  FeatureKind = 5
+	FeatureKind_FEATURE_KIND_OBS_MAX  FeatureKind = 6
+	// Number of values (0 when none: never missing).
+	FeatureKind_FEATURE_KIND_OBS_COUNT FeatureKind = 7
+	// Least-squares slope of value against time, per hour (needs two
+	// values at distinct times).
+	FeatureKind_FEATURE_KIND_OBS_SLOPE FeatureKind = 8
+	// 1 if the patient has any of condition_codes with onset at or before
+	// the index time, else 0.
+	FeatureKind_FEATURE_KIND_CONDITION_FLAG FeatureKind = 9
 )
 
 // Enum value maps for FeatureKind.
@@ -53,13 +112,23 @@ var (
 		2: "FEATURE_KIND_SEX_FEMALE",
 		3: "FEATURE_KIND_OBS_LAST",
 		4: "FEATURE_KIND_OBS_MEAN",
+		5: "FEATURE_KIND_OBS_MIN",
+		6: "FEATURE_KIND_OBS_MAX",
+		7: "FEATURE_KIND_OBS_COUNT",
+		8: "FEATURE_KIND_OBS_SLOPE",
+		9: "FEATURE_KIND_CONDITION_FLAG",
 	}
 	FeatureKind_value = map[string]int32{
-		"FEATURE_KIND_UNSPECIFIED": 0,
-		"FEATURE_KIND_AGE":         1,
-		"FEATURE_KIND_SEX_FEMALE":  2,
-		"FEATURE_KIND_OBS_LAST":    3,
-		"FEATURE_KIND_OBS_MEAN":    4,
+		"FEATURE_KIND_UNSPECIFIED":    0,
+		"FEATURE_KIND_AGE":            1,
+		"FEATURE_KIND_SEX_FEMALE":     2,
+		"FEATURE_KIND_OBS_LAST":       3,
+		"FEATURE_KIND_OBS_MEAN":       4,
+		"FEATURE_KIND_OBS_MIN":        5,
+		"FEATURE_KIND_OBS_MAX":        6,
+		"FEATURE_KIND_OBS_COUNT":      7,
+		"FEATURE_KIND_OBS_SLOPE":      8,
+		"FEATURE_KIND_CONDITION_FLAG": 9,
 	}
 )
 
@@ -74,11 +143,11 @@ func (x FeatureKind) String() string {
 }
 
 func (FeatureKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_cohort_proto_enumTypes[0].Descriptor()
+	return file_cohort_proto_enumTypes[1].Descriptor()
 }
 
 func (FeatureKind) Type() protoreflect.EnumType {
-	return &file_cohort_proto_enumTypes[0]
+	return &file_cohort_proto_enumTypes[1]
 }
 
 func (x FeatureKind) Number() protoreflect.EnumNumber {
@@ -87,7 +156,212 @@ func (x FeatureKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FeatureKind.Descriptor instead.
 func (FeatureKind) EnumDescriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{0}
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+type MissingPolicy int32
+
+const (
+	// Use fill (in raw units).
+	MissingPolicy_MISSING_POLICY_FILL MissingPolicy = 0
+	// Use the feature's center (its federated mean under federated
+	// normalization).
+	MissingPolicy_MISSING_POLICY_MEAN MissingPolicy = 1
+	// Leave the patient out.
+	MissingPolicy_MISSING_POLICY_DROP MissingPolicy = 2
+)
+
+// Enum value maps for MissingPolicy.
+var (
+	MissingPolicy_name = map[int32]string{
+		0: "MISSING_POLICY_FILL",
+		1: "MISSING_POLICY_MEAN",
+		2: "MISSING_POLICY_DROP",
+	}
+	MissingPolicy_value = map[string]int32{
+		"MISSING_POLICY_FILL": 0,
+		"MISSING_POLICY_MEAN": 1,
+		"MISSING_POLICY_DROP": 2,
+	}
+)
+
+func (x MissingPolicy) Enum() *MissingPolicy {
+	p := new(MissingPolicy)
+	*p = x
+	return p
+}
+
+func (x MissingPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MissingPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[2].Descriptor()
+}
+
+func (MissingPolicy) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[2]
+}
+
+func (x MissingPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MissingPolicy.Descriptor instead.
+func (MissingPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{2}
+}
+
+type LabelKind int32
+
+const (
+	// 1 when the patient has a Condition with the code (within horizon
+	// after the index time when horizon_seconds > 0, else at any time).
+	LabelKind_LABEL_KIND_CONDITION LabelKind = 0
+	// 1 when the patient died in hospital: deceased, or an encounter
+	// discharged as expired.
+	LabelKind_LABEL_KIND_DECEASED LabelKind = 1
+	// 1 when the patient has an Observation with the code whose value is
+	// at least threshold: how an imported dataset's label column arrives.
+	LabelKind_LABEL_KIND_OBSERVATION LabelKind = 2
+)
+
+// Enum value maps for LabelKind.
+var (
+	LabelKind_name = map[int32]string{
+		0: "LABEL_KIND_CONDITION",
+		1: "LABEL_KIND_DECEASED",
+		2: "LABEL_KIND_OBSERVATION",
+	}
+	LabelKind_value = map[string]int32{
+		"LABEL_KIND_CONDITION":   0,
+		"LABEL_KIND_DECEASED":    1,
+		"LABEL_KIND_OBSERVATION": 2,
+	}
+)
+
+func (x LabelKind) Enum() *LabelKind {
+	p := new(LabelKind)
+	*p = x
+	return p
+}
+
+func (x LabelKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LabelKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[3].Descriptor()
+}
+
+func (LabelKind) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[3]
+}
+
+func (x LabelKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LabelKind.Descriptor instead.
+func (LabelKind) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{3}
+}
+
+type IndexKind int32
+
+const (
+	// The time of the patient's last observation.
+	IndexKind_INDEX_KIND_LAST_OBSERVATION IndexKind = 0
+	// The start of the patient's first encounter (of encounter_class, when
+	// set) plus offset_seconds.
+	IndexKind_INDEX_KIND_ENCOUNTER_START IndexKind = 1
+)
+
+// Enum value maps for IndexKind.
+var (
+	IndexKind_name = map[int32]string{
+		0: "INDEX_KIND_LAST_OBSERVATION",
+		1: "INDEX_KIND_ENCOUNTER_START",
+	}
+	IndexKind_value = map[string]int32{
+		"INDEX_KIND_LAST_OBSERVATION": 0,
+		"INDEX_KIND_ENCOUNTER_START":  1,
+	}
+)
+
+func (x IndexKind) Enum() *IndexKind {
+	p := new(IndexKind)
+	*p = x
+	return p
+}
+
+func (x IndexKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IndexKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[4].Descriptor()
+}
+
+func (IndexKind) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[4]
+}
+
+func (x IndexKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IndexKind.Descriptor instead.
+func (IndexKind) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{4}
+}
+
+type Normalization int32
+
+const (
+	// center and scale as written in the spec.
+	Normalization_NORMALIZATION_GIVEN Normalization = 0
+	// center and scale from a federated statistics round before training.
+	Normalization_NORMALIZATION_FEDERATED Normalization = 1
+)
+
+// Enum value maps for Normalization.
+var (
+	Normalization_name = map[int32]string{
+		0: "NORMALIZATION_GIVEN",
+		1: "NORMALIZATION_FEDERATED",
+	}
+	Normalization_value = map[string]int32{
+		"NORMALIZATION_GIVEN":     0,
+		"NORMALIZATION_FEDERATED": 1,
+	}
+)
+
+func (x Normalization) Enum() *Normalization {
+	p := new(Normalization)
+	*p = x
+	return p
+}
+
+func (x Normalization) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Normalization) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[5].Descriptor()
+}
+
+func (Normalization) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[5]
+}
+
+func (x Normalization) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Normalization.Descriptor instead.
+func (Normalization) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 type Encoding int32
@@ -121,11 +395,11 @@ func (x Encoding) String() string {
 }
 
 func (Encoding) Descriptor() protoreflect.EnumDescriptor {
-	return file_cohort_proto_enumTypes[1].Descriptor()
+	return file_cohort_proto_enumTypes[6].Descriptor()
 }
 
 func (Encoding) Type() protoreflect.EnumType {
-	return &file_cohort_proto_enumTypes[1]
+	return &file_cohort_proto_enumTypes[6]
 }
 
 func (x Encoding) Number() protoreflect.EnumNumber {
@@ -134,7 +408,58 @@ func (x Encoding) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Encoding.Descriptor instead.
 func (Encoding) EnumDescriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
+}
+
+type DeclineReason int32
+
+const (
+	DeclineReason_DECLINE_REASON_UNSPECIFIED DeclineReason = 0
+	// Fewer eligible records than the job's minimum.
+	DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS DeclineReason = 1
+	// The job's spec cannot be applied to this site's data.
+	DeclineReason_DECLINE_REASON_SPEC DeclineReason = 2
+)
+
+// Enum value maps for DeclineReason.
+var (
+	DeclineReason_name = map[int32]string{
+		0: "DECLINE_REASON_UNSPECIFIED",
+		1: "DECLINE_REASON_TOO_FEW_RECORDS",
+		2: "DECLINE_REASON_SPEC",
+	}
+	DeclineReason_value = map[string]int32{
+		"DECLINE_REASON_UNSPECIFIED":     0,
+		"DECLINE_REASON_TOO_FEW_RECORDS": 1,
+		"DECLINE_REASON_SPEC":            2,
+	}
+)
+
+func (x DeclineReason) Enum() *DeclineReason {
+	p := new(DeclineReason)
+	*p = x
+	return p
+}
+
+func (x DeclineReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeclineReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_cohort_proto_enumTypes[7].Descriptor()
+}
+
+func (DeclineReason) Type() protoreflect.EnumType {
+	return &file_cohort_proto_enumTypes[7]
+}
+
+func (x DeclineReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeclineReason.Descriptor instead.
+func (DeclineReason) EnumDescriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 type ErrorCode int32
@@ -194,11 +519,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_cohort_proto_enumTypes[2].Descriptor()
+	return file_cohort_proto_enumTypes[8].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_cohort_proto_enumTypes[2]
+	return &file_cohort_proto_enumTypes[8]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -207,7 +532,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 type RoundState int32
@@ -249,11 +574,11 @@ func (x RoundState) String() string {
 }
 
 func (RoundState) Descriptor() protoreflect.EnumDescriptor {
-	return file_cohort_proto_enumTypes[3].Descriptor()
+	return file_cohort_proto_enumTypes[9].Descriptor()
 }
 
 func (RoundState) Type() protoreflect.EnumType {
-	return &file_cohort_proto_enumTypes[3]
+	return &file_cohort_proto_enumTypes[9]
 }
 
 func (x RoundState) Number() protoreflect.EnumNumber {
@@ -262,7 +587,7 @@ func (x RoundState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RoundState.Descriptor instead.
 func (RoundState) EnumDescriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 // Envelope is the body of every frame.
@@ -283,6 +608,8 @@ type Envelope struct {
 	//	*Envelope_Error
 	//	*Envelope_RoundStatusRequest
 	//	*Envelope_RoundStatus
+	//	*Envelope_StatsUpload
+	//	*Envelope_Decline
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -442,6 +769,24 @@ func (x *Envelope) GetRoundStatus() *RoundStatus {
 	return nil
 }
 
+func (x *Envelope) GetStatsUpload() *StatsUpload {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_StatsUpload); ok {
+			return x.StatsUpload
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetDecline() *Decline {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Decline); ok {
+			return x.Decline
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -498,6 +843,14 @@ type Envelope_RoundStatus struct {
 	RoundStatus *RoundStatus `protobuf:"bytes,13,opt,name=round_status,json=roundStatus,proto3,oneof"`
 }
 
+type Envelope_StatsUpload struct {
+	StatsUpload *StatsUpload `protobuf:"bytes,14,opt,name=stats_upload,json=statsUpload,proto3,oneof"`
+}
+
+type Envelope_Decline struct {
+	Decline *Decline `protobuf:"bytes,15,opt,name=decline,proto3,oneof"`
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Welcome) isEnvelope_Body() {}
@@ -523,6 +876,10 @@ func (*Envelope_Error) isEnvelope_Body() {}
 func (*Envelope_RoundStatusRequest) isEnvelope_Body() {}
 
 func (*Envelope_RoundStatus) isEnvelope_Body() {}
+
+func (*Envelope_StatsUpload) isEnvelope_Body() {}
+
+func (*Envelope_Decline) isEnvelope_Body() {}
 
 // Hello is the first frame an agent sends on its control stream.
 type Hello struct {
@@ -753,11 +1110,13 @@ func (x *TaskRequest) GetWaitMs() uint32 {
 	return 0
 }
 
-// TaskOffer asks a site to train one round.
+// TaskOffer asks a site to train one round (or, for TASK_KIND_STATS, to
+// send the aggregate statistics of its features; model is then unset).
 type TaskOffer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Round uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Kind  TaskKind               `protobuf:"varint,7,opt,name=kind,proto3,enum=cohort.v1.TaskKind" json:"kind,omitempty"`
 	// The global model to start from.
 	Model         *BlobRef     `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	ModelSpec     *ModelSpec   `protobuf:"bytes,4,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
@@ -809,6 +1168,13 @@ func (x *TaskOffer) GetRound() uint64 {
 		return x.Round
 	}
 	return 0
+}
+
+func (x *TaskOffer) GetKind() TaskKind {
+	if x != nil {
+		return x.Kind
+	}
+	return TaskKind_TASK_KIND_TRAIN
 }
 
 func (x *TaskOffer) GetModel() *BlobRef {
@@ -1035,11 +1401,17 @@ func (x *TrainParams) GetMinRecords() uint32 {
 	return 0
 }
 
-// FeatureSpec says how a site turns its records into a feature matrix.
+// FeatureSpec says how a site turns its records into a feature matrix:
+// which patients (cohort), as of when (index), which columns (features),
+// what to predict (label). Operators write it in YAML or JSON (see
+// protocol/featurespec); this is its wire form.
 type FeatureSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Features      []*Feature             `protobuf:"bytes,1,rep,name=features,proto3" json:"features,omitempty"`
 	Label         *Label                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	Cohort        *Cohort                `protobuf:"bytes,3,opt,name=cohort,proto3" json:"cohort,omitempty"`
+	Index         *IndexTime             `protobuf:"bytes,4,opt,name=index,proto3" json:"index,omitempty"`
+	Normalization Normalization          `protobuf:"varint,5,opt,name=normalization,proto3,enum=cohort.v1.Normalization" json:"normalization,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1088,18 +1460,44 @@ func (x *FeatureSpec) GetLabel() *Label {
 	return nil
 }
 
+func (x *FeatureSpec) GetCohort() *Cohort {
+	if x != nil {
+		return x.Cohort
+	}
+	return nil
+}
+
+func (x *FeatureSpec) GetIndex() *IndexTime {
+	if x != nil {
+		return x.Index
+	}
+	return nil
+}
+
+func (x *FeatureSpec) GetNormalization() Normalization {
+	if x != nil {
+		return x.Normalization
+	}
+	return Normalization_NORMALIZATION_GIVEN
+}
+
 // Feature is one column. The value used for training is
-// (raw - center) / scale, with fill used for a missing raw value.
+// (raw - center) / scale.
 type Feature struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Kind          FeatureKind            `protobuf:"varint,2,opt,name=kind,proto3,enum=cohort.v1.FeatureKind" json:"kind,omitempty"`
-	Loinc         string                 `protobuf:"bytes,3,opt,name=loinc,proto3" json:"loinc,omitempty"`
-	Center        float64                `protobuf:"fixed64,4,opt,name=center,proto3" json:"center,omitempty"`
-	Scale         float64                `protobuf:"fixed64,5,opt,name=scale,proto3" json:"scale,omitempty"`
-	Fill          float64                `protobuf:"fixed64,6,opt,name=fill,proto3" json:"fill,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind   FeatureKind            `protobuf:"varint,2,opt,name=kind,proto3,enum=cohort.v1.FeatureKind" json:"kind,omitempty"`
+	Loinc  string                 `protobuf:"bytes,3,opt,name=loinc,proto3" json:"loinc,omitempty"`
+	Center float64                `protobuf:"fixed64,4,opt,name=center,proto3" json:"center,omitempty"`
+	Scale  float64                `protobuf:"fixed64,5,opt,name=scale,proto3" json:"scale,omitempty"`
+	Fill   float64                `protobuf:"fixed64,6,opt,name=fill,proto3" json:"fill,omitempty"`
+	// Look-back window before the index time, in seconds; 0 = all history.
+	WindowSeconds uint64        `protobuf:"varint,7,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	Missing       MissingPolicy `protobuf:"varint,8,opt,name=missing,proto3,enum=cohort.v1.MissingPolicy" json:"missing,omitempty"`
+	// Condition codes for FEATURE_KIND_CONDITION_FLAG.
+	ConditionCodes []string `protobuf:"bytes,9,rep,name=condition_codes,json=conditionCodes,proto3" json:"condition_codes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Feature) Reset() {
@@ -1174,11 +1572,36 @@ func (x *Feature) GetFill() float64 {
 	return 0
 }
 
-// Label is the outcome: 1 when the patient has a Condition with this code.
+func (x *Feature) GetWindowSeconds() uint64 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *Feature) GetMissing() MissingPolicy {
+	if x != nil {
+		return x.Missing
+	}
+	return MissingPolicy_MISSING_POLICY_FILL
+}
+
+func (x *Feature) GetConditionCodes() []string {
+	if x != nil {
+		return x.ConditionCodes
+	}
+	return nil
+}
+
+// Label is the outcome to predict.
 type Label struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ConditionSystem string                 `protobuf:"bytes,1,opt,name=condition_system,json=conditionSystem,proto3" json:"condition_system,omitempty"`
 	ConditionCode   string                 `protobuf:"bytes,2,opt,name=condition_code,json=conditionCode,proto3" json:"condition_code,omitempty"`
+	Kind            LabelKind              `protobuf:"varint,3,opt,name=kind,proto3,enum=cohort.v1.LabelKind" json:"kind,omitempty"`
+	HorizonSeconds  uint64                 `protobuf:"varint,4,opt,name=horizon_seconds,json=horizonSeconds,proto3" json:"horizon_seconds,omitempty"`
+	ObservationCode string                 `protobuf:"bytes,5,opt,name=observation_code,json=observationCode,proto3" json:"observation_code,omitempty"`
+	Threshold       float64                `protobuf:"fixed64,6,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1227,6 +1650,176 @@ func (x *Label) GetConditionCode() string {
 	return ""
 }
 
+func (x *Label) GetKind() LabelKind {
+	if x != nil {
+		return x.Kind
+	}
+	return LabelKind_LABEL_KIND_CONDITION
+}
+
+func (x *Label) GetHorizonSeconds() uint64 {
+	if x != nil {
+		return x.HorizonSeconds
+	}
+	return 0
+}
+
+func (x *Label) GetObservationCode() string {
+	if x != nil {
+		return x.ObservationCode
+	}
+	return ""
+}
+
+func (x *Label) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+// Cohort selects the eligible patients.
+type Cohort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Age bounds at the index time; 0 = no bound.
+	MinAge float64 `protobuf:"fixed64,1,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
+	MaxAge float64 `protobuf:"fixed64,2,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"`
+	// Patients with an encounter of this class only ("" = any).
+	EncounterClass string `protobuf:"bytes,3,opt,name=encounter_class,json=encounterClass,proto3" json:"encounter_class,omitempty"`
+	// Patients with at least one of these condition codes only.
+	RequireConditions []string `protobuf:"bytes,4,rep,name=require_conditions,json=requireConditions,proto3" json:"require_conditions,omitempty"`
+	// Patients with at least this many observations before the index time.
+	MinObservations uint32 `protobuf:"varint,5,opt,name=min_observations,json=minObservations,proto3" json:"min_observations,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Cohort) Reset() {
+	*x = Cohort{}
+	mi := &file_cohort_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cohort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cohort) ProtoMessage() {}
+
+func (x *Cohort) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
+func (*Cohort) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Cohort) GetMinAge() float64 {
+	if x != nil {
+		return x.MinAge
+	}
+	return 0
+}
+
+func (x *Cohort) GetMaxAge() float64 {
+	if x != nil {
+		return x.MaxAge
+	}
+	return 0
+}
+
+func (x *Cohort) GetEncounterClass() string {
+	if x != nil {
+		return x.EncounterClass
+	}
+	return ""
+}
+
+func (x *Cohort) GetRequireConditions() []string {
+	if x != nil {
+		return x.RequireConditions
+	}
+	return nil
+}
+
+func (x *Cohort) GetMinObservations() uint32 {
+	if x != nil {
+		return x.MinObservations
+	}
+	return 0
+}
+
+// IndexTime says as of when each patient's features are computed.
+type IndexTime struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           IndexKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=cohort.v1.IndexKind" json:"kind,omitempty"`
+	OffsetSeconds  uint64                 `protobuf:"varint,2,opt,name=offset_seconds,json=offsetSeconds,proto3" json:"offset_seconds,omitempty"`
+	EncounterClass string                 `protobuf:"bytes,3,opt,name=encounter_class,json=encounterClass,proto3" json:"encounter_class,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IndexTime) Reset() {
+	*x = IndexTime{}
+	mi := &file_cohort_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexTime) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexTime) ProtoMessage() {}
+
+func (x *IndexTime) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
+func (*IndexTime) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *IndexTime) GetKind() IndexKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IndexKind_INDEX_KIND_LAST_OBSERVATION
+}
+
+func (x *IndexTime) GetOffsetSeconds() uint64 {
+	if x != nil {
+		return x.OffsetSeconds
+	}
+	return 0
+}
+
+func (x *IndexTime) GetEncounterClass() string {
+	if x != nil {
+		return x.EncounterClass
+	}
+	return ""
+}
+
 // BlobRef names a content-addressed blob.
 type BlobRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1240,7 +1833,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1845,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1858,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -1302,7 +1895,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1907,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1920,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -1362,7 +1955,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1967,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1980,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -1418,7 +2011,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +2023,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +2036,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -1492,7 +2085,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +2097,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +2110,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -1562,6 +2155,201 @@ func (x *UpdateUpload) GetDelta() *BlobRef {
 	return nil
 }
 
+// FeatureStats are one feature's aggregates over a site's eligible cohort:
+// numbers only, never rows.
+type FeatureStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Sum           float64                `protobuf:"fixed64,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	SumSq         float64                `protobuf:"fixed64,3,opt,name=sum_sq,json=sumSq,proto3" json:"sum_sq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureStats) Reset() {
+	*x = FeatureStats{}
+	mi := &file_cohort_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureStats) ProtoMessage() {}
+
+func (x *FeatureStats) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
+func (*FeatureStats) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FeatureStats) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *FeatureStats) GetSum() float64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *FeatureStats) GetSumSq() float64 {
+	if x != nil {
+		return x.SumSq
+	}
+	return 0
+}
+
+// StatsUpload answers a TASK_KIND_STATS offer, one entry per feature in
+// spec order.
+type StatsUpload struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// Number of eligible patients.
+	CohortSize    uint64          `protobuf:"varint,3,opt,name=cohort_size,json=cohortSize,proto3" json:"cohort_size,omitempty"`
+	Stats         []*FeatureStats `protobuf:"bytes,4,rep,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsUpload) Reset() {
+	*x = StatsUpload{}
+	mi := &file_cohort_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsUpload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsUpload) ProtoMessage() {}
+
+func (x *StatsUpload) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
+func (*StatsUpload) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StatsUpload) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *StatsUpload) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *StatsUpload) GetCohortSize() uint64 {
+	if x != nil {
+		return x.CohortSize
+	}
+	return 0
+}
+
+func (x *StatsUpload) GetStats() []*FeatureStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// Decline says a site will not take part in a round, and why (a code, no
+// text).
+type Decline struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Reason        DeclineReason          `protobuf:"varint,3,opt,name=reason,proto3,enum=cohort.v1.DeclineReason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decline) Reset() {
+	*x = Decline{}
+	mi := &file_cohort_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decline) ProtoMessage() {}
+
+func (x *Decline) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decline.ProtoReflect.Descriptor instead.
+func (*Decline) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Decline) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Decline) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Decline) GetReason() DeclineReason {
+	if x != nil {
+		return x.Reason
+	}
+	return DeclineReason_DECLINE_REASON_UNSPECIFIED
+}
+
 // Ack confirms that an update's receipt is committed.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1574,7 +2362,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +2374,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +2387,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Ack) GetJobId() string {
@@ -1634,7 +2422,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2434,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2447,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1688,7 +2476,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +2488,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +2501,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -1744,7 +2532,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2544,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2557,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -1804,7 +2592,7 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\xd9\x05\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\xc6\x06\n" +
 	"\bEnvelope\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.cohort.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.cohort.v1.WelcomeH\x00R\awelcome\x121\n" +
@@ -1821,7 +2609,9 @@ const file_cohort_proto_rawDesc = "" +
 	" \x01(\v2\x0e.cohort.v1.AckH\x00R\x03ack\x12(\n" +
 	"\x05error\x18\v \x01(\v2\x10.cohort.v1.ErrorH\x00R\x05error\x12Q\n" +
 	"\x14round_status_request\x18\f \x01(\v2\x1d.cohort.v1.RoundStatusRequestH\x00R\x12roundStatusRequest\x12;\n" +
-	"\fround_status\x18\r \x01(\v2\x16.cohort.v1.RoundStatusH\x00R\vroundStatusB\x06\n" +
+	"\fround_status\x18\r \x01(\v2\x16.cohort.v1.RoundStatusH\x00R\vroundStatus\x12;\n" +
+	"\fstats_upload\x18\x0e \x01(\v2\x16.cohort.v1.StatsUploadH\x00R\vstatsUpload\x12.\n" +
+	"\adecline\x18\x0f \x01(\v2\x12.cohort.v1.DeclineH\x00R\adeclineB\x06\n" +
 	"\x04body\"\x89\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
@@ -1836,10 +2626,11 @@ const file_cohort_proto_rawDesc = "" +
 	"leaderAddr\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"&\n" +
 	"\vTaskRequest\x12\x17\n" +
-	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xfb\x01\n" +
+	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xa4\x02\n" +
 	"\tTaskOffer\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\x04R\x05round\x12(\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12'\n" +
+	"\x04kind\x18\a \x01(\x0e2\x13.cohort.v1.TaskKindR\x04kind\x12(\n" +
 	"\x05model\x18\x03 \x01(\v2\x12.cohort.v1.BlobRefR\x05model\x123\n" +
 	"\n" +
 	"model_spec\x18\x04 \x01(\v2\x14.cohort.v1.ModelSpecR\tmodelSpec\x12.\n" +
@@ -1860,20 +2651,40 @@ const file_cohort_proto_rawDesc = "" +
 	"\x04seed\x18\x04 \x01(\x04R\x04seed\x12/\n" +
 	"\x13validation_fraction\x18\x05 \x01(\x01R\x12validationFraction\x12\x1f\n" +
 	"\vmin_records\x18\x06 \x01(\rR\n" +
-	"minRecords\"e\n" +
+	"minRecords\"\xfc\x01\n" +
 	"\vFeatureSpec\x12.\n" +
 	"\bfeatures\x18\x01 \x03(\v2\x12.cohort.v1.FeatureR\bfeatures\x12&\n" +
-	"\x05label\x18\x02 \x01(\v2\x10.cohort.v1.LabelR\x05label\"\xa1\x01\n" +
+	"\x05label\x18\x02 \x01(\v2\x10.cohort.v1.LabelR\x05label\x12)\n" +
+	"\x06cohort\x18\x03 \x01(\v2\x11.cohort.v1.CohortR\x06cohort\x12*\n" +
+	"\x05index\x18\x04 \x01(\v2\x14.cohort.v1.IndexTimeR\x05index\x12>\n" +
+	"\rnormalization\x18\x05 \x01(\x0e2\x18.cohort.v1.NormalizationR\rnormalization\"\xa5\x02\n" +
 	"\aFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.cohort.v1.FeatureKindR\x04kind\x12\x14\n" +
 	"\x05loinc\x18\x03 \x01(\tR\x05loinc\x12\x16\n" +
 	"\x06center\x18\x04 \x01(\x01R\x06center\x12\x14\n" +
 	"\x05scale\x18\x05 \x01(\x01R\x05scale\x12\x12\n" +
-	"\x04fill\x18\x06 \x01(\x01R\x04fill\"Y\n" +
+	"\x04fill\x18\x06 \x01(\x01R\x04fill\x12%\n" +
+	"\x0ewindow_seconds\x18\a \x01(\x04R\rwindowSeconds\x122\n" +
+	"\amissing\x18\b \x01(\x0e2\x18.cohort.v1.MissingPolicyR\amissing\x12'\n" +
+	"\x0fcondition_codes\x18\t \x03(\tR\x0econditionCodes\"\xf5\x01\n" +
 	"\x05Label\x12)\n" +
 	"\x10condition_system\x18\x01 \x01(\tR\x0fconditionSystem\x12%\n" +
-	"\x0econdition_code\x18\x02 \x01(\tR\rconditionCode\"f\n" +
+	"\x0econdition_code\x18\x02 \x01(\tR\rconditionCode\x12(\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x14.cohort.v1.LabelKindR\x04kind\x12'\n" +
+	"\x0fhorizon_seconds\x18\x04 \x01(\x04R\x0ehorizonSeconds\x12)\n" +
+	"\x10observation_code\x18\x05 \x01(\tR\x0fobservationCode\x12\x1c\n" +
+	"\tthreshold\x18\x06 \x01(\x01R\tthreshold\"\xbd\x01\n" +
+	"\x06Cohort\x12\x17\n" +
+	"\amin_age\x18\x01 \x01(\x01R\x06minAge\x12\x17\n" +
+	"\amax_age\x18\x02 \x01(\x01R\x06maxAge\x12'\n" +
+	"\x0fencounter_class\x18\x03 \x01(\tR\x0eencounterClass\x12-\n" +
+	"\x12require_conditions\x18\x04 \x03(\tR\x11requireConditions\x12)\n" +
+	"\x10min_observations\x18\x05 \x01(\rR\x0fminObservations\"\x85\x01\n" +
+	"\tIndexTime\x12(\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x14.cohort.v1.IndexKindR\x04kind\x12%\n" +
+	"\x0eoffset_seconds\x18\x02 \x01(\x04R\roffsetSeconds\x12'\n" +
+	"\x0fencounter_class\x18\x03 \x01(\tR\x0eencounterClass\"f\n" +
 	"\aBlobRef\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12/\n" +
@@ -1898,7 +2709,21 @@ const file_cohort_proto_rawDesc = "" +
 	"\x11base_model_sha256\x18\x03 \x01(\tR\x0fbaseModelSha256\x12!\n" +
 	"\fsample_count\x18\x04 \x01(\x04R\vsampleCount\x121\n" +
 	"\ametrics\x18\x05 \x01(\v2\x17.cohort.v1.LocalMetricsR\ametrics\x12(\n" +
-	"\x05delta\x18\x06 \x01(\v2\x12.cohort.v1.BlobRefR\x05delta\"J\n" +
+	"\x05delta\x18\x06 \x01(\v2\x12.cohort.v1.BlobRefR\x05delta\"M\n" +
+	"\fFeatureStats\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\x01R\x03sum\x12\x15\n" +
+	"\x06sum_sq\x18\x03 \x01(\x01R\x05sumSq\"\x8a\x01\n" +
+	"\vStatsUpload\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x1f\n" +
+	"\vcohort_size\x18\x03 \x01(\x04R\n" +
+	"cohortSize\x12-\n" +
+	"\x05stats\x18\x04 \x03(\v2\x17.cohort.v1.FeatureStatsR\x05stats\"h\n" +
+	"\aDecline\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x120\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x18.cohort.v1.DeclineReasonR\x06reason\"J\n" +
 	"\x03Ack\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x16\n" +
@@ -1914,16 +2739,42 @@ const file_cohort_proto_rawDesc = "" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12+\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x15.cohort.v1.RoundStateR\x05state\x12\x1f\n" +
 	"\vhave_update\x18\x04 \x01(\bR\n" +
-	"haveUpdate*\x94\x01\n" +
+	"haveUpdate*4\n" +
+	"\bTaskKind\x12\x13\n" +
+	"\x0fTASK_KIND_TRAIN\x10\x00\x12\x13\n" +
+	"\x0fTASK_KIND_STATS\x10\x01*\xa1\x02\n" +
 	"\vFeatureKind\x12\x1c\n" +
 	"\x18FEATURE_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10FEATURE_KIND_AGE\x10\x01\x12\x1b\n" +
 	"\x17FEATURE_KIND_SEX_FEMALE\x10\x02\x12\x19\n" +
 	"\x15FEATURE_KIND_OBS_LAST\x10\x03\x12\x19\n" +
-	"\x15FEATURE_KIND_OBS_MEAN\x10\x04*8\n" +
+	"\x15FEATURE_KIND_OBS_MEAN\x10\x04\x12\x18\n" +
+	"\x14FEATURE_KIND_OBS_MIN\x10\x05\x12\x18\n" +
+	"\x14FEATURE_KIND_OBS_MAX\x10\x06\x12\x1a\n" +
+	"\x16FEATURE_KIND_OBS_COUNT\x10\a\x12\x1a\n" +
+	"\x16FEATURE_KIND_OBS_SLOPE\x10\b\x12\x1f\n" +
+	"\x1bFEATURE_KIND_CONDITION_FLAG\x10\t*Z\n" +
+	"\rMissingPolicy\x12\x17\n" +
+	"\x13MISSING_POLICY_FILL\x10\x00\x12\x17\n" +
+	"\x13MISSING_POLICY_MEAN\x10\x01\x12\x17\n" +
+	"\x13MISSING_POLICY_DROP\x10\x02*Z\n" +
+	"\tLabelKind\x12\x18\n" +
+	"\x14LABEL_KIND_CONDITION\x10\x00\x12\x17\n" +
+	"\x13LABEL_KIND_DECEASED\x10\x01\x12\x1a\n" +
+	"\x16LABEL_KIND_OBSERVATION\x10\x02*L\n" +
+	"\tIndexKind\x12\x1f\n" +
+	"\x1bINDEX_KIND_LAST_OBSERVATION\x10\x00\x12\x1e\n" +
+	"\x1aINDEX_KIND_ENCOUNTER_START\x10\x01*E\n" +
+	"\rNormalization\x12\x17\n" +
+	"\x13NORMALIZATION_GIVEN\x10\x00\x12\x1b\n" +
+	"\x17NORMALIZATION_FEDERATED\x10\x01*8\n" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x12\n" +
-	"\x0eENCODING_F32LE\x10\x01*\xb6\x02\n" +
+	"\x0eENCODING_F32LE\x10\x01*l\n" +
+	"\rDeclineReason\x12\x1e\n" +
+	"\x1aDECLINE_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eDECLINE_REASON_TOO_FEW_RECORDS\x10\x01\x12\x17\n" +
+	"\x13DECLINE_REASON_SPEC\x10\x02*\xb6\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1b\n" +
@@ -1957,67 +2808,89 @@ func file_cohort_proto_rawDescGZIP() []byte {
 	return file_cohort_proto_rawDescData
 }
 
-var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_cohort_proto_goTypes = []any{
-	(FeatureKind)(0),           // 0: cohort.v1.FeatureKind
-	(Encoding)(0),              // 1: cohort.v1.Encoding
-	(ErrorCode)(0),             // 2: cohort.v1.ErrorCode
-	(RoundState)(0),            // 3: cohort.v1.RoundState
-	(*Envelope)(nil),           // 4: cohort.v1.Envelope
-	(*Hello)(nil),              // 5: cohort.v1.Hello
-	(*Welcome)(nil),            // 6: cohort.v1.Welcome
-	(*Redirect)(nil),           // 7: cohort.v1.Redirect
-	(*TaskRequest)(nil),        // 8: cohort.v1.TaskRequest
-	(*TaskOffer)(nil),          // 9: cohort.v1.TaskOffer
-	(*NoTask)(nil),             // 10: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 11: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 12: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 13: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 14: cohort.v1.Feature
-	(*Label)(nil),              // 15: cohort.v1.Label
-	(*BlobRef)(nil),            // 16: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 17: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 18: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 19: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 20: cohort.v1.UpdateUpload
-	(*Ack)(nil),                // 21: cohort.v1.Ack
-	(*Error)(nil),              // 22: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 23: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 24: cohort.v1.RoundStatus
+	(TaskKind)(0),              // 0: cohort.v1.TaskKind
+	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
+	(MissingPolicy)(0),         // 2: cohort.v1.MissingPolicy
+	(LabelKind)(0),             // 3: cohort.v1.LabelKind
+	(IndexKind)(0),             // 4: cohort.v1.IndexKind
+	(Normalization)(0),         // 5: cohort.v1.Normalization
+	(Encoding)(0),              // 6: cohort.v1.Encoding
+	(DeclineReason)(0),         // 7: cohort.v1.DeclineReason
+	(ErrorCode)(0),             // 8: cohort.v1.ErrorCode
+	(RoundState)(0),            // 9: cohort.v1.RoundState
+	(*Envelope)(nil),           // 10: cohort.v1.Envelope
+	(*Hello)(nil),              // 11: cohort.v1.Hello
+	(*Welcome)(nil),            // 12: cohort.v1.Welcome
+	(*Redirect)(nil),           // 13: cohort.v1.Redirect
+	(*TaskRequest)(nil),        // 14: cohort.v1.TaskRequest
+	(*TaskOffer)(nil),          // 15: cohort.v1.TaskOffer
+	(*NoTask)(nil),             // 16: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 17: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 18: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 19: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 20: cohort.v1.Feature
+	(*Label)(nil),              // 21: cohort.v1.Label
+	(*Cohort)(nil),             // 22: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 23: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 24: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 25: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 26: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 27: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 28: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 29: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 30: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 31: cohort.v1.Decline
+	(*Ack)(nil),                // 32: cohort.v1.Ack
+	(*Error)(nil),              // 33: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 34: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 35: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
-	5,  // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
-	6,  // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
-	7,  // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
-	8,  // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
-	9,  // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	10, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	17, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	18, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	20, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	21, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	22, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	23, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	24, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	16, // 13: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	11, // 14: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	12, // 15: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	13, // 16: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	14, // 17: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	15, // 18: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	0,  // 19: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	1,  // 20: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	16, // 21: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	19, // 22: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	16, // 23: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	2,  // 24: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	3,  // 25: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	11, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
+	12, // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
+	13, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
+	14, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
+	15, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
+	16, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	25, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	26, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	28, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	32, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	33, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	34, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	35, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	30, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	31, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	0,  // 15: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
+	24, // 16: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	17, // 17: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	18, // 18: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	19, // 19: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	20, // 20: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	21, // 21: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	22, // 22: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	23, // 23: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 24: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 25: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 26: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 27: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 28: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 29: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	24, // 30: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	27, // 31: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	24, // 32: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	29, // 33: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 34: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 35: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 36: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -2039,14 +2912,16 @@ func file_cohort_proto_init() {
 		(*Envelope_Error)(nil),
 		(*Envelope_RoundStatusRequest)(nil),
 		(*Envelope_RoundStatus)(nil),
+		(*Envelope_StatsUpload)(nil),
+		(*Envelope_Decline)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   21,
+			NumEnums:      10,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
