@@ -1,10 +1,11 @@
 // Package features turns a site's records into the feature matrix a job's
-// FeatureSpec asks for: one row per patient, one column per Feature, and a
-// binary label from the patient's conditions.
-//
-// Each patient's index time is the time of their last observation. Column
-// values are (raw - center) / scale, where a missing raw value is replaced
-// by the feature's fill before scaling (so fill = center gives 0).
+// FeatureSpec asks for: one row per eligible patient (the spec's cohort, as
+// of each patient's index time), one column per Feature (age, sex, windowed
+// aggregates of LOINC-coded observations, condition flags), and a binary
+// label (a condition, within a horizon or ever; in-hospital death; or an
+// imported label observation). It also computes the per-feature counts,
+// sums and sums of squares that federated normalization aggregates across
+// sites: aggregates only, never rows.
 package features
 
 import (
@@ -13,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/protocol/featurespec"
 	"github.com/cohort-fl/cohort/protocol/pb"
 )
 
@@ -35,48 +38,12 @@ var (
 // yearSeconds is the length of a mean Gregorian year in seconds.
 const yearSeconds = 365.2425 * 24 * 3600
 
-// ValidateSpec checks that spec can be built: at least one feature, every
-// kind known, a LOINC code for observation kinds, finite center and fill, a
-// finite non-zero scale, unique non-empty names, and a label code.
+// ValidateSpec checks that spec can be built (see featurespec.Validate).
+// It refuses, among others, identifying fields and free text, which the
+// wire schema cannot even express.
 func ValidateSpec(spec *pb.FeatureSpec) error {
-	if spec == nil {
-		return fmt.Errorf("%w: spec is missing", ErrInvalidSpec)
-	}
-	fs := spec.GetFeatures()
-	if len(fs) == 0 {
-		return fmt.Errorf("%w: no features", ErrInvalidSpec)
-	}
-	names := map[string]int{}
-	for i, f := range fs {
-		if f == nil {
-			return fmt.Errorf("%w: feature %d is missing", ErrInvalidSpec, i)
-		}
-		name := f.GetName()
-		if name == "" {
-			return fmt.Errorf("%w: feature %d has no name", ErrInvalidSpec, i)
-		}
-		if j, dup := names[name]; dup {
-			return fmt.Errorf("%w: feature %d %q has the same name as feature %d", ErrInvalidSpec, i, name, j)
-		}
-		names[name] = i
-		switch f.GetKind() {
-		case pb.FeatureKind_FEATURE_KIND_AGE, pb.FeatureKind_FEATURE_KIND_SEX_FEMALE:
-		case pb.FeatureKind_FEATURE_KIND_OBS_LAST, pb.FeatureKind_FEATURE_KIND_OBS_MEAN:
-			if f.GetLoinc() == "" {
-				return fmt.Errorf("%w: feature %d %q: kind %s needs a loinc code", ErrInvalidSpec, i, name, f.GetKind())
-			}
-		default:
-			return fmt.Errorf("%w: feature %d %q: unknown kind %d", ErrInvalidSpec, i, name, int32(f.GetKind()))
-		}
-		if s := f.GetScale(); s == 0 || !finite(s) {
-			return fmt.Errorf("%w: feature %d %q: scale must be finite and non-zero", ErrInvalidSpec, i, name)
-		}
-		if !finite(f.GetCenter()) || !finite(f.GetFill()) {
-			return fmt.Errorf("%w: feature %d %q: center and fill must be finite", ErrInvalidSpec, i, name)
-		}
-	}
-	if spec.GetLabel() == nil || spec.GetLabel().GetConditionCode() == "" {
-		return fmt.Errorf("%w: label condition code is missing", ErrInvalidSpec)
+	if err := featurespec.Validate(spec); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	return nil
 }
@@ -129,39 +96,115 @@ func (d *Dataset) Positives() int {
 	return n
 }
 
-// Build computes the dataset for spec: one row per patient with at least
-// one observation, sorted by key (Patient.ID, else the observations'
-// PatientID). For each patient the index time is the time of their last
-// observation and:
-//
-//   - AGE is fractional years from BirthDate to the index time (fill when
-//     the birth date is missing or after the index time);
-//   - SEX_FEMALE is 1 when Gender is "female", else 0;
-//   - OBS_LAST / OBS_MEAN are the last value / mean of the observations with
-//     the feature's LOINC code at or before the index time (fill when none).
-//
-// Every value is then (raw - center) / scale. The label is 1 when any
-// condition has the label's code (and its system, when the label sets one).
+// Build computes the dataset for spec: one row per eligible patient (see
+// Eligible), sorted by key (Patient.ID, else the observations' PatientID).
+// Each column is (raw - center) / scale, where a missing raw value is
+// replaced by the feature's fill (missing: fill), by its center (missing:
+// mean; under federated normalization the center is the federated mean), or
+// drops the patient (missing: drop). Under federated normalization the spec
+// must already carry the computed centers and scales.
 func Build(spec *pb.FeatureSpec, patients []fhir.PatientData) (*Dataset, error) {
 	if err := ValidateSpec(spec); err != nil {
 		return nil, err
 	}
 	feats := spec.GetFeatures()
-	label := spec.GetLabel()
-
-	type row struct {
-		key string
-		pd  *fhir.PatientData
+	for _, f := range feats {
+		if f.GetScale() == 0 {
+			return nil, fmt.Errorf("%w: feature %s has no scale yet (federated normalization runs before training)", ErrInvalidSpec, f.GetName())
+		}
 	}
+	rows, err := eligibleRows(spec, patients)
+	if err != nil {
+		return nil, err
+	}
+	ds := &Dataset{Cols: len(feats)}
+	raw := make([]float64, len(feats))
+	have := make([]bool, len(feats))
+rowLoop:
+	for _, rw := range rows {
+		rawValues(feats, rw.pd, rw.index, raw, have)
+		for c, f := range feats {
+			if have[c] {
+				continue
+			}
+			switch f.GetMissing() {
+			case pb.MissingPolicy_MISSING_POLICY_DROP:
+				continue rowLoop
+			case pb.MissingPolicy_MISSING_POLICY_MEAN:
+				raw[c] = f.GetCenter()
+			default:
+				raw[c] = f.GetFill()
+			}
+		}
+		for c, f := range feats {
+			v := (raw[c] - f.GetCenter()) / f.GetScale()
+			v32 := float32(v)
+			if !finite(v) || math.IsInf(float64(v32), 0) {
+				return nil, fmt.Errorf("row %d feature %q: %w", ds.Rows, f.GetName(), ErrNonFinite)
+			}
+			ds.X = append(ds.X, v32)
+		}
+		ds.Y = append(ds.Y, labelOf(spec.GetLabel(), rw.pd, rw.index))
+		ds.Keys = append(ds.Keys, rw.key)
+		ds.Rows++
+	}
+	return ds, nil
+}
+
+// FeatureStats are one feature's aggregates over the eligible cohort: the
+// count, sum and sum of squares of its present raw values.
+type FeatureStats struct {
+	Count      uint64
+	Sum, SumSq float64
+}
+
+// Stats computes, for federated normalization, each feature's count, sum
+// and sum of squares of raw values over the eligible patients, and the
+// number of eligible patients. Nothing per patient leaves this function.
+func Stats(spec *pb.FeatureSpec, patients []fhir.PatientData) (cohort int, stats []FeatureStats, err error) {
+	if err := ValidateSpec(spec); err != nil {
+		return 0, nil, err
+	}
+	rows, err := eligibleRows(spec, patients)
+	if err != nil {
+		return 0, nil, err
+	}
+	feats := spec.GetFeatures()
+	stats = make([]FeatureStats, len(feats))
+	raw := make([]float64, len(feats))
+	have := make([]bool, len(feats))
+	for _, rw := range rows {
+		rawValues(feats, rw.pd, rw.index, raw, have)
+		for c := range feats {
+			if have[c] {
+				stats[c].Count++
+				stats[c].Sum += raw[c]
+				stats[c].SumSq += raw[c] * raw[c]
+			}
+		}
+	}
+	return len(rows), stats, nil
+}
+
+type row struct {
+	key   string
+	pd    *fhir.PatientData
+	index time.Time
+}
+
+// eligibleRows returns the eligible patients with their index times,
+// sorted by key.
+func eligibleRows(spec *pb.FeatureSpec, patients []fhir.PatientData) ([]row, error) {
 	rows := make([]row, 0, len(patients))
 	seen := map[string]int{}
 	for i := range patients {
 		pd := &patients[i]
-		if len(pd.Observations) == 0 {
+		index, ok := Eligible(spec, pd)
+		if !ok {
 			continue
 		}
 		key := pd.Patient.ID
-		if key == "" {
+		if key == "" && len(pd.Observations) > 0 {
 			key = pd.Observations[0].PatientID
 		}
 		if key == "" {
@@ -171,39 +214,75 @@ func Build(spec *pb.FeatureSpec, patients []fhir.PatientData) (*Dataset, error) 
 			return nil, fmt.Errorf("patients %d and %d: %w", j, i, ErrDuplicateKey)
 		}
 		seen[key] = i
-		rows = append(rows, row{key: key, pd: pd})
+		rows = append(rows, row{key: key, pd: pd, index: index})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].key < rows[j].key })
-
-	ds := &Dataset{
-		X:    make([]float32, 0, len(rows)*len(feats)),
-		Y:    make([]float32, 0, len(rows)),
-		Rows: len(rows),
-		Cols: len(feats),
-		Keys: make([]string, 0, len(rows)),
-	}
-	for r, rw := range rows {
-		index := indexTime(rw.pd.Observations)
-		for _, f := range feats {
-			raw, ok := rawValue(f, rw.pd, index)
-			if !ok {
-				raw = f.GetFill()
-			}
-			v := (raw - f.GetCenter()) / f.GetScale()
-			v32 := float32(v)
-			if !finite(v) || math.IsInf(float64(v32), 0) {
-				return nil, fmt.Errorf("row %d feature %q: %w", r, f.GetName(), ErrNonFinite)
-			}
-			ds.X = append(ds.X, v32)
-		}
-		ds.Y = append(ds.Y, labelOf(label, rw.pd.Conditions))
-		ds.Keys = append(ds.Keys, rw.key)
-	}
-	return ds, nil
+	return rows, nil
 }
 
-// indexTime is the time of the last observation.
-func indexTime(obs []fhir.Observation) time.Time {
+// Eligible returns the patient's index time and whether the patient is in
+// the spec's cohort. The index time is the time of the last observation
+// (default), or the start of the first encounter (of the index's encounter
+// class, when set) plus the offset; a patient without one is not eligible.
+// The cohort then requires, when set: an age within [min_age, max_age] at
+// the index time, an encounter of the cohort's class, one of the required
+// conditions with onset at or before the index, and at least
+// min_observations observations at or before the index.
+func Eligible(spec *pb.FeatureSpec, pd *fhir.PatientData) (time.Time, bool) {
+	var index time.Time
+	ix := spec.GetIndex()
+	switch ix.GetKind() {
+	case pb.IndexKind_INDEX_KIND_ENCOUNTER_START:
+		found := false
+		for _, e := range pd.Encounters {
+			if ix.GetEncounterClass() != "" && e.Class != ix.GetEncounterClass() {
+				continue
+			}
+			if !found || e.Start.Before(index) {
+				index, found = e.Start, true
+			}
+		}
+		if !found {
+			return time.Time{}, false
+		}
+		index = index.Add(time.Duration(ix.GetOffsetSeconds()) * time.Second)
+	default:
+		if len(pd.Observations) == 0 {
+			return time.Time{}, false
+		}
+		index = lastObservation(pd.Observations)
+	}
+	c := spec.GetCohort()
+	if c == nil {
+		return index, true
+	}
+	if c.GetMinAge() > 0 || c.GetMaxAge() > 0 {
+		age, ok := ageAt(pd.Patient.BirthDate, index)
+		if !ok || age < c.GetMinAge() || (c.GetMaxAge() > 0 && age > c.GetMaxAge()) {
+			return time.Time{}, false
+		}
+	}
+	if cls := c.GetEncounterClass(); cls != "" && !slices.ContainsFunc(pd.Encounters, func(e fhir.Encounter) bool { return e.Class == cls }) {
+		return time.Time{}, false
+	}
+	if req := c.GetRequireConditions(); len(req) > 0 && !hasCondition(pd.Conditions, req, index) {
+		return time.Time{}, false
+	}
+	if n := c.GetMinObservations(); n > 0 {
+		k := 0
+		for _, o := range pd.Observations {
+			if !o.Time.After(index) {
+				k++
+			}
+		}
+		if k < int(n) {
+			return time.Time{}, false
+		}
+	}
+	return index, true
+}
+
+func lastObservation(obs []fhir.Observation) time.Time {
 	var t time.Time
 	for i, o := range obs {
 		if i == 0 || o.Time.After(t) {
@@ -213,54 +292,141 @@ func indexTime(obs []fhir.Observation) time.Time {
 	return t
 }
 
+func ageAt(birth, index time.Time) (float64, bool) {
+	if birth.IsZero() || birth.After(index) {
+		return 0, false
+	}
+	secs := float64(index.Unix()-birth.Unix()) + float64(index.Nanosecond()-birth.Nanosecond())/1e9
+	return secs / yearSeconds, true
+}
+
+// hasCondition reports a condition with one of codes and an onset at or
+// before index (an unknown onset counts).
+func hasCondition(conds []fhir.Condition, codes []string, index time.Time) bool {
+	for _, c := range conds {
+		if slices.Contains(codes, c.Code) && (c.Onset.IsZero() || !c.Onset.After(index)) {
+			return true
+		}
+	}
+	return false
+}
+
+// rawValues fills raw and have with each feature's raw value for one
+// patient as of index.
+func rawValues(feats []*pb.Feature, pd *fhir.PatientData, index time.Time, raw []float64, have []bool) {
+	for c, f := range feats {
+		raw[c], have[c] = rawValue(f, pd, index)
+	}
+}
+
 // rawValue computes a feature's raw value; ok is false when it is missing.
+// Observations count when they have the feature's LOINC code and a time in
+// (index - window, index] (or at or before index with no window).
 func rawValue(f *pb.Feature, pd *fhir.PatientData, index time.Time) (float64, bool) {
 	switch f.GetKind() {
 	case pb.FeatureKind_FEATURE_KIND_AGE:
-		b := pd.Patient.BirthDate
-		if b.IsZero() || b.After(index) {
-			return 0, false
-		}
-		secs := float64(index.Unix()-b.Unix()) + float64(index.Nanosecond()-b.Nanosecond())/1e9
-		return secs / yearSeconds, true
+		return ageAt(pd.Patient.BirthDate, index)
 	case pb.FeatureKind_FEATURE_KIND_SEX_FEMALE:
 		if pd.Patient.Gender == "female" {
 			return 1, true
 		}
 		return 0, true
+	case pb.FeatureKind_FEATURE_KIND_CONDITION_FLAG:
+		if hasCondition(pd.Conditions, f.GetConditionCodes(), index) {
+			return 1, true
+		}
+		return 0, true
+	}
+	var from time.Time
+	if w := f.GetWindowSeconds(); w > 0 {
+		from = index.Add(-time.Duration(w) * time.Second)
+	}
+	in := func(o fhir.Observation) bool {
+		return o.Code == f.GetLoinc() && !o.Time.After(index) && (from.IsZero() || o.Time.After(from))
+	}
+	switch f.GetKind() {
 	case pb.FeatureKind_FEATURE_KIND_OBS_LAST:
 		var last fhir.Observation
 		found := false
 		for _, o := range pd.Observations {
-			if o.Code != f.GetLoinc() || o.Time.After(index) {
-				continue
-			}
 			// The latest; among equal times the greatest id, so the
 			// choice does not depend on input order.
-			if !found || o.Time.After(last.Time) || (o.Time.Equal(last.Time) && o.ID > last.ID) {
+			if in(o) && (!found || o.Time.After(last.Time) || (o.Time.Equal(last.Time) && o.ID > last.ID)) {
 				last, found = o, true
 			}
 		}
 		return last.Value, found
-	case pb.FeatureKind_FEATURE_KIND_OBS_MEAN:
+	case pb.FeatureKind_FEATURE_KIND_OBS_MEAN, pb.FeatureKind_FEATURE_KIND_OBS_MIN, pb.FeatureKind_FEATURE_KIND_OBS_MAX,
+		pb.FeatureKind_FEATURE_KIND_OBS_COUNT:
 		sum, n := 0.0, 0
+		lo, hi := math.Inf(1), math.Inf(-1)
 		for _, o := range pd.Observations {
-			if o.Code == f.GetLoinc() && !o.Time.After(index) {
+			if in(o) {
 				sum += o.Value
 				n++
+				lo, hi = min(lo, o.Value), max(hi, o.Value)
 			}
 		}
-		if n == 0 {
+		switch {
+		case f.GetKind() == pb.FeatureKind_FEATURE_KIND_OBS_COUNT:
+			return float64(n), true
+		case n == 0:
 			return 0, false
+		case f.GetKind() == pb.FeatureKind_FEATURE_KIND_OBS_MIN:
+			return lo, true
+		case f.GetKind() == pb.FeatureKind_FEATURE_KIND_OBS_MAX:
+			return hi, true
 		}
 		return sum / float64(n), true
+	case pb.FeatureKind_FEATURE_KIND_OBS_SLOPE:
+		// Least-squares slope per hour, with times relative to index.
+		var n, st, sv, stt, stv float64
+		for _, o := range pd.Observations {
+			if in(o) {
+				t := o.Time.Sub(index).Hours()
+				n++
+				st += t
+				sv += o.Value
+				stt += t * t
+				stv += t * o.Value
+			}
+		}
+		den := n*stt - st*st
+		if n < 2 || den <= 1e-12 {
+			return 0, false
+		}
+		return (n*stv - st*sv) / den, true
 	}
 	return 0, false
 }
 
-func labelOf(l *pb.Label, conds []fhir.Condition) float32 {
-	for _, c := range conds {
-		if c.Code == l.GetConditionCode() && (l.GetConditionSystem() == "" || c.System == l.GetConditionSystem()) {
+// labelOf is the patient's outcome (see pb.LabelKind).
+func labelOf(l *pb.Label, pd *fhir.PatientData, index time.Time) float32 {
+	switch l.GetKind() {
+	case pb.LabelKind_LABEL_KIND_DECEASED:
+		if pd.Patient.Deceased {
+			return 1
+		}
+		for _, e := range pd.Encounters {
+			if e.Discharge == "exp" {
+				return 1
+			}
+		}
+		return 0
+	case pb.LabelKind_LABEL_KIND_OBSERVATION:
+		for _, o := range pd.Observations {
+			if o.Code == l.GetObservationCode() && o.Value >= l.GetThreshold() {
+				return 1
+			}
+		}
+		return 0
+	}
+	horizon := time.Duration(l.GetHorizonSeconds()) * time.Second
+	for _, c := range pd.Conditions {
+		if c.Code != l.GetConditionCode() || (l.GetConditionSystem() != "" && c.System != l.GetConditionSystem()) {
+			continue
+		}
+		if horizon == 0 || (c.Onset.After(index) && !c.Onset.After(index.Add(horizon))) {
 			return 1
 		}
 	}
