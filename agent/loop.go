@@ -238,8 +238,12 @@ func (a *Agent) send(ctx context.Context, s *session, p *pending) error {
 	}
 }
 
-// runTask trains one round and sends the update.
+// runTask answers one offer: statistics, or a training round whose update
+// it sends. A site that cannot or may not take part declines with a code.
 func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) error {
+	if offer.GetKind() == pb.TaskKind_TASK_KIND_STATS {
+		return a.runStats(s, offer)
+	}
 	ref := offer.GetModel()
 	body, err := a.download(ctx, s, offer.GetJobId(), ref)
 	if err != nil {
@@ -251,7 +255,7 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	}
 	p, err := a.trainRound(ctx, offer, global)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errLocal, err)
+		return a.decline(s, offer, err)
 	}
 	p.Base = ref.GetSha256()
 	if err := a.saveOutbox(p); err != nil {
@@ -275,12 +279,9 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 		return nil, fmt.Errorf("model spec %q with %d features and %d params does not fit the feature spec (%d features) and global model (%d params)",
 			ms.GetKind(), ms.GetNumFeatures(), ms.GetNumParams(), len(spec.GetFeatures()), len(global))
 	}
-	var patients []fhir.PatientData
-	if err := a.st.ForEachPatient(func(pd fhir.PatientData) error {
-		patients = append(patients, pd)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read store: %w", err)
+	patients, err := a.patients()
+	if err != nil {
+		return nil, err
 	}
 	ds, err := features.Build(spec, patients)
 	if err != nil {
@@ -324,4 +325,71 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 		p.M[3] = float64(val.Rows)
 	}
 	return p, nil
+}
+
+// decline tells the coordinator this site will not take part in the
+// offer's round, with a reason code only, and returns the local error.
+func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
+	reason := pb.DeclineReason_DECLINE_REASON_SPEC
+	if errors.Is(cause, ErrTooFewRecords) {
+		reason = pb.DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS
+	}
+	a.log.Warn("declining a round", "job", offer.GetJobId(), "round", offer.GetRound(), "reason", reason.String(), "err", cause)
+	if _, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Decline{Decline: &pb.Decline{
+		JobId: offer.GetJobId(), Round: offer.GetRound(), Reason: reason}}}); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errLocal, cause)
+}
+
+// runStats answers a statistics offer with each feature's count, sum and
+// sum of squares over the eligible cohort. Below the job's minimum cohort
+// it declines; a feature observed in fewer patients than the minimum is
+// sent as empty (count 0), so no small group's values can be inferred.
+func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
+	minN := int(offer.GetParams().GetMinRecords())
+	patients, err := a.patients()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errLocal, err)
+	}
+	n, stats, err := features.Stats(offer.GetFeatures(), patients)
+	if err != nil {
+		return a.decline(s, offer, err)
+	}
+	if n < minN || n == 0 {
+		return a.decline(s, offer, fmt.Errorf("%w: %d eligible records, the job needs at least %d", ErrTooFewRecords, n, minN))
+	}
+	up := &pb.StatsUpload{JobId: offer.GetJobId(), Round: offer.GetRound(), CohortSize: uint64(n)}
+	for _, fs := range stats {
+		if fs.Count < uint64(max(minN, 1)) {
+			fs = features.FeatureStats{}
+		}
+		up.Stats = append(up.Stats, &pb.FeatureStats{Count: fs.Count, Sum: fs.Sum, SumSq: fs.SumSq})
+	}
+	resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: up}})
+	if err != nil {
+		var re *protocol.RemoteError
+		if errors.As(err, &re) {
+			a.log.Warn("coordinator refused this site's statistics", "job", offer.GetJobId(), "code", re.Code.String())
+			return fmt.Errorf("%w: %w", errLocal, err)
+		}
+		return err
+	}
+	if resp.GetAck() == nil {
+		return fmt.Errorf("statistics answer: %w", protocol.ErrUnexpected)
+	}
+	a.log.Info("sent feature statistics", "job", offer.GetJobId(), "cohort", n)
+	return nil
+}
+
+// patients reads every patient from the store.
+func (a *Agent) patients() ([]fhir.PatientData, error) {
+	var out []fhir.PatientData
+	if err := a.st.ForEachPatient(func(pd fhir.PatientData) error {
+		out = append(out, pd)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read store: %w", err)
+	}
+	return out, nil
 }

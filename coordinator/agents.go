@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -171,6 +173,10 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		return n.onModelRequest(ac, s, b.ModelRequest), true
 	case *pb.Envelope_UpdateUpload:
 		return n.onUpload(ac, s, b.UpdateUpload), true
+	case *pb.Envelope_StatsUpload:
+		return n.onStatsUpload(ac, b.StatsUpload), false
+	case *pb.Envelope_Decline:
+		return n.onDecline(ac, b.Decline), false
 	}
 	n.stats.FramesRejected.Add(1)
 	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "unexpected message %T from an agent", env.GetBody()), true
@@ -231,19 +237,28 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 			if _, done := r.Receipts[site]; done {
 				continue
 			}
+			if _, declined := r.Declines[site]; declined {
+				continue
+			}
 			sp := j.Spec
+			params := &pb.TrainParams{
+				LocalEpochs: uint32(sp.Train.LocalEpochs), LearningRate: float32(sp.Train.LearningRate),
+				BatchSize: uint32(sp.Train.BatchSize), Seed: sp.Train.Seed + r.Number,
+				ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
+			}
+			if r.Kind == KindStats {
+				offer = &pb.TaskOffer{JobId: id, Round: r.Number, Kind: pb.TaskKind_TASK_KIND_STATS,
+					Params: params, Features: sp.Features.FeatureSpec}
+				return
+			}
 			offer = &pb.TaskOffer{
 				JobId: id,
 				Round: r.Number,
 				Model: &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(len(j.Global.Weights)), Encoding: pb.Encoding_ENCODING_F32LE},
 				ModelSpec: &pb.ModelSpec{Kind: sp.Model.Kind, NumFeatures: uint32(sp.Model.NumFeatures),
 					NumParams: uint32(sp.Model.NumParams())},
-				Params: &pb.TrainParams{
-					LocalEpochs: uint32(sp.Train.LocalEpochs), LearningRate: float32(sp.Train.LearningRate),
-					BatchSize: uint32(sp.Train.BatchSize), Seed: sp.Train.Seed + r.Number,
-					ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
-				},
-				Features: sp.Features.FeatureSpec,
+				Params:   params,
+				Features: j.EffectiveFeatures(),
 			}
 			return
 		}
@@ -289,7 +304,7 @@ func (n *Node) onRoundStatus(ac *agentConn, req *pb.RoundStatusRequest) *pb.Enve
 			case RoundOpen:
 				rs.State = pb.RoundState_ROUND_STATE_OPEN
 				if rc, ok := r.Receipts[ac.site]; ok {
-					rs.HaveUpdate = n.blob.has(rc.Digest)
+					rs.HaveUpdate = r.Kind == KindStats || n.blob.has(rc.Digest)
 				}
 			case RoundCommitted:
 				rs.State = pb.RoundState_ROUND_STATE_COMMITTED
@@ -351,7 +366,7 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		switch {
 		case !ok:
 			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", up.GetJobId())
-		case j.State != JobRunning || j.Current == nil || j.Current.Number != up.GetRound():
+		case j.State != JobRunning || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats:
 			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s round %d is not open", up.GetJobId(), up.GetRound())
 		default:
 			numParams = j.Spec.Model.NumParams()
@@ -393,17 +408,95 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		Site: ac.site, Digest: d.GetSha256(), Size: d.GetSize(), Samples: up.GetSampleCount(), Base: base,
 		Metrics: LocalMetrics{TrainLoss: m.GetTrainLoss(), ValAUROC: m.GetValAuroc(), ValAccuracy: m.GetValAccuracy(), ValCount: m.GetValCount()},
 	}})
-	switch {
-	case errors.Is(err, ErrNotLeader):
-		return n.redirect()
-	case errors.Is(err, ErrRoundClosed):
-		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "%v", err)
-	case errors.Is(err, ErrDuplicateUpdate):
-		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "%v", err)
-	case err != nil:
-		n.log.Error("commit receipt", "err", err)
-		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not commit the update's receipt; keep it and retry")
+	if resp := n.proposalAnswer(err, reject); resp != nil {
+		return resp
 	}
 	n.stats.UpdatesAccepted.Add(1)
 	return &pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: up.GetJobId(), Round: up.GetRound(), Sha256: d.GetSha256()}}}
+}
+
+// onStatsUpload receives a site's feature statistics for a statistics
+// round. They are checked (one entry per feature, finite, counts within the
+// cohort, a cohort at least the job's minimum) and acknowledged once their
+// receipt is committed.
+func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
+	reject := func(code pb.ErrorCode, format string, args ...any) *pb.Envelope {
+		n.stats.UpdatesRejected.Add(1)
+		msg := fmt.Sprintf(format, args...)
+		n.log.Warn("rejected statistics", "site", ac.site, "job", su.GetJobId(), "reason", msg)
+		return protocol.Errorf(code, "%s", msg)
+	}
+	var (
+		nFeat, minN int
+		errResp     *pb.Envelope
+	)
+	n.fsm.view(func(st *state) {
+		j, ok := st.Jobs[su.GetJobId()]
+		switch {
+		case !ok:
+			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", su.GetJobId())
+		case j.Current == nil || j.Current.Kind != KindStats || j.Current.Number != su.GetRound():
+			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s has no open statistics round", su.GetJobId())
+		default:
+			nFeat, minN = len(j.Spec.Features.GetFeatures()), j.Spec.Train.MinRecords
+		}
+	})
+	if errResp != nil {
+		return errResp
+	}
+	if len(su.GetStats()) != nFeat {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "%d feature statistics for %d features", len(su.GetStats()), nFeat)
+	}
+	if su.GetCohortSize() < uint64(minN) {
+		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "cohort of %d is below the job's minimum of %d", su.GetCohortSize(), minN)
+	}
+	stats := make([]FeatureStats, nFeat)
+	for i, fs := range su.GetStats() {
+		if fs.GetCount() > su.GetCohortSize() || math.IsNaN(fs.GetSum()) || math.IsInf(fs.GetSum(), 0) ||
+			math.IsNaN(fs.GetSumSq()) || math.IsInf(fs.GetSumSq(), 0) || fs.GetSumSq() < 0 {
+			return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "feature %d statistics are inconsistent", i)
+		}
+		if fs.GetCount() > 0 && fs.GetCount() < uint64(minN) {
+			return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "feature %d statistics cover %d patients, below the minimum of %d", i, fs.GetCount(), minN)
+		}
+		stats[i] = FeatureStats{Count: fs.GetCount(), Sum: fs.GetSum(), SumSq: fs.GetSumSq()}
+	}
+	err := n.propose(cmdReceipt, receiptBody{Job: su.GetJobId(), Round: su.GetRound(), Receipt: Receipt{
+		Site: ac.site, Stats: stats, CohortSize: su.GetCohortSize()}})
+	if resp := n.proposalAnswer(err, reject); resp != nil {
+		return resp
+	}
+	n.stats.UpdatesAccepted.Add(1)
+	return &pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: su.GetJobId(), Round: su.GetRound()}}}
+}
+
+// onDecline records that a site will not take part in a round.
+func (n *Node) onDecline(ac *agentConn, d *pb.Decline) *pb.Envelope {
+	reject := func(code pb.ErrorCode, format string, args ...any) *pb.Envelope {
+		return protocol.Errorf(code, format, args...)
+	}
+	reason := strings.ToLower(strings.TrimPrefix(d.GetReason().String(), "DECLINE_REASON_"))
+	n.log.Info("site declined a round", "site", ac.site, "job", d.GetJobId(), "round", d.GetRound(), "reason", reason)
+	err := n.propose(cmdDecline, declineBody{Job: d.GetJobId(), Round: d.GetRound(), Site: ac.site, Reason: reason})
+	if resp := n.proposalAnswer(err, reject); resp != nil {
+		return resp
+	}
+	return &pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: d.GetJobId(), Round: d.GetRound()}}}
+}
+
+// proposalAnswer maps a failed proposal to the agent's answer; nil when
+// err is nil.
+func (n *Node) proposalAnswer(err error, reject func(pb.ErrorCode, string, ...any) *pb.Envelope) *pb.Envelope {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotLeader):
+		return n.redirect()
+	case errors.Is(err, ErrRoundClosed), errors.Is(err, ErrRoundConflict), errors.Is(err, ErrUnknownJob):
+		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "%v", err)
+	case errors.Is(err, ErrDuplicateUpdate):
+		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "%v", err)
+	}
+	n.log.Error("commit receipt", "err", err)
+	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "could not commit; retry")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -499,5 +500,76 @@ func TestNewReportsStartupErrors(t *testing.T) {
 			}
 			t.Logf("%v", err)
 		})
+	}
+}
+
+func TestStatisticsRoundCommitsFederatedNormalization(t *testing.T) {
+	job := testJob("norm", 1, 2)
+	job.Features.Normalization = pb.Normalization_NORMALIZATION_FEDERATED
+	for _, f := range job.Features.GetFeatures() {
+		f.Scale = 0 // computed by the statistics round
+	}
+	job.Train.MinRecords = 10
+	tc := startCluster(t, 1, []string{"a", "b", "c"}, []JobSpec{job})
+	leader, _ := tc.leader(t)
+	dial := func(site string) *rawAgent {
+		ra, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ra.call(t, hello()).GetWelcome() == nil {
+			t.Fatal("not welcomed")
+		}
+		return ra
+	}
+	task := func(ra *rawAgent) *pb.TaskOffer {
+		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	}
+	stats := func(ra *rawAgent, cohort uint64, fs ...*pb.FeatureStats) *pb.Envelope {
+		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{
+			JobId: "norm", CohortSize: cohort, Stats: fs}}})
+	}
+	a, b, c := dial("a"), dial("b"), dial("c")
+	if o := task(a); o.GetKind() != pb.TaskKind_TASK_KIND_STATS || o.GetRound() != 0 || o.GetModel() != nil {
+		t.Fatalf("first offer = %v, want a statistics task", o)
+	}
+	// Feature values: site a has 10 patients with value 1, site b 30 with value 3.
+	f := func(n uint64, v float64) *pb.FeatureStats { return &pb.FeatureStats{Count: n, Sum: float64(n) * v, SumSq: float64(n) * v * v} }
+	if e := protocol.AsError(stats(a, 5, f(5, 1), f(5, 1), f(5, 1))); e == nil {
+		t.Fatal("a cohort below min_records was accepted")
+	}
+	if e := protocol.AsError(stats(a, 10, f(10, 1))); e == nil {
+		t.Fatal("statistics for the wrong number of features were accepted")
+	}
+	if ack := stats(a, 10, f(10, 1), f(10, 1), &pb.FeatureStats{}).GetAck(); ack == nil {
+		t.Fatal("statistics not acknowledged")
+	}
+	task(b)
+	if ack := stats(b, 30, f(30, 3), f(30, 3), &pb.FeatureStats{}).GetAck(); ack == nil {
+		t.Fatal("statistics not acknowledged")
+	}
+	task(c)
+	if ack := c.call(t, &pb.Envelope{Body: &pb.Envelope_Decline{Decline: &pb.Decline{JobId: "norm",
+		Reason: pb.DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS}}}).GetAck(); ack == nil {
+		t.Fatal("decline not acknowledged")
+	}
+	waitFor(t, leader, "normalization committed", func() bool {
+		j, _ := leader.Job("norm")
+		return j.Norm != nil
+	})
+	j, _ := leader.Job("norm")
+	// Pooled: 40 values, mean (10*1 + 30*3)/40 = 2.5, variance 10.5/40... = 0.75.
+	if math.Abs(j.Norm.Mean[0]-2.5) > 1e-12 || math.Abs(j.Norm.Std[0]-math.Sqrt(0.75)) > 1e-12 {
+		t.Fatalf("norm = %+v", j.Norm)
+	}
+	if j.Norm.Mean[2] != 0 || j.Norm.Std[2] != 1 || len(j.Norm.Sites) != 2 || j.Norm.Cohort != 40 {
+		t.Fatalf("norm = %+v", j.Norm)
+	}
+	o := task(a)
+	if o.GetKind() != pb.TaskKind_TASK_KIND_TRAIN || o.GetRound() != 1 {
+		t.Fatalf("offer after statistics = %v", o)
+	}
+	if got := o.GetFeatures().GetFeatures()[0]; got.GetCenter() != 2.5 || got.GetScale() != math.Sqrt(0.75) {
+		t.Fatalf("training offer carries center %v scale %v", got.GetCenter(), got.GetScale())
 	}
 }

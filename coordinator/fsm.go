@@ -23,6 +23,8 @@ const (
 	cmdReceipt
 	cmdCommitRound
 	cmdFailRound
+	cmdDecline
+	cmdCommitStats
 )
 
 func (t cmdType) String() string {
@@ -41,6 +43,10 @@ func (t cmdType) String() string {
 		return "commit-round"
 	case cmdFailRound:
 		return "fail-round"
+	case cmdDecline:
+		return "decline"
+	case cmdCommitStats:
+		return "commit-stats"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -57,6 +63,7 @@ type command struct {
 type openRoundBody struct {
 	Job      string    `json:"job"`
 	Round    uint64    `json:"round"`
+	Kind     string    `json:"kind,omitempty"`
 	Base     string    `json:"base"`
 	Deadline time.Time `json:"deadline"`
 }
@@ -78,6 +85,19 @@ type commitRoundBody struct {
 	MeanValAUROC float64  `json:"mean_val_auroc"`
 }
 
+type declineBody struct {
+	Job    string `json:"job"`
+	Round  uint64 `json:"round"`
+	Site   string `json:"site"`
+	Reason string `json:"reason"`
+}
+
+type commitStatsBody struct {
+	Job     string        `json:"job"`
+	Attempt int           `json:"attempt"`
+	Norm    Normalization `json:"norm"`
+}
+
 type failRoundBody struct {
 	Job     string `json:"job"`
 	Round   uint64 `json:"round"`
@@ -96,6 +116,10 @@ func encodeCommand(t cmdType, reqID string, at time.Time, body any) ([]byte, err
 	}
 	return append([]byte{byte(t)}, c...), nil
 }
+
+// statsAttemptKey counts a job's statistics round attempts apart from its
+// training round numbers.
+const statsAttemptKey = ^uint64(0)
 
 // fsm is the replicated state machine. Readers take mu.RLock; Apply takes
 // mu.Lock. No other lock is taken while mu is held. After each applied entry
@@ -214,15 +238,27 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if j.Current != nil {
 			return fmt.Errorf("%w: job %s round %d is still open", ErrRoundConflict, b.Job, j.Current.Number)
 		}
-		if b.Round != j.committedN+1 {
+		kind := KindTrain
+		switch {
+		case b.Kind == KindStats:
+			if !j.NeedsStats() || b.Round != 0 {
+				return fmt.Errorf("%w: job %s needs no statistics round", ErrRoundConflict, b.Job)
+			}
+			kind = KindStats
+		case j.NeedsStats():
+			return fmt.Errorf("%w: job %s needs its statistics round first", ErrRoundConflict, b.Job)
+		case b.Round != j.committedN+1:
 			return fmt.Errorf("%w: job %s: next round is %d, not %d", ErrRoundConflict, b.Job, j.committedN+1, b.Round)
-		}
-		if j.Global == nil || b.Base != j.Global.Digest {
+		case j.Global == nil || b.Base != j.Global.Digest:
 			return fmt.Errorf("%w: job %s: round base is not the current global model", ErrRoundConflict, b.Job)
 		}
-		j.attempts[b.Round]++
-		r := &Round{Number: b.Round, Attempt: j.attempts[b.Round], State: RoundOpen, Base: b.Base,
-			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt)}
+		key := b.Round
+		if kind == KindStats {
+			key = statsAttemptKey
+		}
+		j.attempts[key]++
+		r := &Round{Number: b.Round, Kind: kind, Attempt: j.attempts[key], State: RoundOpen, Base: b.Base,
+			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt), Declines: make(map[string]string)}
 		j.Rounds = append(j.Rounds, r)
 		j.Current = r
 		return nil
@@ -238,9 +274,17 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if _, ok := st.Sites[b.Receipt.Site]; !ok {
 			return fmt.Errorf("%w: %q", ErrUnknownSite, b.Receipt.Site)
 		}
+		if (r.Kind == KindStats) != (b.Receipt.Stats != nil) {
+			return fmt.Errorf("%w: job %s round %d: a %s round takes %s", ErrRoundConflict, b.Job, b.Round,
+				map[bool]string{true: "statistics", false: "training"}[r.Kind == KindStats],
+				map[bool]string{true: "statistics", false: "model updates"}[r.Kind == KindStats])
+		}
 		if prev, ok := r.Receipts[b.Receipt.Site]; ok {
-			if prev.Digest == b.Receipt.Digest {
+			if prev.Digest == b.Receipt.Digest && r.Kind != KindStats {
 				return nil // the same update again: harmless
+			}
+			if r.Kind == KindStats {
+				return nil // statistics already in: the first answer counts
 			}
 			return fmt.Errorf("%w: site %s already submitted a different update for round %d", ErrDuplicateUpdate, b.Receipt.Site, b.Round)
 		}
@@ -257,8 +301,8 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if err != nil {
 			return err
 		}
-		if r.Attempt != b.Attempt {
-			return fmt.Errorf("%w: job %s round %d attempt %d is not open", ErrRoundConflict, b.Job, b.Round, b.Attempt)
+		if r.Attempt != b.Attempt || r.Kind == KindStats {
+			return fmt.Errorf("%w: job %s round %d attempt %d is not an open training round", ErrRoundConflict, b.Job, b.Round, b.Attempt)
 		}
 		if f.maxModelBytes > 0 && len(b.Weights) > f.maxModelBytes {
 			return fmt.Errorf("%w: %d bytes, above the %d-byte inline limit", ErrModelTooLarge, len(b.Weights), f.maxModelBytes)
@@ -280,6 +324,45 @@ func (f *fsm) apply(t cmdType, c command) error {
 			j.State = JobDone
 			j.Finished = c.At
 		}
+		return nil
+	case cmdDecline:
+		var b declineBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		r, err := f.openRound(b.Job, b.Round)
+		if err != nil {
+			return err
+		}
+		if _, ok := st.Sites[b.Site]; !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownSite, b.Site)
+		}
+		if _, sent := r.Receipts[b.Site]; !sent {
+			r.Declines[b.Site] = b.Reason
+		}
+		return nil
+	case cmdCommitStats:
+		var b commitStatsBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		r, err := f.openRound(b.Job, 0)
+		if err != nil {
+			return err
+		}
+		j := st.Jobs[b.Job]
+		if r.Kind != KindStats || r.Attempt != b.Attempt {
+			return fmt.Errorf("%w: job %s has no open statistics round attempt %d", ErrRoundConflict, b.Job, b.Attempt)
+		}
+		if n := len(j.Spec.Features.GetFeatures()); len(b.Norm.Mean) != n || len(b.Norm.Std) != n {
+			return fmt.Errorf("%w: job %s: normalization for %d features, the spec has %d", ErrBadCommand, b.Job, len(b.Norm.Mean), n)
+		}
+		norm := b.Norm
+		j.Norm = &norm
+		r.State = RoundCommitted
+		r.Closed = c.At
+		r.Contributors = slices.Clone(b.Norm.Sites)
+		j.Current = nil
 		return nil
 	case cmdFailRound:
 		var b failRoundBody

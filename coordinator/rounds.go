@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -70,11 +72,13 @@ func (n *Node) onElected() error {
 
 // roundView is what the engine needs of one job, copied under the FSM lock.
 type roundView struct {
-	job       string
-	spec      JobSpec
-	committed uint64
-	global    *Model
-	open      *Round
+	job        string
+	spec       JobSpec
+	committed  uint64
+	global     *Model
+	open       *Round
+	needsStats bool
+	sites      int
 }
 
 func (n *Node) step() {
@@ -84,7 +88,8 @@ func (n *Node) step() {
 			if j.State != JobRunning {
 				continue
 			}
-			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global}
+			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global,
+				needsStats: j.NeedsStats(), sites: len(st.Sites)}
 			if j.Current != nil {
 				c := *j.Current
 				c.Receipts = make(map[string]*Receipt, len(j.Current.Receipts))
@@ -92,6 +97,7 @@ func (n *Node) step() {
 					cp := *rc
 					c.Receipts[k] = &cp
 				}
+				c.Declines = maps.Clone(j.Current.Declines)
 				v.open = &c
 			}
 			views = append(views, v)
@@ -117,6 +123,17 @@ func cmpString(a, b string) int {
 
 func (n *Node) stepJob(v roundView) error {
 	now := n.now()
+	if v.open == nil && v.needsStats {
+		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: 0, Kind: KindStats,
+			Deadline: now.Add(time.Duration(v.spec.RoundTimeout))}); err != nil {
+			return fmt.Errorf("open statistics round: %w", err)
+		}
+		n.log.Info("statistics round opened", "job", v.job)
+		return nil
+	}
+	if v.open != nil && v.open.Kind == KindStats {
+		return n.stepStats(v, now)
+	}
 	if v.open == nil {
 		next := v.committed + 1
 		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: next, Base: v.global.Digest,
@@ -137,10 +154,11 @@ func (n *Node) stepJob(v roundView) error {
 		}
 	}
 	complete := len(ready) == len(r.Receipts)
+	answered := len(r.Receipts)+len(r.Declines) >= v.sites
 	switch {
 	case len(r.Receipts) >= v.spec.MinSites && complete:
 		return n.closeRound(v, r, ready)
-	case now.Before(r.Deadline):
+	case now.Before(r.Deadline) && !(answered && len(r.Receipts) < v.spec.MinSites):
 		return nil
 	case len(ready) >= v.spec.MinSites:
 		n.log.Warn("round deadline: closing without updates whose bodies never arrived",
@@ -199,4 +217,62 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		n.blob.remove(rc.Digest)
 	}
 	return nil
+}
+
+// stepStats closes a statistics round once every site answered (or at the
+// deadline) with at least MinSites answers, committing the federated mean
+// and standard deviation of each feature; with fewer it fails the attempt.
+func (n *Node) stepStats(v roundView, now time.Time) error {
+	r := v.open
+	answered := len(r.Receipts)+len(r.Declines) >= v.sites
+	if !answered && now.Before(r.Deadline) {
+		return nil
+	}
+	if len(r.Receipts) < v.spec.MinSites {
+		reason := fmt.Sprintf("%d of %d required sites sent statistics (%d declined)", len(r.Receipts), v.spec.MinSites, len(r.Declines))
+		n.stats.RoundsFailed.Add(1)
+		n.log.Warn("statistics round failed", "job", v.job, "attempt", r.Attempt, "reason", reason)
+		return n.propose(cmdFailRound, failRoundBody{Job: v.job, Round: 0, Attempt: r.Attempt, Reason: reason})
+	}
+	norm := aggregateStats(len(v.spec.Features.GetFeatures()), r.Receipts)
+	if err := n.propose(cmdCommitStats, commitStatsBody{Job: v.job, Attempt: r.Attempt, Norm: norm}); err != nil {
+		return fmt.Errorf("commit statistics: %w", err)
+	}
+	n.log.Info("statistics committed", "job", v.job, "sites", len(norm.Sites), "cohort", norm.Cohort)
+	return nil
+}
+
+// aggregateStats pools the sites' counts, sums and sums of squares into
+// each feature's mean and (population) standard deviation. A feature no
+// site observed, or one with no spread, gets mean 0 / std 1 so that it
+// passes through unscaled rather than dividing by zero.
+func aggregateStats(nFeat int, receipts map[string]*Receipt) Normalization {
+	norm := Normalization{Mean: make([]float64, nFeat), Std: make([]float64, nFeat), Count: make([]uint64, nFeat)}
+	sum := make([]float64, nFeat)
+	sumSq := make([]float64, nFeat)
+	for _, site := range slices.Sorted(maps.Keys(receipts)) {
+		rc := receipts[site]
+		norm.Sites = append(norm.Sites, site)
+		norm.Cohort += rc.CohortSize
+		for i, fs := range rc.Stats {
+			norm.Count[i] += fs.Count
+			sum[i] += fs.Sum
+			sumSq[i] += fs.SumSq
+		}
+	}
+	for i := range nFeat {
+		if norm.Count[i] == 0 {
+			norm.Mean[i], norm.Std[i] = 0, 1
+			continue
+		}
+		n := float64(norm.Count[i])
+		mean := sum[i] / n
+		variance := sumSq[i]/n - mean*mean
+		std := math.Sqrt(max(variance, 0))
+		if !(std > 1e-9) || math.IsInf(std, 0) {
+			std = 1
+		}
+		norm.Mean[i], norm.Std[i] = mean, std
+	}
+	return norm
 }

@@ -7,8 +7,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cohort-fl/cohort/protocol/featurespec"
 	"github.com/cohort-fl/cohort/protocol/pb"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // JobState is a job's lifecycle state.
@@ -64,28 +65,28 @@ type TrainParams struct {
 	MinRecords         int     `json:"min_records"`
 }
 
-// FeatureSpec wraps the wire FeatureSpec so it reads and writes as protojson
-// (enum names, field names as in cohort.proto) in config files and Raft
-// commands.
+// FeatureSpec wraps the wire FeatureSpec so that config files and Raft
+// commands carry it in the operator form of protocol/featurespec (YAML or
+// JSON: kinds as words, durations as "48h").
 type FeatureSpec struct{ *pb.FeatureSpec }
 
-// MarshalJSON encodes the spec with protojson.
+// MarshalJSON writes the operator form.
 func (f FeatureSpec) MarshalJSON() ([]byte, error) {
 	if f.FeatureSpec == nil {
 		return []byte("null"), nil
 	}
-	return protojson.Marshal(f.FeatureSpec)
+	return json.Marshal(featurespec.FromWire(f.FeatureSpec))
 }
 
-// UnmarshalJSON decodes the spec with protojson.
+// UnmarshalJSON reads the operator form, refusing identifying fields.
 func (f *FeatureSpec) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		f.FeatureSpec = nil
 		return nil
 	}
-	spec := new(pb.FeatureSpec)
-	if err := protojson.Unmarshal(b, spec); err != nil {
-		return fmt.Errorf("feature spec: %w", err)
+	spec, err := featurespec.Parse(b)
+	if err != nil {
+		return err
 	}
 	f.FeatureSpec = spec
 	return nil
@@ -175,6 +176,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: model.num_features must be at least 1", ErrInvalidJob)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
 		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
+	case featurespec.Validate(s.Features.FeatureSpec) != nil:
+		return fmt.Errorf("%w: features: %w", ErrInvalidJob, featurespec.Validate(s.Features.FeatureSpec))
 	case len(s.Features.GetFeatures()) != s.Model.NumFeatures:
 		return fmt.Errorf("%w: model.num_features is %d but the feature spec has %d features",
 			ErrInvalidJob, s.Model.NumFeatures, len(s.Features.GetFeatures()))
@@ -200,6 +203,35 @@ type Receipt struct {
 	At      time.Time    `json:"at"`
 	// Base is the digest of the global model the update was computed from.
 	Base string `json:"base"`
+	// Stats and CohortSize are a statistics round's answer (no body).
+	Stats      []FeatureStats `json:"stats,omitempty"`
+	CohortSize uint64         `json:"cohort_size,omitempty"`
+}
+
+// FeatureStats are one feature's count, sum and sum of squares at a site.
+type FeatureStats struct {
+	Count uint64  `json:"n"`
+	Sum   float64 `json:"s"`
+	SumSq float64 `json:"ss"`
+}
+
+// Round kinds.
+const (
+	// KindTrain rounds train the model (numbered from 1).
+	KindTrain = "train"
+	// KindStats is the statistics round (number 0) that federated
+	// normalization runs before training.
+	KindStats = "stats"
+)
+
+// Normalization is what a statistics round committed: each feature's
+// federated mean and standard deviation.
+type Normalization struct {
+	Mean   []float64 `json:"mean"`
+	Std    []float64 `json:"std"`
+	Count  []uint64  `json:"count"`
+	Sites  []string  `json:"sites"`
+	Cohort uint64    `json:"cohort"`
 }
 
 // LocalMetrics mirrors pb.LocalMetrics with JSON tags.
@@ -212,7 +244,9 @@ type LocalMetrics struct {
 
 // Round is one attempt at one round of a job.
 type Round struct {
-	Number   uint64              `json:"number"`
+	Number uint64 `json:"number"`
+	// Kind is KindTrain or KindStats ("" reads as train).
+	Kind     string              `json:"kind,omitempty"`
 	Attempt  int                 `json:"attempt"`
 	State    RoundState          `json:"state"`
 	Base     string              `json:"base"`
@@ -220,6 +254,9 @@ type Round struct {
 	Deadline time.Time           `json:"deadline"`
 	Closed   time.Time           `json:"closed,omitzero"`
 	Receipts map[string]*Receipt `json:"receipts"`
+	// Declines are the sites that said they will not take part, with the
+	// reason code.
+	Declines map[string]string `json:"declines,omitempty"`
 	// Result is the digest of the model this round committed.
 	Result       string   `json:"result,omitempty"`
 	Contributors []string `json:"contributors,omitempty"`
@@ -239,15 +276,18 @@ type Model struct {
 
 // Job is a job's replicated state.
 type Job struct {
-	Spec       JobSpec   `json:"spec"`
-	State      JobState  `json:"state"`
-	Created    time.Time `json:"created"`
-	Finished   time.Time `json:"finished,omitzero"`
-	FailReason string    `json:"fail_reason,omitempty"`
-	Rounds     []*Round  `json:"rounds"`
-	Models     []*Model  `json:"models"`
-	Current    *Round    `json:"-"`
-	Global     *Model    `json:"-"`
+	Spec JobSpec `json:"spec"`
+	// Norm is set once a statistics round committed (federated
+	// normalization).
+	Norm       *Normalization `json:"norm,omitempty"`
+	State      JobState       `json:"state"`
+	Created    time.Time      `json:"created"`
+	Finished   time.Time      `json:"finished,omitzero"`
+	FailReason string         `json:"fail_reason,omitempty"`
+	Rounds     []*Round       `json:"rounds"`
+	Models     []*Model       `json:"models"`
+	Current    *Round         `json:"-"`
+	Global     *Model         `json:"-"`
 	byDigest   map[string]*Model
 	attempts   map[uint64]int
 	committedN uint64
@@ -269,14 +309,43 @@ func (j *Job) reindex() {
 		if r.Receipts == nil {
 			r.Receipts = make(map[string]*Receipt)
 		}
-		j.attempts[r.Number] = max(j.attempts[r.Number], r.Attempt)
+		if r.Declines == nil {
+			r.Declines = make(map[string]string)
+		}
+		key := r.Number
+		if r.Kind == KindStats {
+			key = statsAttemptKey
+		}
+		j.attempts[key] = max(j.attempts[key], r.Attempt)
 		switch r.State {
 		case RoundOpen:
 			j.Current = r
 		case RoundCommitted:
-			j.committedN = max(j.committedN, r.Number)
+			if r.Kind != KindStats {
+				j.committedN = max(j.committedN, r.Number)
+			}
 		}
 	}
+}
+
+// NeedsStats reports whether the job still has to run its statistics round.
+func (j *Job) NeedsStats() bool {
+	return j.Spec.Features.GetNormalization() == pb.Normalization_NORMALIZATION_FEDERATED && j.Norm == nil
+}
+
+// EffectiveFeatures is the spec sites train with: under federated
+// normalization, every feature's center and scale are the committed
+// federated mean and standard deviation.
+func (j *Job) EffectiveFeatures() *pb.FeatureSpec {
+	spec := proto.Clone(j.Spec.Features.FeatureSpec).(*pb.FeatureSpec)
+	if j.Norm != nil {
+		for i, f := range spec.GetFeatures() {
+			if i < len(j.Norm.Mean) {
+				f.Center, f.Scale = j.Norm.Mean[i], j.Norm.Std[i]
+			}
+		}
+	}
+	return spec
 }
 
 // CommittedRounds is the number of rounds committed so far.

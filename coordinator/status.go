@@ -34,6 +34,7 @@ type JobStatus struct {
 // RoundSummary is one round attempt.
 type RoundSummary struct {
 	Round        uint64     `json:"round"`
+	Kind         string     `json:"kind"`
 	Attempt      int        `json:"attempt"`
 	State        RoundState `json:"state"`
 	Contributors []string   `json:"contributors,omitempty"`
@@ -63,7 +64,11 @@ func (n *Node) Status() Status {
 			js := JobStatus{ID: id, State: j.State, Rounds: j.Spec.Rounds, CommittedRounds: j.committedN,
 				FailReason: j.FailReason, Created: j.Created, Finished: j.Finished}
 			for _, r := range j.Rounds {
-				js.History = append(js.History, RoundSummary{Round: r.Number, Attempt: r.Attempt, State: r.State,
+				kind := r.Kind
+				if kind == "" {
+					kind = KindTrain
+				}
+				js.History = append(js.History, RoundSummary{Round: r.Number, Kind: kind, Attempt: r.Attempt, State: r.State,
 					Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
 					Model: r.Result, FailReason: r.FailReason})
 			}

@@ -120,6 +120,16 @@ func check(env *pb.Envelope) (kind string, err error) {
 			}
 		}
 		return "update-header", nil
+	case *pb.Envelope_StatsUpload:
+		for _, fs := range b.StatsUpload.GetStats() {
+			if math.IsNaN(fs.GetSum()) || math.IsInf(fs.GetSum(), 0) || math.IsNaN(fs.GetSumSq()) || math.IsInf(fs.GetSumSq(), 0) ||
+				fs.GetCount() > b.StatsUpload.GetCohortSize() {
+				return "", fmt.Errorf("%w: feature statistics", ErrPayload)
+			}
+		}
+		return "stats", nil
+	case *pb.Envelope_Decline:
+		return "decline", nil
 	}
 	return "", fmt.Errorf("%w: %T", ErrForbidden, env.GetBody())
 }
