@@ -128,9 +128,13 @@ type Agent struct {
 
 	guard *egress.Guard
 
-	mu    sync.Mutex // guards st and stats
+	mu    sync.Mutex // guards st, stats, storeGen and cache
 	st    *store.Store
 	stats Stats
+	// storeGen counts ingests; a cached dataset of an older generation is
+	// stale.
+	storeGen uint64
+	cache    *datasetCache
 
 	closeOnce sync.Once
 }
@@ -253,6 +257,8 @@ func (a *Agent) Ingest(ctx context.Context, dir string) (*fhir.Stats, error) {
 	if err := a.Open(); err != nil {
 		return nil, err
 	}
+	// Whatever happens, the store may have changed: cached datasets are stale.
+	defer a.dataChanged()
 	// One transaction (one fsync) per batch of records, not per record.
 	batch := a.st.NewBatch(0)
 	st, err := fhir.ReadDir(ctx, dir, batch)
@@ -270,6 +276,14 @@ func (a *Agent) Ingest(ctx context.Context, dir string) (*fhir.Stats, error) {
 	a.mu.Unlock()
 	a.log.Info("ingested FHIR data", "resources", st.Resources, "skipped", st.Skipped, "rejected", st.Rejected)
 	return st, nil
+}
+
+// dataChanged marks the store's contents as changed since any cached
+// dataset was built. Every writer to the store calls it after writing.
+func (a *Agent) dataChanged() {
+	a.mu.Lock()
+	a.storeGen++
+	a.mu.Unlock()
 }
 
 // Close closes the store and the egress log. It is idempotent; call it

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/train"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"google.golang.org/protobuf/proto"
 )
 
 // pending is an update the agent keeps (in memory and in its outbox on
@@ -279,13 +281,9 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 		return nil, fmt.Errorf("model spec %q with %d features and %d params does not fit the feature spec (%d features) and global model (%d params)",
 			ms.GetKind(), ms.GetNumFeatures(), ms.GetNumParams(), len(spec.GetFeatures()), len(global))
 	}
-	patients, err := a.patients()
+	ds, err := a.dataset(spec)
 	if err != nil {
 		return nil, err
-	}
-	ds, err := features.Build(spec, patients)
-	if err != nil {
-		return nil, fmt.Errorf("features: %w", err)
 	}
 	params := offer.GetParams()
 	tr, val := features.Split(ds, params.GetValidationFraction(), offer.GetJobId())
@@ -392,4 +390,40 @@ func (a *Agent) patients() ([]fhir.PatientData, error) {
 		return nil, fmt.Errorf("read store: %w", err)
 	}
 	return out, nil
+}
+
+// dataset builds spec's features from the store, reusing the last build
+// when neither the spec nor the store's contents changed since (rounds of
+// one job share a spec; decrypting a large store every round is waste).
+func (a *Agent) dataset(spec *pb.FeatureSpec) (*features.Dataset, error) {
+	key, err := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	c := a.cache
+	gen := a.storeGen
+	a.mu.Unlock()
+	if c != nil && c.gen == gen && bytes.Equal(c.spec, key) {
+		return c.ds, nil
+	}
+	patients, err := a.patients()
+	if err != nil {
+		return nil, err
+	}
+	ds, err := features.Build(spec, patients)
+	if err != nil {
+		return nil, fmt.Errorf("features: %w", err)
+	}
+	a.mu.Lock()
+	a.cache = &datasetCache{spec: key, gen: gen, ds: ds}
+	a.mu.Unlock()
+	return ds, nil
+}
+
+// datasetCache is the last dataset built, for one spec and store state.
+type datasetCache struct {
+	spec []byte
+	gen  uint64
+	ds   *features.Dataset
 }
