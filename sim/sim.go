@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
-	"github.com/cohort-fl/cohort/sim/synth"
+	"github.com/cohort-fl/cohort/protocol/pb"
 )
 
 // Config is a testbed run.
@@ -31,6 +31,15 @@ type Config struct {
 	Rounds int
 	// Seed makes the synthetic data and training reproducible.
 	Seed uint64
+	// Dataset is DatasetSynthetic (the default: synthetic hospitals) or
+	// DatasetPhysioNet (PhysioNet 2012 split by ICU type).
+	Dataset string
+	// PhysioNetDir holds set-a.tar.gz and Outcomes-a.txt.
+	PhysioNetDir string
+	// Normalization of the synthetic job's features: "given" (the
+	// generator's reference centers and scales) or "federated" (a
+	// statistics round first). PhysioNet jobs are always federated.
+	Normalization string
 	// TestPatients is the size of the held-out test population.
 	TestPatients int
 	// LocalEpochs, LearningRate and BatchSize are the job's local training
@@ -68,6 +77,9 @@ func DefaultConfig() Config {
 		RoundTimeout: 60 * time.Second,
 
 		ValidationFraction: 0.2,
+		Dataset:            DatasetSynthetic,
+		PhysioNetDir:       filepath.Join("..", "shared", "data", "physionet2012"),
+		Normalization:      "given",
 	}
 }
 
@@ -86,6 +98,10 @@ func (c Config) Validate() error {
 		return errors.New("sim: local_epochs >= 1, learning_rate > 0 and batch_size >= 0 are required")
 	case c.RoundTimeout <= 0:
 		return errors.New("sim: round timeout must be positive")
+	case c.Dataset != "" && c.Dataset != DatasetSynthetic && c.Dataset != DatasetPhysioNet:
+		return fmt.Errorf("sim: dataset %q: use %s or %s", c.Dataset, DatasetSynthetic, DatasetPhysioNet)
+	case c.Normalization != "" && c.Normalization != "given" && c.Normalization != "federated":
+		return fmt.Errorf("sim: normalization %q: use given or federated", c.Normalization)
 	}
 	return nil
 }
@@ -113,6 +129,8 @@ type RoundLine struct {
 
 // Report is the outcome of a run (`cohort sim --report-json`).
 type Report struct {
+	// Dataset names the data the sites held.
+	Dataset           string      `json:"dataset"`
 	RoundsCompleted   int         `json:"rounds_completed"`
 	Sites             int         `json:"sites"`
 	Coordinators      int         `json:"coordinators"`
@@ -123,9 +141,6 @@ type Report struct {
 	WallSeconds       float64     `json:"wall_seconds"`
 	Rounds            []RoundLine `json:"rounds"`
 }
-
-// jobID is the sim's one job.
-const jobID = "sepsis-risk"
 
 // Run builds the testbed, runs the job to completion and computes the
 // baselines. It returns an error if the job fails.
@@ -152,37 +167,37 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		dir = tmp
 	}
 
-	// Data: one synthetic hospital per site, and a held-out test population.
-	truth := synth.DefaultTruth()
-	sites := synth.DefaultSites(cfg.Sites, cfg.Seed)
-	spec := synth.DefaultFeatureSpec()
-	siteIDs := make([]string, len(sites))
-	for i, s := range sites {
-		siteIDs[i] = s.Name
-		if _, err := synth.WriteSite(filepath.Join(dir, "data", s.Name), s, truth); err != nil {
-			return nil, fmt.Errorf("generate site %s: %w", s.Name, err)
-		}
+	// Data: one input directory per site and a held-out test population.
+	var (
+		data *prepared
+		err  error
+	)
+	switch cfg.Dataset {
+	case DatasetPhysioNet:
+		data, err = preparePhysioNet(ctx, dir, cfg, out)
+	default:
+		data, err = prepareSynthetic(dir, cfg)
 	}
-	testSite := synth.TestSite(sites, cfg.TestPatients, cfg.Seed+1000)
-	if _, err := synth.WriteSite(filepath.Join(dir, "data", "test"), testSite, truth); err != nil {
-		return nil, fmt.Errorf("generate test set: %w", err)
+	if err != nil {
+		return nil, err
 	}
 	fmt.Fprintf(out, "cohort sim: %d coordinators, %d sites (%s), %d rounds, seed %d\n",
-		cfg.Coordinators, cfg.Sites, describeSites(sites), cfg.Rounds, cfg.Seed)
+		cfg.Coordinators, len(data.sites), data.describe(), cfg.Rounds, cfg.Seed)
 
 	job := coordinator.DefaultJobSpec()
-	job.ID = jobID
+	job.ID = data.jobID
 	job.Rounds = cfg.Rounds
-	job.MinSites = cfg.Sites
+	job.MinSites = len(data.sites)
 	job.RoundTimeout = coordinator.Duration(cfg.RoundTimeout)
-	job.Model.NumFeatures = len(spec.GetFeatures())
-	job.Features = coordinator.FeatureSpec{FeatureSpec: spec}
+	job.Model.NumFeatures = len(data.spec.GetFeatures())
+	job.Features = coordinator.FeatureSpec{FeatureSpec: data.spec}
 	job.Train.LocalEpochs = cfg.LocalEpochs
 	job.Train.LearningRate = cfg.LearningRate
 	job.Train.BatchSize = cfg.BatchSize
 	job.Train.Seed = cfg.Seed
 	job.Train.ValidationFraction = cfg.ValidationFraction
 
+	siteIDs := data.siteIDs()
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
 		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: cfg.EgressTap, Seed: cfg.Seed,
@@ -192,14 +207,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer fed.stop()
 
-	// The held-out test population, featurized exactly as the sites do.
-	test, err := loadDataset(ctx, filepath.Join(dir, "data", "test"), spec)
-	if err != nil {
-		return nil, fmt.Errorf("test set: %w", err)
-	}
-
-	rep := &Report{Sites: cfg.Sites, Coordinators: cfg.Coordinators}
-	final, err := watchJob(ctx, fed.nodes, test, cfg.Rounds, start, out, rep, fed.errC)
+	rep := &Report{Sites: len(siteIDs), Coordinators: cfg.Coordinators, Dataset: data.name}
+	// The held-out test population is featurized exactly as the sites do,
+	// with the spec they train with (under federated normalization: once
+	// the statistics round committed).
+	w := &watcher{job: job.ID, rounds: cfg.Rounds, start: start, out: out, rep: rep,
+		loadTest: func(spec *pb.FeatureSpec) (*dataset, error) { return loadDataset(ctx, data.testDir, spec) }}
+	final, err := w.watch(ctx, fed.nodes, fed.errC)
 	if err != nil {
 		return rep, err
 	}
@@ -211,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Baselines, trained by the same trainer on the same training splits.
 	fmt.Fprintf(out, "baselines: training centralized and local-only models (%d epochs each)\n", cfg.Rounds*cfg.LocalEpochs)
-	base, err := baselines(ctx, dir, siteIDs, spec, test, cfg, job.ID)
+	base, err := baselines(ctx, dir, siteIDs, w.spec, w.test, cfg, job.ID)
 	if err != nil {
 		return rep, err
 	}
@@ -222,41 +236,56 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-func describeSites(sites []synth.Site) string {
-	s := ""
-	for i, st := range sites {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%s %d", st.Name, st.Patients)
-	}
-	return s
+// watcher follows the job on the cluster, scores each committed global
+// model on the test set and prints a line per round.
+type watcher struct {
+	job      string
+	rounds   int
+	start    time.Time
+	out      io.Writer
+	rep      *Report
+	loadTest func(*pb.FeatureSpec) (*dataset, error)
+
+	// spec and test are set at the first committed training round.
+	spec *pb.FeatureSpec
+	test *dataset
 }
 
-// watchJob follows the job on the cluster, scores each committed global
-// model on the test set and prints a line per round.
-func watchJob(ctx context.Context, nodes []*coordinator.Node, test *dataset, rounds int, start time.Time,
-	out io.Writer, rep *Report, errC <-chan error) (Metrics, error) {
+func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-chan error) (Metrics, error) {
 	var last Metrics
 	seen := uint64(0)
+	statsSeen := false
 	for {
 		changed := nodes[0].Changed()
-		j, ok := nodes[0].Job(jobID)
+		j, ok := nodes[0].Job(w.job)
 		if ok {
+			if j.Norm != nil && !statsSeen {
+				statsSeen = true
+				fmt.Fprintf(w.out, "statistics  sites %d  cohort %d  (federated normalization)  elapsed %5.1fs\n",
+					len(j.Norm.Sites), j.Norm.Cohort, time.Since(w.start).Seconds())
+			}
 			for _, r := range j.Rounds {
-				if r.State != coordinator.RoundCommitted || r.Number <= seen {
+				if r.State != coordinator.RoundCommitted || r.Kind == coordinator.KindStats || r.Number <= seen {
 					continue
 				}
-				m, err := scoreModel(j.ModelByDigest(r.Result), test)
+				if w.test == nil {
+					w.spec = j.EffectiveFeatures()
+					test, err := w.loadTest(w.spec)
+					if err != nil {
+						return last, fmt.Errorf("test set: %w", err)
+					}
+					w.test = test
+				}
+				m, err := scoreModel(j.ModelByDigest(r.Result), w.test)
 				if err != nil {
 					return last, err
 				}
 				line := RoundLine{Round: r.Number, Sites: len(r.Contributors), AUROC: m.AUROC, Accuracy: m.Accuracy,
-					Elapsed: time.Since(start).Seconds()}
-				rep.Rounds = append(rep.Rounds, line)
-				rep.RoundsCompleted = int(r.Number)
-				fmt.Fprintf(out, "round %2d/%d  sites %d  auroc %.4f  accuracy %.4f  elapsed %5.1fs\n",
-					line.Round, rounds, line.Sites, line.AUROC, line.Accuracy, line.Elapsed)
+					Elapsed: time.Since(w.start).Seconds()}
+				w.rep.Rounds = append(w.rep.Rounds, line)
+				w.rep.RoundsCompleted = int(r.Number)
+				fmt.Fprintf(w.out, "round %2d/%d  sites %d  auroc %.4f  accuracy %.4f  elapsed %5.1fs\n",
+					line.Round, w.rounds, line.Sites, line.AUROC, line.Accuracy, line.Elapsed)
 				seen = r.Number
 				last = m
 			}

@@ -29,6 +29,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&cfg.LearningRate, "lr", def.LearningRate, "local learning rate")
 	fs.IntVar(&cfg.BatchSize, "batch-size", def.BatchSize, "local mini-batch size (0 = full batch)")
 	fs.DurationVar(&cfg.RoundTimeout, "round-timeout", def.RoundTimeout, "deadline of each round")
+	fs.StringVar(&cfg.Dataset, "dataset", def.Dataset, "site data: synthetic (generated hospitals) or physionet (PhysioNet 2012 ICU stays split by ICU type; predicts in-hospital death)")
+	fs.StringVar(&cfg.PhysioNetDir, "physionet-dir", def.PhysioNetDir, "`directory` with PhysioNet 2012 set-a.tar.gz and Outcomes-a.txt")
+	fs.StringVar(&cfg.Normalization, "normalization", def.Normalization, "synthetic data: given (reference centers and scales) or federated (a statistics round first)")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep certificates, data and stores in this `directory` (default: a temporary one, removed)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: cohort sim [flags]

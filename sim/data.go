@@ -1,0 +1,73 @@
+package sim
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/sim/synth"
+)
+
+// Datasets the sim can run on.
+const (
+	DatasetSynthetic = "synthetic"
+	DatasetPhysioNet = "physionet"
+)
+
+// prepared is a testbed's data: one FHIR input directory per site (under
+// dir/data/<site>), a held-out test population and the job's spec.
+type prepared struct {
+	name    string
+	jobID   string
+	sites   []siteData
+	testDir string
+	spec    *pb.FeatureSpec
+}
+
+type siteData struct {
+	name     string
+	patients int
+}
+
+func (p *prepared) siteIDs() []string {
+	ids := make([]string, len(p.sites))
+	for i, s := range p.sites {
+		ids[i] = s.name
+	}
+	return ids
+}
+
+func (p *prepared) describe() string {
+	parts := make([]string, len(p.sites))
+	for i, s := range p.sites {
+		parts[i] = fmt.Sprintf("%s %d", s.name, s.patients)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// prepareSynthetic writes one synthetic hospital per site and a test
+// population drawn from their mixture.
+func prepareSynthetic(dir string, cfg Config) (*prepared, error) {
+	truth := synth.DefaultTruth()
+	sites := synth.DefaultSites(cfg.Sites, cfg.Seed)
+	p := &prepared{name: DatasetSynthetic, jobID: "sepsis-risk", testDir: filepath.Join(dir, "data", "test"),
+		spec: synth.DefaultFeatureSpec()}
+	if cfg.Normalization == "federated" {
+		p.spec.Normalization = pb.Normalization_NORMALIZATION_FEDERATED
+		for _, f := range p.spec.GetFeatures() {
+			f.Center, f.Scale, f.Missing = 0, 0, pb.MissingPolicy_MISSING_POLICY_MEAN
+		}
+	}
+	for _, s := range sites {
+		if _, err := synth.WriteSite(filepath.Join(dir, "data", s.Name), s, truth); err != nil {
+			return nil, fmt.Errorf("generate site %s: %w", s.Name, err)
+		}
+		p.sites = append(p.sites, siteData{name: s.Name, patients: s.Patients})
+	}
+	testSite := synth.TestSite(sites, cfg.TestPatients, cfg.Seed+1000)
+	if _, err := synth.WriteSite(p.testDir, testSite, truth); err != nil {
+		return nil, fmt.Errorf("generate test set: %w", err)
+	}
+	return p, nil
+}
