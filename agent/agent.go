@@ -275,6 +275,7 @@ func (a *Agent) Ingest(ctx context.Context, dir string) (*fhir.Stats, error) {
 	a.stats.Ingest.Add(st)
 	a.mu.Unlock()
 	a.log.Info("ingested FHIR data", "resources", st.Resources, "skipped", st.Skipped, "rejected", st.Rejected)
+	a.writeStatus()
 	return st, nil
 }
 

@@ -143,6 +143,7 @@ func (a *Agent) serve(ctx context.Context, s *session) error {
 			a.mu.Lock()
 			a.stats.LastRoundError = err.Error()
 			a.mu.Unlock()
+			a.writeStatus()
 			a.log.Warn("round not trained", "job", offer.GetJobId(), "round", offer.GetRound(), "err", err)
 			if err := a.waitForChange(ctx, s, offer); err != nil {
 				return err
@@ -230,6 +231,7 @@ func (a *Agent) send(ctx context.Context, s *session, p *pending) error {
 		a.mu.Lock()
 		a.stats.UpdatesAcked++
 		a.mu.Unlock()
+		a.writeStatus()
 		return a.saveOutbox(p)
 	case errors.As(err, &re) && re.Code != pb.ErrorCode_ERROR_CODE_UNAVAILABLE && re.Code != pb.ErrorCode_ERROR_CODE_INTERNAL:
 		a.log.Warn("coordinator refused an update; dropping it", "job", p.Job, "round", p.Round, "code", re.Code.String())

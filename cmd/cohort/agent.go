@@ -16,6 +16,12 @@ type agentFile struct {
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return runAgentStatus(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("cohort agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -31,6 +37,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&coords, "coordinator", "coordinator QUIC `address` (repeat for each node; followers redirect to the leader)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: cohort agent [--config FILE] [flags]
+       cohort agent status --data-dir DIR    (what the agent last reported)
 
 Runs the site agent on a hospital gateway. It ingests the hospital's FHIR R4
 data into an encrypted local store (AES-256-GCM; patient ids replaced by

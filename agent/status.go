@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// StatusFile is the name, in the data directory, of the status the agent
+// writes for `cohort agent status`. It holds counts and reasons only.
+const StatusFile = "status.json"
+
+// Status is the agent's state as written to StatusFile.
+type Status struct {
+	Site    string    `json:"site"`
+	Updated time.Time `json:"updated"`
+	// Ingested, Skipped and Rejected count FHIR resources: ingested by
+	// type, skipped and rejected by type or reason.
+	Ingested map[string]int `json:"ingested"`
+	Skipped  map[string]int `json:"skipped"`
+	Rejected map[string]int `json:"rejected"`
+	// Rounds are the training rounds this site trained, and the updates the
+	// coordinator acknowledged.
+	RoundsTrained  int    `json:"rounds_trained"`
+	UpdatesAcked   int    `json:"updates_acked"`
+	UpdatesResent  int    `json:"updates_resent"`
+	Reconnects     int    `json:"reconnects"`
+	LastRoundError string `json:"last_round_error,omitempty"`
+	BytesSent      int64  `json:"bytes_sent"`
+}
+
+// status snapshots the counters.
+func (a *Agent) status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{Site: a.site, Updated: a.now().UTC(), RoundsTrained: a.stats.RoundsTrained,
+		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent, Reconnects: a.stats.Reconnects,
+		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{}}
+	if in := a.stats.Ingest; in != nil {
+		st.Ingested, st.Skipped, st.Rejected = maps.Clone(in.Resources), maps.Clone(in.Skipped), maps.Clone(in.Rejected)
+	}
+	if a.guard != nil {
+		st.BytesSent = a.guard.BytesSent()
+	}
+	return st
+}
+
+// writeStatus replaces StatusFile atomically. Failures are logged, not
+// fatal: the status is for people, the work goes on.
+func (a *Agent) writeStatus() {
+	b, err := json.MarshalIndent(a.status(), "", "  ")
+	if err != nil {
+		a.log.Warn("status", "err", err)
+		return
+	}
+	path := filepath.Join(a.cfg.DataDir, StatusFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		a.log.Warn("status", "err", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		a.log.Warn("status", "err", err)
+	}
+}
+
+// ReadStatus reads the status an agent wrote in dataDir.
+func ReadStatus(dataDir string) (*Status, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, StatusFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent status: %w (has the agent run with this data dir?)", err)
+	}
+	st := new(Status)
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("agent status %s: %w", filepath.Join(dataDir, StatusFile), err)
+	}
+	return st, nil
+}
