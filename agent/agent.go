@@ -50,6 +50,9 @@ type Config struct {
 	TLS pki.Files `json:"tls"`
 	// FHIRDir, if set, is ingested (NDJSON, NDJSON.gz, Bundles) at start.
 	FHIRDir string `json:"fhir_dir,omitempty"`
+	// Bulk, if set, exports from the hospital's FHIR server ($export) at
+	// start and then incrementally every Bulk.Interval.
+	Bulk *BulkConfig `json:"bulk,omitempty"`
 	// MasterKeyFile holds the 32-byte key that wraps the store's data key;
 	// default DataDir/master.key.
 	MasterKeyFile string `json:"master_key_file,omitempty"`
@@ -111,6 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: need 0 < backoff_min <= backoff_max", ErrInvalidConfig)
 	case c.PollWait <= 0:
 		return fmt.Errorf("%w: poll_wait must be positive", ErrInvalidConfig)
+	case c.Bulk != nil && c.Bulk.BaseURL == "":
+		return fmt.Errorf("%w: bulk.base_url is required", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -314,6 +319,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		if _, err := a.Ingest(ctx, a.cfg.FHIRDir); err != nil {
 			return err
 		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if a.cfg.Bulk != nil {
+		wg.Go(func() { a.runBulk(ctx, a.cfg.Bulk) })
 	}
 	return a.loop(ctx)
 }
