@@ -11,6 +11,16 @@
 // Bad input never stops a stream: each resource that cannot be used is
 // counted in Stats (Rejected when it is broken, Skipped when it is valid but
 // of no use to the agent) and reading goes on with the next one.
+//
+// Observations of the LOINC codes in the unit table (vital signs and blood
+// glucose) are normalized to one canonical UCUM unit per code (Normalize):
+// a unit that cannot be converted is rejected as "unknown-unit", and a vital
+// sign outside its physiological range as "impossible-value"
+// (CheckPlausible). The ...With readers take Options: a clock for rejecting
+// times in the future ("future-time"), a bound on the per-read set that
+// skips repeated resource versions ("duplicate"), and a Quarantine callback
+// that receives every rejected resource's raw bytes so that a caller can
+// keep them, on the gateway's own disk only, for a person to inspect.
 package fhir
 
 import (
@@ -109,7 +119,9 @@ type Observation struct {
 	PatientID string
 	// Code is the LOINC code.
 	Code string
-	// Unit is the quantity's unit (its human-readable unit, else its UCUM code).
+	// Unit is the canonical UCUM unit for a LOINC code in the unit table
+	// (see CanonicalUnit; Value is converted to it), else the quantity's
+	// unit as given (its human-readable unit, else its code).
 	Unit string
 	// Value is the numeric value; always finite.
 	Value float64

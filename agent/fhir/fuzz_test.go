@@ -6,10 +6,13 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 var fuzzSeeds = []string{
 	tPatient, tObs, tBP, tCond,
+	`{"resourceType":"Observation","id":"o","code":{"coding":[{"system":"http://loinc.org","code":"8310-5"}]},"subject":{"reference":"Patient/p"},"effectiveDateTime":"2030-01-01","valueQuantity":{"value":99,"unit":"°F"}}`,
+	`{"resourceType":"Encounter","id":"e","subject":{"reference":"Patient/p"},"period":{"start":"2020-01-01","end":"2019"},"class":{"code":"IMP"}}`,
 	`{"resourceType":"Patient","id":"p","birthDate":"2000"}`,
 	`{"resourceType":"Observation","id":"o","code":{"coding":[{"system":"http://loinc.org","code":"1"}]},"subject":{"reference":"urn:uuid:x"},"issued":"2020-01-01T00:00:00Z","valueQuantity":{"value":1e308}}`,
 	`{"resourceType":"Condition","id":"c","code":{"coding":[{}]},"subject":{"reference":"Patient/"}}`,
@@ -91,6 +94,17 @@ func (s *countSink) Observation(o Observation) error {
 func (s *countSink) Condition(c Condition) error { s.n++; checkRecords(s.t, c); return nil }
 func (s *countSink) Encounter(e Encounter) error { s.n++; checkRecords(s.t, e); return nil }
 
+// reasonKey reports whether reason is a known Stats key and whether it is
+// a skip.
+func reasonKey(reason string) (known, skip bool) {
+	for _, r := range reasons {
+		if r.reason == reason {
+			return true, r.skip
+		}
+	}
+	return false, false
+}
+
 func FuzzReadNDJSON(f *testing.F) {
 	f.Add([]byte(strings.Join(fuzzSeeds, "\n")))
 	f.Add([]byte(tPatient + "\r\n" + tObs))
@@ -98,9 +112,25 @@ func FuzzReadNDJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sink := &countSink{t: t}
 		st := NewStats()
+		quarantined := 0
+		opts := DefaultOptions()
+		opts.Now = func() time.Time { return tNow }
+		opts.Quarantine = func(reason string, raw []byte) {
+			if r, skip := reasonKey(reason); !r || skip {
+				t.Fatalf("quarantined with reason %q", reason)
+			}
+			quarantined++
+		}
+		rd, err := newReader(sink, st, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
 		// A small line limit exercises the oversized path too.
-		if err := readNDJSON(context.Background(), bytes.NewReader(b), sink, st, 512); err != nil {
+		if err := rd.readNDJSON(context.Background(), bytes.NewReader(b), 512); err != nil {
 			t.Fatalf("unexpected error: %v", err)
+		}
+		if quarantined != st.TotalRejected() {
+			t.Fatalf("%d quarantined, %d rejected", quarantined, st.TotalRejected())
 		}
 		total := 0
 		for _, m := range []map[string]int{st.Resources, st.Skipped, st.Rejected} {

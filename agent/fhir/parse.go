@@ -56,6 +56,30 @@ var (
 	ErrNilSink = errors.New("nil sink")
 	// ErrInvalidRecord: a record handed to a Sink lacks a required field.
 	ErrInvalidRecord = errors.New("invalid record")
+	// ErrUnknownUnit: an Observation of a LOINC code with a canonical unit
+	// has a unit that cannot be converted to it (or no unit).
+	ErrUnknownUnit = errors.New("unknown unit")
+	// ErrImpossibleValue: a vital sign lies outside its physiologically
+	// plausible range, or a unit conversion overflowed.
+	ErrImpossibleValue = errors.New("impossible value")
+	// ErrFutureTime: an effective time, onset or period start lies beyond
+	// the reader's clock plus the allowed skew.
+	ErrFutureTime = errors.New("time in the future")
+	// ErrDuplicate: a resource version already seen in the same read.
+	// Readers count it as skipped.
+	ErrDuplicate = errors.New("duplicate resource version")
+	// ErrInvalidOptions: reader Options fail validation.
+	ErrInvalidOptions = errors.New("invalid options")
+	// ErrSink: the Sink returned an error; the reader stopped. The Sink's
+	// error is wrapped too.
+	ErrSink = errors.New("sink")
+	// ErrRead: the input could not be read (an I/O error, a file that is
+	// not gzip or whose compressed stream is corrupt). The cause is
+	// wrapped too.
+	ErrRead = errors.New("read")
+	// ErrFileKind: a file name has none of the extensions the readers
+	// know (.ndjson, .ndjson.gz, .json).
+	ErrFileKind = errors.New("unknown file kind")
 )
 
 // reasons maps each parse sentinel to its Stats key and whether it is a
@@ -81,6 +105,10 @@ var reasons = []struct {
 	{ErrMissingTime, "missing-time", false},
 	{ErrEnteredInError, "entered-in-error", true},
 	{ErrOversized, "oversized", false},
+	{ErrUnknownUnit, "unknown-unit", false},
+	{ErrImpossibleValue, "impossible-value", false},
+	{ErrFutureTime, "future-time", false},
+	{ErrDuplicate, "duplicate", true},
 }
 
 // Reason returns the Stats key for an error from ParseResource (for
@@ -108,11 +136,13 @@ const (
 
 // ParseResource decodes one FHIR R4 resource. It returns a Patient, a
 // []Observation (one per numeric value: the resource's own value and its
-// LOINC-coded components), a Condition or an Encounter. Other resource
-// types and unusable resources give an error wrapping one of the package's
-// sentinel errors; Reason maps it to a Stats key.
+// LOINC-coded components, with units normalized as by Normalize), a
+// Condition or an Encounter. Other resource types and unusable resources
+// give an error wrapping one of the package's sentinel errors; Reason maps
+// it to a Stats key. It applies the checks of DefaultOptions: units and
+// plausibility, but no future-time check (there is no clock).
 func ParseResource(b []byte) (any, error) {
-	_, v, err := parse(b, "")
+	_, v, err := parse(b, "", &checker{plausibility: true})
 	if err != nil {
 		return nil, err
 	}
@@ -134,32 +164,25 @@ type (
 		DeceasedDateTime *string  `json:"deceasedDateTime"`
 	}
 	rawEncounter struct {
-		Meta    *rawMeta      `json:"meta"`
-		ID      string        `json:"id"`
-		Status  string        `json:"status"`
-		Subject *rawReference `json:"subject"`
-		Class   *rawCoding    `json:"class"`
-		Period  *struct {
-			Start *string `json:"start"`
-			End   *string `json:"end"`
-		} `json:"period"`
-		Hospitalization *struct {
-			DischargeDisposition *rawConcept `json:"dischargeDisposition"`
-		} `json:"hospitalization"`
+		Meta            *rawMeta            `json:"meta"`
+		ID              string              `json:"id"`
+		Status          string              `json:"status"`
+		Subject         *rawReference       `json:"subject"`
+		Class           *rawCoding          `json:"class"`
+		Period          *rawPeriod          `json:"period"`
+		Hospitalization *rawHospitalization `json:"hospitalization"`
 	}
 	rawObservation struct {
-		Meta              *rawMeta      `json:"meta"`
-		ID                string        `json:"id"`
-		Status            string        `json:"status"`
-		Subject           *rawReference `json:"subject"`
-		Code              *rawConcept   `json:"code"`
-		EffectiveDateTime *string       `json:"effectiveDateTime"`
-		EffectivePeriod   *struct {
-			Start *string `json:"start"`
-		} `json:"effectivePeriod"`
-		Issued        *string        `json:"issued"`
-		ValueQuantity *rawQuantity   `json:"valueQuantity"`
-		Component     []rawComponent `json:"component"`
+		Meta              *rawMeta        `json:"meta"`
+		ID                string          `json:"id"`
+		Status            string          `json:"status"`
+		Subject           *rawReference   `json:"subject"`
+		Code              *rawConcept     `json:"code"`
+		EffectiveDateTime *string         `json:"effectiveDateTime"`
+		EffectivePeriod   *rawStartPeriod `json:"effectivePeriod"`
+		Issued            *string         `json:"issued"`
+		ValueQuantity     *rawQuantity    `json:"valueQuantity"`
+		Component         []rawComponent  `json:"component"`
 	}
 	rawCondition struct {
 		Meta               *rawMeta      `json:"meta"`
@@ -169,6 +192,45 @@ type (
 		VerificationStatus *rawConcept   `json:"verificationStatus"`
 		OnsetDateTime      *string       `json:"onsetDateTime"`
 		RecordedDate       *string       `json:"recordedDate"`
+	}
+	// rawResource is the union of the four shapes, decoded in one pass.
+	// When it fails with a type error (a field of one resource type that
+	// has another JSON type in the resource at hand), decode reads the
+	// resource again with its own type's shape, so that only the fields
+	// of that type can make it fail. Decoding once instead of twice (type,
+	// then shape) is what keeps the reader faster than a generic decode.
+	rawResource struct {
+		ResourceType       string              `json:"resourceType"`
+		Meta               *rawMeta            `json:"meta"`
+		ID                 string              `json:"id"`
+		Status             string              `json:"status"`
+		Subject            *rawReference       `json:"subject"`
+		Code               *rawConcept         `json:"code"`
+		BirthDate          *string             `json:"birthDate"`
+		Gender             *string             `json:"gender"`
+		DeceasedBoolean    *bool               `json:"deceasedBoolean"`
+		DeceasedDateTime   *string             `json:"deceasedDateTime"`
+		Class              *rawCoding          `json:"class"`
+		Period             *rawPeriod          `json:"period"`
+		Hospitalization    *rawHospitalization `json:"hospitalization"`
+		EffectiveDateTime  *string             `json:"effectiveDateTime"`
+		EffectivePeriod    *rawStartPeriod     `json:"effectivePeriod"`
+		Issued             *string             `json:"issued"`
+		ValueQuantity      *rawQuantity        `json:"valueQuantity"`
+		Component          []rawComponent      `json:"component"`
+		VerificationStatus *rawConcept         `json:"verificationStatus"`
+		OnsetDateTime      *string             `json:"onsetDateTime"`
+		RecordedDate       *string             `json:"recordedDate"`
+	}
+	rawPeriod struct {
+		Start *string `json:"start"`
+		End   *string `json:"end"`
+	}
+	rawStartPeriod struct {
+		Start *string `json:"start"`
+	}
+	rawHospitalization struct {
+		DischargeDisposition *rawConcept `json:"dischargeDisposition"`
 	}
 	rawMeta struct {
 		VersionID   string  `json:"versionId"`
@@ -185,9 +247,10 @@ type (
 		Code   string `json:"code"`
 	}
 	rawQuantity struct {
-		Value json.RawMessage `json:"value"`
-		Unit  string          `json:"unit"`
-		Code  string          `json:"code"`
+		Value  json.RawMessage `json:"value"`
+		Unit   string          `json:"unit"`
+		System string          `json:"system"`
+		Code   string          `json:"code"`
 	}
 	rawComponent struct {
 		Code          *rawConcept  `json:"code"`
@@ -197,32 +260,92 @@ type (
 
 // parse decodes one resource. typ is the resource type when it could be
 // read (used to count skipped types). fallbackID is used when the resource
-// has no id (Bundle entries identified by their fullUrl).
-func parse(b []byte, fallbackID string) (typ string, v any, err error) {
+// has no id (Bundle entries identified by their fullUrl). c holds the
+// unit, plausibility and time checks.
+func parse(b []byte, fallbackID string, c *checker) (typ string, v any, err error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
 		return "", nil, ErrMalformed
 	}
-	var head rawHead
-	if err := unmarshal(b, &head); err != nil {
-		return "", nil, err
+	r, err := decode(b)
+	if err != nil {
+		return r.ResourceType, nil, err
 	}
-	typ = head.ResourceType
+	typ = r.ResourceType
 	switch typ {
-	case "":
-		return "", nil, ErrMissingType
 	case "Patient":
-		v, err = parsePatient(b, fallbackID)
+		v, err = buildPatient(r, fallbackID)
 	case "Observation":
-		v, err = parseObservation(b, fallbackID)
+		v, err = buildObservation(r, fallbackID, c)
 	case "Condition":
-		v, err = parseCondition(b, fallbackID)
+		v, err = buildCondition(r, fallbackID, c)
 	case "Encounter":
-		v, err = parseEncounter(b, fallbackID)
-	default:
-		return typ, nil, ErrUnsupportedType
+		v, err = buildEncounter(r, fallbackID, c)
 	}
 	return typ, v, err
+}
+
+// decode reads the fields of a supported resource in one pass; see
+// rawResource. On error, r.ResourceType is the type when it could be read.
+func decode(b []byte) (r *rawResource, err error) {
+	r = new(rawResource)
+	err = json.Unmarshal(b, r)
+	if err == nil {
+		switch r.ResourceType {
+		case "":
+			return &rawResource{}, ErrMissingType
+		case "Patient", "Observation", "Condition", "Encounter":
+			return r, nil
+		}
+		return &rawResource{ResourceType: r.ResourceType}, ErrUnsupportedType
+	}
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		// A syntax error: map it as for any other decode.
+		if err := unmarshal(b, &rawHead{}); err != nil {
+			return &rawResource{}, err
+		}
+		return &rawResource{}, ErrMalformed
+	}
+	// A type error: read the type, then decode with that type's own shape.
+	var head rawHead
+	if err := unmarshal(b, &head); err != nil {
+		return &rawResource{}, err
+	}
+	r = &rawResource{ResourceType: head.ResourceType}
+	switch head.ResourceType {
+	case "":
+		return r, ErrMissingType
+	case "Patient":
+		var p rawPatient
+		if err := unmarshal(b, &p); err != nil {
+			return r, err
+		}
+		r.Meta, r.ID, r.BirthDate, r.Gender, r.DeceasedBoolean, r.DeceasedDateTime = p.Meta, p.ID, p.BirthDate, p.Gender, p.DeceasedBoolean, p.DeceasedDateTime
+	case "Observation":
+		var o rawObservation
+		if err := unmarshal(b, &o); err != nil {
+			return r, err
+		}
+		r.Meta, r.ID, r.Status, r.Subject, r.Code = o.Meta, o.ID, o.Status, o.Subject, o.Code
+		r.EffectiveDateTime, r.EffectivePeriod, r.Issued, r.ValueQuantity, r.Component = o.EffectiveDateTime, o.EffectivePeriod, o.Issued, o.ValueQuantity, o.Component
+	case "Condition":
+		var cd rawCondition
+		if err := unmarshal(b, &cd); err != nil {
+			return r, err
+		}
+		r.Meta, r.ID, r.Subject, r.Code = cd.Meta, cd.ID, cd.Subject, cd.Code
+		r.VerificationStatus, r.OnsetDateTime, r.RecordedDate = cd.VerificationStatus, cd.OnsetDateTime, cd.RecordedDate
+	case "Encounter":
+		var e rawEncounter
+		if err := unmarshal(b, &e); err != nil {
+			return r, err
+		}
+		r.Meta, r.ID, r.Status, r.Subject, r.Class, r.Period, r.Hospitalization = e.Meta, e.ID, e.Status, e.Subject, e.Class, e.Period, e.Hospitalization
+	default:
+		return r, ErrUnsupportedType
+	}
+	return r, nil
 }
 
 // unmarshal decodes b into v and maps decoding errors to sentinels. The
@@ -243,11 +366,7 @@ func unmarshal(b []byte, v any) error {
 	return ErrMalformed
 }
 
-func parsePatient(b []byte, fallbackID string) (Patient, error) {
-	var r rawPatient
-	if err := unmarshal(b, &r); err != nil {
-		return Patient{}, err
-	}
+func buildPatient(r *rawResource, fallbackID string) (Patient, error) {
 	id, err := resourceID(r.ID, fallbackID)
 	if err != nil {
 		return Patient{}, err
@@ -286,11 +405,7 @@ func parsePatient(b []byte, fallbackID string) (Patient, error) {
 	return p, nil
 }
 
-func parseEncounter(b []byte, fallbackID string) (Encounter, error) {
-	var r rawEncounter
-	if err := unmarshal(b, &r); err != nil {
-		return Encounter{}, err
-	}
+func buildEncounter(r *rawResource, fallbackID string, c *checker) (Encounter, error) {
 	id, err := resourceID(r.ID, fallbackID)
 	if err != nil {
 		return Encounter{}, err
@@ -316,6 +431,9 @@ func parseEncounter(b []byte, fallbackID string) (Encounter, error) {
 	if e.Start, err = parseTime(*r.Period.Start); err != nil {
 		return Encounter{}, fmt.Errorf("period.start: %w", err)
 	}
+	if err := c.notFuture(e.Start, *r.Period.Start); err != nil {
+		return Encounter{}, fmt.Errorf("period.start: %w", err)
+	}
 	if r.Period.End != nil && *r.Period.End != "" {
 		if e.End, err = parseTime(*r.Period.End); err != nil {
 			return Encounter{}, fmt.Errorf("period.end: %w", err)
@@ -330,11 +448,7 @@ func parseEncounter(b []byte, fallbackID string) (Encounter, error) {
 	return e, nil
 }
 
-func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
-	var r rawObservation
-	if err := unmarshal(b, &r); err != nil {
-		return nil, err
-	}
+func buildObservation(r *rawResource, fallbackID string, c *checker) ([]Observation, error) {
 	id, err := resourceID(r.ID, fallbackID)
 	if err != nil {
 		return nil, err
@@ -354,19 +468,23 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 	var out []Observation
 	hasNumber := false
 	code := loinc(r.Code)
-	val, unit, ok, err := quantity(r.ValueQuantity)
+	val, ok, err := quantity(r.ValueQuantity)
 	if err != nil {
 		return nil, fmt.Errorf("valueQuantity: %w", err)
 	}
 	if ok {
 		hasNumber = true
 		if code != "" {
-			out = append(out, Observation{ID: id, Version: ver, PatientID: pid, Code: code, Unit: unit, Value: val})
+			v, unit, err := normalizeQuantity(code, val, r.ValueQuantity, c.plausibility)
+			if err != nil {
+				return nil, fmt.Errorf("valueQuantity: %w", err)
+			}
+			out = append(out, Observation{ID: id, Version: ver, PatientID: pid, Code: code, Unit: unit, Value: v})
 		}
 	}
 	seen := map[string]bool{}
-	for i, c := range r.Component {
-		val, unit, ok, err := quantity(c.ValueQuantity)
+	for i, comp := range r.Component {
+		val, ok, err := quantity(comp.ValueQuantity)
 		if err != nil {
 			return nil, fmt.Errorf("component %d: valueQuantity: %w", i, err)
 		}
@@ -374,12 +492,16 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 			continue
 		}
 		hasNumber = true
-		cc := loinc(c.Code)
+		cc := loinc(comp.Code)
 		if cc == "" || seen[cc] {
 			continue
 		}
 		seen[cc] = true
-		out = append(out, Observation{ID: id + "#" + cc, Version: ver, PatientID: pid, Code: cc, Unit: unit, Value: val})
+		v, unit, err := normalizeQuantity(cc, val, comp.ValueQuantity, c.plausibility)
+		if err != nil {
+			return nil, fmt.Errorf("component %d: valueQuantity: %w", i, err)
+		}
+		out = append(out, Observation{ID: id + "#" + cc, Version: ver, PatientID: pid, Code: cc, Unit: unit, Value: v})
 	}
 	if len(out) == 0 {
 		if hasNumber {
@@ -404,17 +526,16 @@ func parseObservation(b []byte, fallbackID string) ([]Observation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("effective time: %w", err)
 	}
+	if err := c.notFuture(t, *ts); err != nil {
+		return nil, fmt.Errorf("effective time: %w", err)
+	}
 	for i := range out {
 		out[i].Time = t
 	}
 	return out, nil
 }
 
-func parseCondition(b []byte, fallbackID string) (Condition, error) {
-	var r rawCondition
-	if err := unmarshal(b, &r); err != nil {
-		return Condition{}, err
-	}
+func buildCondition(r *rawResource, fallbackID string, chk *checker) (Condition, error) {
 	id, err := resourceID(r.ID, fallbackID)
 	if err != nil {
 		return Condition{}, err
@@ -438,7 +559,7 @@ func parseCondition(b []byte, fallbackID string) (Condition, error) {
 	if err != nil {
 		return Condition{}, err
 	}
-	c := Condition{ID: id, Version: ver, PatientID: pid, System: system, Code: code}
+	cd := Condition{ID: id, Version: ver, PatientID: pid, System: system, Code: code}
 	var ts *string
 	switch {
 	case r.OnsetDateTime != nil:
@@ -451,9 +572,12 @@ func parseCondition(b []byte, fallbackID string) (Condition, error) {
 		if err != nil {
 			return Condition{}, fmt.Errorf("onset: %w", err)
 		}
-		c.Onset = t
+		if err := chk.notFuture(t, *ts); err != nil {
+			return Condition{}, fmt.Errorf("onset: %w", err)
+		}
+		cd.Onset = t
 	}
-	return c, nil
+	return cd, nil
 }
 
 // version reads meta.versionId and meta.lastUpdated.
@@ -575,26 +699,22 @@ func normSystem(s string) string {
 }
 
 // quantity reads a Quantity's value. ok is false when there is no value.
-func quantity(q *rawQuantity) (v float64, unit string, ok bool, err error) {
+func quantity(q *rawQuantity) (v float64, ok bool, err error) {
 	if q == nil {
-		return 0, "", false, nil
+		return 0, false, nil
 	}
 	raw := bytes.TrimSpace(q.Value)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return 0, "", false, nil
+		return 0, false, nil
 	}
 	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
-		return 0, "", false, ErrBadValue // a string, bool, object or array
+		return 0, false, ErrBadValue // a string, bool, object or array
 	}
 	v, err = strconv.ParseFloat(string(raw), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, "", false, ErrBadValue
+		return 0, false, ErrBadValue
 	}
-	unit = strings.TrimSpace(q.Unit)
-	if unit == "" {
-		unit = strings.TrimSpace(q.Code)
-	}
-	return v, unit, true, nil
+	return v, true, nil
 }
 
 // parseTime parses a FHIR date, dateTime or instant: YYYY, YYYY-MM,

@@ -20,18 +20,25 @@ import (
 // format) and hands each usable record to sink. A bad line is counted in
 // st.Rejected and skipped; lines longer than MaxLineSize are rejected as
 // "oversized" without being buffered whole. It returns an error only for an
-// I/O error, a Sink error or a cancelled ctx. st may be nil.
+// I/O error, a Sink error or a cancelled ctx. st may be nil. It is
+// ReadNDJSONWith with DefaultOptions.
 func ReadNDJSON(ctx context.Context, r io.Reader, sink Sink, st *Stats) error {
-	return readNDJSON(ctx, r, sink, st, MaxLineSize)
+	return ReadNDJSONWith(ctx, r, sink, st, DefaultOptions())
 }
 
-func readNDJSON(ctx context.Context, r io.Reader, sink Sink, st *Stats, maxLine int) error {
-	if sink == nil {
-		return ErrNilSink
+// ReadNDJSONWith is ReadNDJSON with options: unit normalization and
+// plausibility, future-time and duplicate checks, and a quarantine callback
+// for rejected lines. Errors wrap ErrRead for an I/O error and ErrSink for a
+// Sink error.
+func ReadNDJSONWith(ctx context.Context, r io.Reader, sink Sink, st *Stats, opts Options) error {
+	rd, err := newReader(sink, st, opts)
+	if err != nil {
+		return err
 	}
-	if st == nil {
-		st = NewStats()
-	}
+	return rd.readNDJSON(ctx, r, MaxLineSize)
+}
+
+func (rd *reader) readNDJSON(ctx context.Context, r io.Reader, maxLine int) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var buf []byte
 	for lineNo := 1; ; lineNo++ {
@@ -40,17 +47,16 @@ func readNDJSON(ctx context.Context, r io.Reader, sink Sink, st *Stats, maxLine 
 		}
 		line, oversized, rerr := readLine(br, buf[:0], maxLine)
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
-			return fmt.Errorf("read line %d: %w", lineNo, rerr)
+			return fmt.Errorf("%w line %d: %w", ErrRead, lineNo, rerr)
 		}
 		if lineNo == 1 {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
 		}
 		switch {
 		case oversized:
-			st.init()
-			st.Rejected["oversized"]++
+			rd.outcome("", ErrOversized, nil)
 		case len(bytes.TrimSpace(line)) > 0:
-			if err := handle(line, "", sink, st); err != nil {
+			if err := rd.handle(line, ""); err != nil {
 				return fmt.Errorf("line %d: %w", lineNo, err)
 			}
 		}
@@ -95,14 +101,20 @@ func readLine(br *bufio.Reader, buf []byte, max int) (line []byte, oversized boo
 	}
 }
 
-// handle parses one resource, counts the outcome and sends the records to
-// sink. It returns only sink errors.
-func handle(b []byte, fallbackID string, sink Sink, st *Stats) error {
-	typ, v, err := parse(b, fallbackID)
-	st.count(typ, err)
+// handle parses one resource, counts the outcome, quarantines it when it
+// is rejected and sends the records to the sink. It returns only sink
+// errors.
+func (rd *reader) handle(b []byte, fallbackID string) error {
+	b = bytes.TrimSpace(b)
+	typ, v, err := parse(b, fallbackID, &rd.check)
+	if err == nil && rd.dedup.seen(typ, v, b) {
+		err = ErrDuplicate
+	}
+	rd.outcome(typ, err, b)
 	if err != nil {
 		return nil
 	}
+	sink := rd.sink
 	switch v := v.(type) {
 	case Patient:
 		err = sink.Patient(v)
@@ -118,7 +130,7 @@ func handle(b []byte, fallbackID string, sink Sink, st *Stats) error {
 		err = sink.Encounter(v)
 	}
 	if err != nil {
-		return fmt.Errorf("sink: %w", err)
+		return fmt.Errorf("%w: %w", ErrSink, err)
 	}
 	return nil
 }
@@ -130,40 +142,43 @@ func handle(b []byte, fallbackID string, sink Sink, st *Stats) error {
 // that is not JSON at all counts once as "malformed-json", one larger than
 // MaxBundleSize once as "oversized". Nested Bundles are skipped. It returns an
 // error only for an I/O error, a Sink error or a cancelled ctx. st may be
-// nil.
+// nil. It is ReadBundleWith with DefaultOptions.
 func ReadBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats) error {
-	return readBundle(ctx, r, sink, st, MaxBundleSize)
+	return ReadBundleWith(ctx, r, sink, st, DefaultOptions())
 }
 
-func readBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats, max int64) error {
-	if sink == nil {
-		return ErrNilSink
+// ReadBundleWith is ReadBundle with options (see ReadNDJSONWith). A
+// document rejected as a whole is quarantined whole.
+func ReadBundleWith(ctx context.Context, r io.Reader, sink Sink, st *Stats, opts Options) error {
+	rd, err := newReader(sink, st, opts)
+	if err != nil {
+		return err
 	}
-	if st == nil {
-		st = NewStats()
-	}
-	st.init()
+	return rd.readBundle(ctx, r, MaxBundleSize)
+}
+
+func (rd *reader) readBundle(ctx context.Context, r io.Reader, max int64) error {
 	data, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
-		return fmt.Errorf("read bundle: %w", err)
+		return fmt.Errorf("%w bundle: %w", ErrRead, err)
 	}
 	if int64(len(data)) > max {
-		st.Rejected["oversized"]++
+		rd.outcome("", ErrOversized, nil)
 		return nil
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		st.Rejected["malformed-json"]++
+		rd.outcome("", ErrMalformed, trimmed)
 		return nil
 	}
 	var head rawHead
 	if err := unmarshal(trimmed, &head); err != nil {
-		st.count("", err)
+		rd.outcome("", err, trimmed)
 		return nil
 	}
 	if head.ResourceType != "Bundle" {
-		if err := handle(trimmed, "", sink, st); err != nil {
+		if err := rd.handle(trimmed, ""); err != nil {
 			return fmt.Errorf("resource: %w", err)
 		}
 		return nil
@@ -172,7 +187,7 @@ func readBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats, max int6
 		Entry []json.RawMessage `json:"entry"`
 	}
 	if err := unmarshal(trimmed, &bundle); err != nil {
-		st.count("", err)
+		rd.outcome("", err, trimmed)
 		return nil
 	}
 	for i, raw := range bundle.Entry {
@@ -184,19 +199,19 @@ func readBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats, max int6
 			Resource json.RawMessage `json:"resource"`
 		}
 		if err := unmarshal(raw, &e); err != nil {
-			st.count("", err)
+			rd.outcome("", err, raw)
 			continue
 		}
 		res := bytes.TrimSpace(e.Resource)
 		if len(res) == 0 || bytes.Equal(res, []byte("null")) {
-			st.Skipped["entry-without-resource"]++
+			rd.st.Skipped["entry-without-resource"]++
 			continue
 		}
 		fallback, _ := strings.CutPrefix(e.FullURL, "urn:uuid:")
 		if fallback == e.FullURL {
 			fallback = ""
 		}
-		if err := handle(res, fallback, sink, st); err != nil {
+		if err := rd.handle(res, fallback); err != nil {
 			return fmt.Errorf("entry %d: %w", i, err)
 		}
 	}
@@ -208,19 +223,26 @@ func readBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats, max int6
 // the combined Stats. Other files and subdirectories are ignored. Errors
 // name a file by its position in that order, never by its name (export file
 // names can contain patient names). On error the Stats so far are returned
-// with it.
+// with it. It is ReadDirWith with DefaultOptions.
 func ReadDir(ctx context.Context, dir string, sink Sink) (*Stats, error) {
+	return ReadDirWith(ctx, dir, sink, DefaultOptions())
+}
+
+// ReadDirWith is ReadDir with options (see ReadNDJSONWith). Duplicates are
+// detected across all the files of dir: they are one read.
+func ReadDirWith(ctx context.Context, dir string, sink Sink, opts Options) (*Stats, error) {
 	st := NewStats()
-	if sink == nil {
-		return st, ErrNilSink
+	rd, err := newReader(sink, st, opts)
+	if err != nil {
+		return st, err
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return st, fmt.Errorf("read dir: %w", err)
+		return st, fmt.Errorf("read dir: %w", stripPath(err))
 	}
 	var names []string
 	for _, e := range entries {
-		if e.IsDir() || fileKind(e.Name()) == "" {
+		if e.IsDir() || FileKind(e.Name()) == "" {
 			continue
 		}
 		names = append(names, e.Name())
@@ -230,15 +252,33 @@ func ReadDir(ctx context.Context, dir string, sink Sink) (*Stats, error) {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		if err := readFile(ctx, filepath.Join(dir, name), fileKind(name), sink, st); err != nil {
+		if err := rd.readFile(ctx, filepath.Join(dir, name), FileKind(name)); err != nil {
 			return st, fmt.Errorf("file %d of %d: %w", i+1, len(names), err)
 		}
 	}
 	return st, nil
 }
 
-// fileKind classifies a file name: "ndjson", "ndjson.gz", "json" or "".
-func fileKind(name string) string {
+// ReadFileWith reads one file by the kind its name gives (see FileKind)
+// into sink, adding to st (which may be nil). Errors never name the file;
+// they wrap ErrFileKind for a name of no known kind, ErrRead when the file
+// cannot be opened or read or is not valid gzip, and ErrSink for a Sink
+// error. Records read before an error have been delivered.
+func ReadFileWith(ctx context.Context, path string, sink Sink, st *Stats, opts Options) error {
+	kind := FileKind(filepath.Base(path))
+	if kind == "" {
+		return ErrFileKind
+	}
+	rd, err := newReader(sink, st, opts)
+	if err != nil {
+		return err
+	}
+	return rd.readFile(ctx, path, kind)
+}
+
+// FileKind classifies a file name: "ndjson", "ndjson.gz", "json" (case
+// insensitive), or "" for a file the readers do not read.
+func FileKind(name string) string {
 	n := strings.ToLower(name)
 	switch {
 	case strings.HasSuffix(n, ".ndjson.gz"):
@@ -251,27 +291,30 @@ func fileKind(name string) string {
 	return ""
 }
 
-func readFile(ctx context.Context, path, kind string, sink Sink, st *Stats) error {
+func (rd *reader) readFile(ctx context.Context, path, kind string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("open: %w", stripPath(err))
+		return fmt.Errorf("%w: open: %w", ErrRead, stripPath(err))
 	}
 	defer f.Close()
 	r := pathlessReader{f}
 	switch kind {
 	case "json":
-		return ReadBundle(ctx, r, sink, st)
+		return rd.readBundle(ctx, r, MaxBundleSize)
 	case "ndjson":
-		return ReadNDJSON(ctx, r, sink, st)
+		return rd.readNDJSON(ctx, r, MaxLineSize)
 	default:
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return fmt.Errorf("gzip: %w", err)
+			return fmt.Errorf("%w: gzip: %w", ErrRead, err)
 		}
-		if err := ReadNDJSON(ctx, zr, sink, st); err != nil {
+		if err := rd.readNDJSON(ctx, zr, MaxLineSize); err != nil {
 			return err
 		}
-		return zr.Close()
+		if err := zr.Close(); err != nil {
+			return fmt.Errorf("%w: gzip: %w", ErrRead, err)
+		}
+		return nil
 	}
 }
 

@@ -140,7 +140,7 @@ func TestReadNDJSONOversized(t *testing.T) {
 			in := lines(tPatient, long, fits, tObs)
 			var sink recSink
 			st := NewStats()
-			if err := readNDJSON(context.Background(), strings.NewReader(in), &sink, st, tc.max); err != nil {
+			if err := testReadNDJSON(context.Background(), strings.NewReader(in), &sink, st, tc.max); err != nil {
 				t.Fatal(err)
 			}
 			checkCounts(t, "Rejected", st.Rejected, map[string]int{"oversized": 1})
@@ -245,7 +245,7 @@ func TestReadBundle(t *testing.T) {
 	t.Run("oversized", func(t *testing.T) {
 		var sink recSink
 		st := NewStats()
-		if err := readBundle(context.Background(), strings.NewReader(bundle), &sink, st, 100); err != nil {
+		if err := testReadBundle(context.Background(), strings.NewReader(bundle), &sink, st, 100); err != nil {
 			t.Fatal(err)
 		}
 		checkCounts(t, "Rejected", st.Rejected, map[string]int{"oversized": 1})
@@ -355,4 +355,22 @@ func TestCollectorUpsertAndOrder(t *testing.T) {
 			t.Errorf("err = %v, want ErrInvalidRecord", bad)
 		}
 	}
+}
+
+// testReadNDJSON is ReadNDJSON with a custom line limit.
+func testReadNDJSON(ctx context.Context, r io.Reader, sink Sink, st *Stats, maxLine int) error {
+	rd, err := newReader(sink, st, DefaultOptions())
+	if err != nil {
+		return err
+	}
+	return rd.readNDJSON(ctx, r, maxLine)
+}
+
+// testReadBundle is ReadBundle with a custom size limit.
+func testReadBundle(ctx context.Context, r io.Reader, sink Sink, st *Stats, max int64) error {
+	rd, err := newReader(sink, st, DefaultOptions())
+	if err != nil {
+		return err
+	}
+	return rd.readBundle(ctx, r, max)
 }

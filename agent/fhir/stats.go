@@ -10,12 +10,14 @@ type Stats struct {
 	Resources map[string]int
 	// Skipped counts valid resources the agent does not use: other
 	// resource types by type name, and reasons such as "no-numeric-value",
-	// "no-loinc-code", "non-patient-subject", "entered-in-error".
+	// "no-loinc-code", "non-patient-subject", "entered-in-error",
+	// "entry-without-resource", "duplicate".
 	Skipped map[string]int
 	// Rejected counts broken input by reason: "malformed-json",
 	// "bad-structure", "missing-resource-type", "missing-id", "bad-id",
 	// "missing-subject", "missing-code", "bad-value", "bad-time",
-	// "missing-time", "oversized".
+	// "missing-time", "oversized", "unknown-unit", "impossible-value",
+	// "future-time".
 	Rejected map[string]int
 }
 

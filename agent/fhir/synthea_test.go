@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // syntheaDir is the shared real-data folder, relative to this package.
@@ -17,6 +18,9 @@ const syntheaDir = "../../../shared/data/synthea-r4"
 func needSynthea(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(syntheaDir); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("real data missing in CI (see shared/data/README.md): %v", err)
+		}
 		t.Skipf("real data not found at %s (see shared/data/README.md): %v", syntheaDir, err)
 	}
 	return syntheaDir
@@ -216,5 +220,44 @@ func TestSyntheaBundles(t *testing.T) {
 		if p.Patient.BirthDate.IsZero() || p.Patient.Gender == "" || len(p.Observations) == 0 {
 			t.Errorf("bundle patient incomplete: %d observations, gender %q", len(p.Observations), p.Patient.Gender)
 		}
+	}
+}
+
+// TestSyntheaWithOptions reads the real export with every check on: a
+// clock, plausibility, duplicates and a quarantine. Nothing in it is
+// broken, so nothing may be rejected, and every observation of a code in
+// the unit table must carry its canonical unit.
+func TestSyntheaWithOptions(t *testing.T) {
+	root := needSynthea(t)
+	for _, sub := range []string{"ndjson", "bundles"} {
+		t.Run(sub, func(t *testing.T) {
+			var q quarantined
+			opts := DefaultOptions()
+			opts.Now = func() time.Time { return time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC) }
+			opts.Quarantine = q.add
+			var c Collector
+			st, err := ReadDirWith(context.Background(), filepath.Join(root, sub), &c, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, "Rejected", st.Rejected, nil)
+			if len(q.reasons) != 0 || st.Skipped["duplicate"] != 0 {
+				t.Fatalf("quarantined %v, %d duplicates", q.reasons, st.Skipped["duplicate"])
+			}
+			normalized := 0
+			for _, p := range c.Patients() {
+				for _, o := range p.Observations {
+					if want, ok := CanonicalUnit(o.Code); ok {
+						normalized++
+						if o.Unit != want {
+							t.Fatalf("observation %s has unit %q, want %q", o.Code, o.Unit, want)
+						}
+					}
+				}
+			}
+			if normalized == 0 {
+				t.Fatal("no observation of a code in the unit table")
+			}
+		})
 	}
 }
