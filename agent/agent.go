@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent/device"
 	"github.com/cohort-fl/cohort/agent/egress"
 	"github.com/cohort-fl/cohort/agent/fhir"
 	"github.com/cohort-fl/cohort/agent/store"
@@ -53,6 +54,12 @@ type Config struct {
 	// Bulk, if set, exports from the hospital's FHIR server ($export) at
 	// start and then incrementally every Bulk.Interval.
 	Bulk *BulkConfig `json:"bulk,omitempty"`
+	// DropDir, if set, is watched for FHIR files that integration engines
+	// drop there; each is ingested once and moved to DropDir/done (or
+	// DropDir/quarantine when unreadable).
+	DropDir string `json:"drop_dir,omitempty"`
+	// MQTT, if set, subscribes to bedside-device telemetry.
+	MQTT *MQTTConfig `json:"mqtt,omitempty"`
 	// MasterKeyFile holds the 32-byte key that wraps the store's data key;
 	// default DataDir/master.key.
 	MasterKeyFile string `json:"master_key_file,omitempty"`
@@ -140,6 +147,7 @@ type Agent struct {
 	// stale.
 	storeGen uint64
 	cache    *datasetCache
+	mqtt     *device.Subscriber
 
 	closeOnce sync.Once
 }
@@ -266,7 +274,7 @@ func (a *Agent) Ingest(ctx context.Context, dir string) (*fhir.Stats, error) {
 	defer a.dataChanged()
 	// One transaction (one fsync) per batch of records, not per record.
 	batch := a.st.NewBatch(0)
-	st, err := fhir.ReadDir(ctx, dir, batch)
+	st, err := fhir.ReadDirWith(ctx, dir, batch, a.readOptions())
 	if err == nil {
 		err = batch.Flush()
 	}
@@ -325,8 +333,44 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	errC := make(chan error, 2)
 	if a.cfg.Bulk != nil {
 		wg.Go(func() { a.runBulk(ctx, a.cfg.Bulk) })
 	}
-	return a.loop(ctx)
+	if a.cfg.DropDir != "" {
+		wg.Go(func() {
+			if err := a.runDropDir(ctx); err != nil && ctx.Err() == nil {
+				errC <- fmt.Errorf("drop dir: %w", err)
+			}
+		})
+	}
+	if a.cfg.MQTT != nil {
+		wg.Go(func() {
+			if err := a.runMQTT(ctx, a.cfg.MQTT); err != nil && ctx.Err() == nil {
+				errC <- fmt.Errorf("mqtt: %w", err)
+			}
+		})
+	}
+	if a.cfg.DropDir != "" || a.cfg.MQTT != nil {
+		wg.Go(func() {
+			t := time.NewTicker(statusEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					a.writeStatus()
+				}
+			}
+		})
+	}
+	loopErrC := make(chan error, 1)
+	wg.Go(func() { loopErrC <- a.loop(ctx) })
+	select {
+	case err := <-loopErrC:
+		return err
+	case err := <-errC:
+		return err
+	}
 }

@@ -30,6 +30,16 @@ type Status struct {
 	Reconnects     int    `json:"reconnects"`
 	LastRoundError string `json:"last_round_error,omitempty"`
 	BytesSent      int64  `json:"bytes_sent"`
+	// Devices counts MQTT telemetry, when the agent subscribes to it.
+	Devices *DeviceStatus `json:"devices,omitempty"`
+}
+
+// DeviceStatus counts device readings.
+type DeviceStatus struct {
+	Received int64             `json:"received"`
+	Stored   int64             `json:"stored"`
+	Rejected map[string]uint64 `json:"rejected"`
+	Queue    int               `json:"queue"`
 }
 
 // status snapshots the counters.
@@ -44,6 +54,10 @@ func (a *Agent) status() Status {
 	}
 	if a.guard != nil {
 		st.BytesSent = a.guard.BytesSent()
+	}
+	if a.mqtt != nil {
+		ds := a.mqtt.Stats()
+		st.Devices = &DeviceStatus{Received: int64(ds.Received), Stored: int64(ds.Stored), Rejected: maps.Clone(ds.Rejected), Queue: ds.QueueDepth}
 	}
 	return st
 }

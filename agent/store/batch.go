@@ -7,10 +7,13 @@ import (
 // DefaultBatchSize is the batch size NewBatch uses for a size <= 0.
 const DefaultBatchSize = 1000
 
-// Batch is a fhir.Sink that buffers sealed records and writes them in one
+// Batch is a fhir.Sink that buffers records and writes them in one
 // transaction (one fsync) per size records, for bulk ingest. Records are
-// sealed when they arrive; nothing is durable until Flush returns. A Batch
-// is not safe for concurrent use.
+// checked and encoded when they arrive, and sealed when they are written
+// (under the data key current then); nothing is durable until Flush
+// returns. Like single writes, a buffered record whose id is stored with
+// the same or a newer version is skipped (see Store.Stats). A Batch is not
+// safe for concurrent use.
 type Batch struct {
 	s       *Store
 	size    int

@@ -2,6 +2,8 @@ package store
 
 import (
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 )
 
 // Key file errors.
@@ -97,4 +100,79 @@ func createKey(path string, n int) (key []byte, err error) {
 		d.Close()
 	}
 	return key, nil
+}
+
+// Master key errors.
+var (
+	// ErrMasterKeyEnv: the master key environment variable is set but does
+	// not hold base64 or hex of exactly MasterKeySize bytes.
+	ErrMasterKeyEnv = errors.New("master key environment variable must hold base64 or hex of exactly 32 bytes")
+	// ErrNoMasterKey: neither a master key file nor an environment
+	// variable was named.
+	ErrNoMasterKey = errors.New("no master key file or environment variable given")
+)
+
+// LoadMasterKey returns the store's master key, from the environment
+// variable envVar when it is set, else from the key file at file.
+//
+// The environment wins when both are given and the variable is set (even
+// to an empty value, which is an error rather than a silent fallback to
+// the file). It must hold exactly MasterKeySize bytes encoded as hex (64
+// digits) or base64 (standard or URL alphabet, padded or not); surrounding
+// white space is ignored. The file is read, or created, as by
+// LoadOrCreateKey. Errors name the variable or the file, never the key.
+//
+// A variable is visible to every process the agent starts and, on most
+// systems, to the same user through /proc; feed it from a secret manager
+// or a systemd credential rather than a unit file.
+func LoadMasterKey(file, envVar string) ([]byte, error) {
+	if envVar != "" {
+		if v, ok := os.LookupEnv(envVar); ok {
+			key, err := decodeKey(v, MasterKeySize)
+			if err != nil {
+				return nil, fmt.Errorf("%w: $%s %w", ErrMasterKeyEnv, envVar, err)
+			}
+			return key, nil
+		}
+		if file == "" {
+			return nil, fmt.Errorf("%w: $%s is not set", ErrNoMasterKey, envVar)
+		}
+	}
+	if file == "" {
+		return nil, ErrNoMasterKey
+	}
+	key, err := LoadOrCreateKey(file, MasterKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("master key file %s: %w", file, err)
+	}
+	return key, nil
+}
+
+// errKeyEncoding describes a key that does not decode, without its value.
+type errKeyEncoding string
+
+func (e errKeyEncoding) Error() string { return string(e) }
+
+// decodeKey decodes an n-byte key written as hex or base64.
+func decodeKey(s string, n int) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errKeyEncoding("is empty")
+	}
+	if len(s) == 2*n {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		b, err := enc.DecodeString(s)
+		if err != nil {
+			continue
+		}
+		if len(b) != n {
+			return nil, errKeyEncoding(fmt.Sprintf("decodes to %d bytes, want %d", len(b), n))
+		}
+		return b, nil
+	}
+	return nil, errKeyEncoding(fmt.Sprintf("is neither %d hex digits nor base64 (%d characters)", 2*n, len(s)))
 }

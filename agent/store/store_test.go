@@ -172,8 +172,13 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	checkContents(t, s)
+	if _, err := Open(Config{Path: path, MasterKey: m, PseudonymKey: p}); !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open of an open store: err = %v, want ErrLocked", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	wrongMaster, wrongPseudo := testKeys(9)
 	tests := []struct {

@@ -22,6 +22,6 @@
 //
 // The same Site and Truth always produce byte-identical files on the same
 // platform: randomness comes from math/rand/v2 PCG streams seeded from
-// Site.Seed, times are fixed relative to 2026-01-01T00:00Z, and nothing depends on map
+// Site.Seed, times are fixed relative to 2025-01-01T00:00Z, and nothing depends on map
 // iteration order.
 package synth

@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// baseTime is the start of the year, 2026, in which all generated encounters
+// baseTime is the start of the year, 2025, in which all generated encounters
 // take place.
-func baseTime() time.Time { return time.Date(2026, time.January, 1, 0, 0, 0, 0, time.UTC) }
+func baseTime() time.Time { return time.Date(2025, time.January, 1, 0, 0, 0, 0, time.UTC) }
 
 // Record is one generated patient.
 type Record struct {
