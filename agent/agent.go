@@ -61,8 +61,13 @@ type Config struct {
 	// MQTT, if set, subscribes to bedside-device telemetry.
 	MQTT *MQTTConfig `json:"mqtt,omitempty"`
 	// MasterKeyFile holds the 32-byte key that wraps the store's data key;
-	// default DataDir/master.key.
+	// default DataDir/master.key. Keep it (or a backup of it) off the
+	// gateway's data disk: without it the store cannot be read.
 	MasterKeyFile string `json:"master_key_file,omitempty"`
+	// MasterKeyEnv names an environment variable holding the master key
+	// (64 hex digits or base64 of 32 bytes); when it is set it wins over
+	// MasterKeyFile.
+	MasterKeyEnv string `json:"master_key_env,omitempty"`
 	// PseudonymKeyFile holds the site secret for patient pseudonyms;
 	// default DataDir/pseudonym.key.
 	PseudonymKeyFile string `json:"pseudonym_key_file,omitempty"`
@@ -233,13 +238,17 @@ func (a *Agent) Open() error {
 	// A fresh key cannot read an existing store: never create one then.
 	storePath := filepath.Join(a.cfg.DataDir, "store.db")
 	if _, err := os.Stat(storePath); err == nil {
-		for _, k := range []string{mk, pk} {
+		keys := []string{pk}
+		if a.cfg.MasterKeyEnv == "" || os.Getenv(a.cfg.MasterKeyEnv) == "" {
+			keys = append(keys, mk)
+		}
+		for _, k := range keys {
 			if _, err := os.Stat(k); errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("the store %s exists but its key file %s is missing: restore the key from your backup (a new key cannot read the store)", storePath, k)
 			}
 		}
 	}
-	master, err := store.LoadOrCreateKey(mk, 32)
+	master, err := store.LoadMasterKey(mk, a.cfg.MasterKeyEnv)
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
 	}

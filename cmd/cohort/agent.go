@@ -20,6 +20,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		switch args[0] {
 		case "status":
 			return runAgentStatus(args[1:], stdout, stderr)
+		case "store":
+			return runAgentStore(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("cohort agent", flag.ContinueOnError)
@@ -38,6 +40,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: cohort agent [--config FILE] [flags]
        cohort agent status --data-dir DIR    (what the agent last reported)
+       cohort agent store <backup|restore|verify|rotate-master-key|rotate-data-key|retention> ...
 
 Runs the site agent on a hospital gateway. It ingests the hospital's FHIR R4
 data into an encrypted local store (AES-256-GCM; patient ids replaced by
