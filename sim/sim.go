@@ -261,8 +261,14 @@ func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-c
 		if ok {
 			if j.Norm != nil && !statsSeen {
 				statsSeen = true
+				var closed time.Time
+				for _, r := range j.Rounds {
+					if r.Kind == coordinator.KindStats && r.State == coordinator.RoundCommitted {
+						closed = r.Closed
+					}
+				}
 				fmt.Fprintf(w.out, "statistics  sites %d  cohort %d  (federated normalization)  elapsed %5.1fs\n",
-					len(j.Norm.Sites), j.Norm.Cohort, time.Since(w.start).Seconds())
+					len(j.Norm.Sites), j.Norm.Cohort, closed.Sub(w.start).Seconds())
 			}
 			for _, r := range j.Rounds {
 				if r.State != coordinator.RoundCommitted || r.Kind == coordinator.KindStats || r.Number <= seen {
@@ -280,8 +286,10 @@ func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-c
 				if err != nil {
 					return last, err
 				}
+				// The round's commit time (the leader's clock, in the log),
+				// not when this watcher got to it.
 				line := RoundLine{Round: r.Number, Sites: len(r.Contributors), AUROC: m.AUROC, Accuracy: m.Accuracy,
-					Elapsed: time.Since(w.start).Seconds()}
+					Elapsed: r.Closed.Sub(w.start).Seconds()}
 				w.rep.Rounds = append(w.rep.Rounds, line)
 				w.rep.RoundsCompleted = int(r.Number)
 				fmt.Fprintf(w.out, "round %2d/%d  sites %d  auroc %.4f  accuracy %.4f  elapsed %5.1fs\n",
