@@ -153,6 +153,9 @@ type Agent struct {
 	storeGen uint64
 	cache    *datasetCache
 	mqtt     *device.Subscriber
+	// masterKey is kept for stores that derive their own keys from it
+	// (the MQTT in-flight store).
+	masterKey []byte
 
 	closeOnce sync.Once
 }
@@ -270,7 +273,7 @@ func (a *Agent) Open() error {
 		g.Close()
 		return fmt.Errorf("outbox: %w", err)
 	}
-	a.st, a.guard = st, g
+	a.st, a.guard, a.masterKey = st, g, master
 	return nil
 }
 

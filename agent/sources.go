@@ -144,6 +144,15 @@ func (a *Agent) runMQTT(ctx context.Context, mc *MQTTConfig) error {
 		cfg.QueueSize = mc.QueueSize
 	}
 	cfg.QuarantineDir = filepath.Join(a.quarantineDir(), "mqtt")
+	// The persistent session's in-flight messages live in an encrypted
+	// file store (device.SealedStore, key derived from the master key).
+	cfg.StoreDir = filepath.Join(a.cfg.DataDir, "mqtt")
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return fmt.Errorf("mqtt store dir: %w", err)
+	}
+	a.mu.Lock()
+	cfg.StoreKey = a.masterKey
+	a.mu.Unlock()
 	cfg.Logger = a.log.With("component", "mqtt")
 	cfg.Now = a.now
 	sub, err := device.New(cfg, reg, storeSink{Batch: a.st.NewBatch(0), a: a})

@@ -2,11 +2,14 @@ package device
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/tidwall/buntdb"
 
 	"github.com/cohort-fl/cohort/agent/device/mosquittotest"
 )
@@ -58,18 +61,32 @@ func runPubSubBench(b *testing.B, pub mqtt.Client, count func() int) {
 // BenchmarkMosquittoEndToEnd: readings/s from a QoS 1 publisher through
 // Mosquitto (default in-flight window of 20) into the Subscriber: decode,
 // queue, sink (in memory, or the real encrypted store with batched
-// fsyncs), then the manual ack; with paho's file store (Config.StoreDir
-// set) and its in-memory store. Compare with BenchmarkMosquittoPubSub.
+// fsyncs), then the manual ack; with paho's in-flight state in the
+// SealedStore (Config.StoreDir and StoreKey, the file synced every
+// second), in the SealedStore synced on every Put and Del
+// (sealed-fsync, for comparison), in paho's plaintext FileStore (what
+// StoreDir used to select; for comparison only) and in paho's in-memory
+// store. Compare with BenchmarkMosquittoPubSub.
 func BenchmarkMosquittoEndToEnd(b *testing.B) {
+	type pahoStore int
+	const (
+		sealed pahoStore = iota
+		sealedFsync
+		plainFile
+		memory
+	)
 	for _, bc := range []struct {
-		name       string
-		realStore  bool // the encrypted store, else an in-memory sink
-		pahoMemory bool // paho's in-memory store, else its file store
+		name      string
+		realStore bool // the encrypted store, else an in-memory sink
+		paho      pahoStore
 	}{
-		{"sink=memory/paho=file", false, false},
-		{"sink=store/paho=file", true, false},
-		{"sink=memory/paho=memory", false, true},
-		{"sink=store/paho=memory", true, true},
+		{"sink=memory/paho=file", false, plainFile},
+		{"sink=store/paho=file", true, plainFile},
+		{"sink=memory/paho=sealed", false, sealed},
+		{"sink=store/paho=sealed", true, sealed},
+		{"sink=store/paho=sealed-fsync", true, sealedFsync},
+		{"sink=memory/paho=memory", false, memory},
+		{"sink=store/paho=memory", true, memory},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			broker := mosquittotest.Start(b, mosquittotest.Options{})
@@ -78,10 +95,26 @@ func BenchmarkMosquittoEndToEnd(b *testing.B) {
 				sink = newCountingSink(openTestStore(b).NewBatch(1000))
 			}
 			cfg := testConfig(b, broker.URL(), "agent-bench")
-			if bc.pahoMemory {
-				cfg.StoreDir = ""
+			var prepare func(*Subscriber)
+			switch bc.paho {
+			case memory:
+				cfg.StoreDir, cfg.StoreKey = "", nil
+			case plainFile:
+				prepare = func(s *Subscriber) {
+					s.pahoStore = func() mqtt.Store { return mqtt.NewFileStore(cfg.StoreDir) }
+				}
+			case sealedFsync:
+				if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+					b.Fatal(err)
+				}
+				ss, err := newSealedStore(filepath.Join(cfg.StoreDir, StoreFile), cfg.StoreKey, nil, buntdb.Always)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(ss.Close)
+				prepare = func(s *Subscriber) { s.pahoStore = func() mqtt.Store { return ss } }
 			}
-			runSubscriber(b, cfg, nil, sink)
+			runSubscriberWith(b, cfg, nil, sink, prepare)
 			pub := benchPublisher(b, broker.URL())
 			runPubSubBench(b, pub, func() int { d, _ := sink.counts(); return d })
 		})

@@ -301,6 +301,9 @@ func TestSubscriberLifecycle(t *testing.T) {
 		{"zero quarantine cap", func(c *Config) { c.MaxQuarantineFiles = 0 }},
 		{"password without user", func(c *Config) { c.Password = "x" }},
 		{"short keepalive", func(c *Config) { c.KeepAlive = time.Millisecond }},
+		{"store dir without key", func(c *Config) { c.StoreKey = nil }},
+		{"short store key", func(c *Config) { c.StoreKey = c.StoreKey[:16] }},
+		{"store key without dir", func(c *Config) { c.StoreDir = "" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,15 @@ var (
 	// of files.
 	ErrQuarantineFull = errors.New("quarantine full")
 
+	// In-flight store.
+
+	// ErrBadStoreKey: a SealedStore key (Config.StoreKey) is not
+	// StoreKeySize bytes.
+	ErrBadStoreKey = errors.New("mqtt store key must be 32 bytes")
+	// ErrCorruptEntry: a SealedStore entry does not decrypt or does not
+	// hold one MQTT packet; Get logs it, deletes it and returns nil.
+	ErrCorruptEntry = errors.New("mqtt store entry corrupt")
+
 	// Subscriber.
 
 	// ErrInvalidConfig: a Config field is missing or out of range.

@@ -125,6 +125,7 @@ func testConfig(t testing.TB, broker, clientID string) Config {
 	cfg.Site = "site-a"
 	dir := t.TempDir()
 	cfg.StoreDir = filepath.Join(dir, "mqtt")
+	cfg.StoreKey = testStoreKey(7)
 	cfg.QuarantineDir = filepath.Join(dir, "quarantine")
 	cfg.ConnectTimeout = 5 * time.Second
 	cfg.ConnectRetryInterval = 50 * time.Millisecond
@@ -134,14 +135,33 @@ func testConfig(t testing.TB, broker, clientID string) Config {
 	return cfg
 }
 
+// testStoreKey returns a StoreKeySize-byte key made from b.
+func testStoreKey(b byte) []byte {
+	k := make([]byte, StoreKeySize)
+	for i := range k {
+		k[i] = b ^ byte(i*31)
+	}
+	return k
+}
+
 // runSubscriber starts Run in a goroutine, waits until it has subscribed,
 // and closes it when the test ends. The returned stop closes it now and
 // checks Run's result.
 func runSubscriber(t testing.TB, cfg Config, reg *Registry, sink ObservationSink) (*Subscriber, func()) {
 	t.Helper()
+	return runSubscriberWith(t, cfg, reg, sink, nil)
+}
+
+// runSubscriberWith is runSubscriber with a function that prepares the
+// Subscriber before Run (nil: none).
+func runSubscriberWith(t testing.TB, cfg Config, reg *Registry, sink ObservationSink, prepare func(*Subscriber)) (*Subscriber, func()) {
+	t.Helper()
 	s, err := New(cfg, reg, sink)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	errC := make(chan error, 1)
 	go func() { errC <- s.Run(context.Background()) }()

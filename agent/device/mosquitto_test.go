@@ -1,8 +1,11 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -32,12 +35,30 @@ func openTestStore(t testing.TB) *store.Store {
 
 // TestMosquittoRestartMidStream streams readings through a real Mosquitto
 // into a real store and restarts the broker in the middle of the stream:
-// every reading is stored exactly once and none is lost.
+// every reading is stored exactly once and none is lost, with paho's
+// in-flight state in the SealedStore (Config.StoreDir and StoreKey) and in
+// memory. Afterwards no file in the subscriber's directories holds a
+// patient id in plaintext.
 func TestMosquittoRestartMidStream(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		sealed bool
+	}{
+		{"paho=sealed", true},
+		{"paho=memory", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testMosquittoRestartMidStream(t, tt.sealed) })
+	}
+}
+
+func testMosquittoRestartMidStream(t *testing.T, sealed bool) {
 	const (
 		n      = 2000
 		ahead  = 200 // the publisher runs at most this far ahead of the store
 		budget = 60 * time.Second
+		// canary is in every patient id: it must not appear in any file
+		// the subscriber writes.
+		canary = "canary-5e0b1d"
 	)
 	broker := mosquittotest.Start(t, mosquittotest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
@@ -46,12 +67,15 @@ func TestMosquittoRestartMidStream(t *testing.T) {
 	st := openTestStore(t)
 	sink := newCountingSink(st.NewBatch(256))
 	cfg := testConfig(t, broker.URL(), "agent-site-a")
+	if !sealed {
+		cfg.StoreDir, cfg.StoreKey = "", nil
+	}
 	s, stop := runSubscriber(t, cfg, nil, sink)
 
 	pub := newPublisher(t, broker.URL(), "gateway-1")
 	msgs := make([]message, n)
 	for i := range msgs {
-		r := testReading(fmt.Sprintf("mon-%d", i%8), fmt.Sprintf("p-%d", i%8), i)
+		r := testReading(fmt.Sprintf("mon-%d", i%8), fmt.Sprintf("%s-%d", canary, i%8), i)
 		msgs[i] = message{Topic("site-a", r.DeviceID), testPayload(r)}
 	}
 
@@ -118,6 +142,49 @@ func TestMosquittoRestartMidStream(t *testing.T) {
 	if before >= n {
 		t.Errorf("the restart came after the stream ended")
 	}
+
+	if !sealed {
+		return
+	}
+	// Every received message went through the sealed store: its file
+	// holds a sealed entry ("set" command) per message received (buntdb
+	// appends, and rewrites the file only past 1 MiB, more than this
+	// test writes), and no patient id.
+	files := scanForPlaintext(t, filepath.Dir(cfg.StoreDir), canary)
+	raw, err := os.ReadFile(filepath.Join(cfg.StoreDir, StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := bytes.Count(raw, []byte("$3\r\nset\r\n"))
+	t.Logf("scanned %d files; the sealed store file is %d bytes with %d entries written", files, len(raw), sets)
+	if sets < n {
+		t.Errorf("the sealed store file has %d entries written, want at least %d (one per message)", sets, n)
+	}
+}
+
+// scanForPlaintext fails the test if any file under dir holds needle, and
+// returns the number of files scanned.
+func scanForPlaintext(t *testing.T, dir, needle string) int {
+	t.Helper()
+	files := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(raw, []byte(needle)) {
+			t.Errorf("%s holds a patient id in plaintext", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 func waitTick(ctx context.Context) {

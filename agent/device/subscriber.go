@@ -8,6 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,18 +50,26 @@ type Config struct {
 	ClientID string
 	// Site is this site's id, the second level of the device topics.
 	Site string
-	// StoreDir is paho's file store: messages received and not yet acked
-	// (plaintext payloads, so PHI) and the agent's own in-flight packets.
-	// It must be inside the agent's data directory; it is created with
-	// mode 0700 and refused if group or others can access it.
+	// StoreDir holds paho's in-flight store on disk: one SealedStore file,
+	// StoreFile, with the messages received and not yet acked and the
+	// agent's own in-flight packets, each encrypted under StoreKey
+	// (payloads are PHI; nothing is written in plaintext). It must be
+	// inside the agent's data directory; it is created with mode 0700 and
+	// refused if group or others can access it. Files left in it by
+	// paho's plaintext FileStore (earlier versions) are deleted by Run.
 	//
 	// Empty means paho's in-memory store. For this QoS 1 subscriber that
 	// loses nothing: paho discards stored inbound QoS 1 messages when it
 	// resumes a session, redelivery comes from the broker's session, and
-	// the subscription is renewed on every connection. The file store
-	// costs a file create, rename and delete per message on paho's
-	// receive path (see BenchmarkMosquittoEndToEnd).
+	// the subscription is renewed on every connection.
 	StoreDir string
+	// StoreKey (StoreKeySize bytes) encrypts the store in StoreDir, and is
+	// required with it: paho's plaintext file store is never used. It may
+	// be a key of its own or the agent's master key (see NewSealedStore).
+	// It must stay the same across restarts only to read back the
+	// previous run's entries, which the broker redelivers anyway: with
+	// another key they are dropped as corrupt.
+	StoreKey []byte
 	// QuarantineDir receives rejected payloads, one file each (plaintext,
 	// so possibly PHI; mode 0600). It must be inside the agent's data
 	// directory; created with mode 0700 and refused if group or others can
@@ -104,7 +117,7 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with every default set; Broker, ClientID,
-// Site, StoreDir and QuarantineDir remain to be filled in.
+// Site, StoreDir, StoreKey and QuarantineDir remain to be filled in.
 func DefaultConfig() Config {
 	return Config{
 		MaxQuarantineFiles:   10000,
@@ -133,6 +146,12 @@ func (c Config) Validate() error {
 		return bad("client id must be 1 to %d characters from [A-Za-z0-9._:-]", MaxIDLen)
 	case !validName(c.Site):
 		return bad("site must be 1 to %d characters from [A-Za-z0-9._:-]", MaxIDLen)
+	case c.StoreDir != "" && len(c.StoreKey) == 0:
+		return bad("store dir needs a store key: in-flight messages are PHI and are only written encrypted")
+	case c.StoreDir != "" && len(c.StoreKey) != StoreKeySize:
+		return bad("store key is %d bytes, want %d", len(c.StoreKey), StoreKeySize)
+	case c.StoreDir == "" && len(c.StoreKey) != 0:
+		return bad("store key without a store dir")
 	case c.QuarantineDir != "" && c.MaxQuarantineFiles <= 0:
 		return bad("max quarantine files must be positive")
 	case c.QueueSize <= 0:
@@ -153,6 +172,45 @@ func (c Config) Validate() error {
 		return bad("password without username")
 	}
 	return nil
+}
+
+// isPlaintextStoreFile reports whether name is a file of paho's FileStore:
+// "i.<id>" or "o.<id>" (a 16-bit message id) with .msg, .tmp or .CORRUPT.
+func isPlaintextStoreFile(name string) bool {
+	stem, ok := "", false
+	for _, ext := range []string{".msg", ".tmp", ".CORRUPT"} {
+		if stem, ok = strings.CutSuffix(name, ext); ok {
+			break
+		}
+	}
+	if !ok || (!strings.HasPrefix(stem, "i.") && !strings.HasPrefix(stem, "o.")) {
+		return false
+	}
+	_, err := strconv.ParseUint(stem[2:], 10, 16)
+	return err == nil
+}
+
+// removePlaintextStore deletes the files paho's FileStore left in dir
+// (earlier versions used it; they hold payloads in plaintext) and returns
+// how many it deleted. Their messages are not lost: paho discards stored
+// inbound messages when it resumes a session, and the broker redelivers
+// every unacked one.
+func removePlaintextStore(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !isPlaintextStoreFile(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 func validBrokerURL(s string) error {
@@ -242,6 +300,9 @@ type Subscriber struct {
 
 	closeOnce sync.Once
 	quar      *quarantine // nil when QuarantineDir is empty; set in Run
+	// pahoStore, when set (tests only), replaces the store Run would
+	// choose from the config.
+	pahoStore func() mqtt.Store
 
 	received, stored, quarantined, quarErrs, writeErrs atomic.Uint64
 	connects, subscribes                               atomic.Uint64
@@ -265,6 +326,7 @@ func New(cfg Config, reg *Registry, sink ObservationSink) (*Subscriber, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.StoreKey = slices.Clone(cfg.StoreKey)
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -285,10 +347,10 @@ func New(cfg Config, reg *Registry, sink ObservationSink) (*Subscriber, error) {
 	}, nil
 }
 
-// Run prepares StoreDir and QuarantineDir, connects to the broker
-// (retrying until it succeeds), subscribes on every connection, and writes
-// readings to the sink until ctx ends or Close is called. It returns nil
-// after a clean stop. Run may be called once.
+// Run prepares StoreDir (opening the SealedStore in it) and QuarantineDir,
+// connects to the broker (retrying until it succeeds), subscribes on every
+// connection, and writes readings to the sink until ctx ends or Close is
+// called. It returns nil after a clean stop. Run may be called once.
 func (s *Subscriber) Run(ctx context.Context) error {
 	s.mu.Lock()
 	switch {
@@ -303,10 +365,29 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	defer close(s.doneC)
 
-	if s.cfg.StoreDir != "" {
+	var pstore mqtt.Store
+	switch {
+	case s.pahoStore != nil:
+		pstore = s.pahoStore()
+	case s.cfg.StoreDir != "":
 		if err := securePrivateDir(s.cfg.StoreDir); err != nil {
 			return fmt.Errorf("store dir: %w", err)
 		}
+		if n, err := removePlaintextStore(s.cfg.StoreDir); err != nil {
+			return fmt.Errorf("store dir: %w", err)
+		} else if n > 0 {
+			s.log.Warn("deleted the plaintext paho file store left in the store dir", "files", n)
+		}
+		ss, err := NewSealedStore(filepath.Join(s.cfg.StoreDir, StoreFile), s.cfg.StoreKey, s.log)
+		if err != nil {
+			return fmt.Errorf("store dir: %w", err)
+		}
+		// paho closes it on Disconnect, unless it never connected; late
+		// calls from paho's goroutines find it closed and do nothing.
+		defer ss.Close()
+		pstore = ss
+	default:
+		pstore = mqtt.NewMemoryStore()
 	}
 	if s.cfg.QuarantineDir != "" {
 		q, err := openQuarantine(s.cfg.QuarantineDir, s.cfg.MaxQuarantineFiles, s.cfg.MaxPayload)
@@ -316,7 +397,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.quar = q
 	}
 
-	client := mqtt.NewClient(s.clientOptions())
+	client := mqtt.NewClient(s.clientOptions(pstore))
 	var writer sync.WaitGroup
 	writer.Add(1)
 	go func() {
@@ -404,7 +485,7 @@ func sum(m map[string]uint64) uint64 {
 	return n
 }
 
-func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
+func (s *Subscriber) clientOptions(store mqtt.Store) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions().
 		AddBroker(s.cfg.Broker).
 		SetClientID(s.cfg.ClientID).
@@ -423,11 +504,7 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 		// messages before OnConnect has subscribed again (and so before
 		// paho has a route for them): the default handler takes those.
 		SetDefaultPublishHandler(s.handle)
-	if s.cfg.StoreDir != "" {
-		o.SetStore(mqtt.NewFileStore(s.cfg.StoreDir))
-	} else {
-		o.SetStore(mqtt.NewMemoryStore())
-	}
+	o.SetStore(store)
 	if s.cfg.Username != "" {
 		o.SetUsername(s.cfg.Username).SetPassword(s.cfg.Password)
 	}
