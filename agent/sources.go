@@ -102,10 +102,19 @@ type changeSink struct {
 	a *Agent
 }
 
-func (s *changeSink) Observation(o fhir.Observation) error { defer s.a.dataChanged(); return s.Sink.Observation(o) }
-func (s *changeSink) Patient(p fhir.Patient) error         { defer s.a.dataChanged(); return s.Sink.Patient(p) }
-func (s *changeSink) Condition(c fhir.Condition) error     { defer s.a.dataChanged(); return s.Sink.Condition(c) }
-func (s *changeSink) Encounter(e fhir.Encounter) error     { defer s.a.dataChanged(); return s.Sink.Encounter(e) }
+func (s *changeSink) Observation(o fhir.Observation) error {
+	defer s.a.dataChanged()
+	return s.Sink.Observation(o)
+}
+func (s *changeSink) Patient(p fhir.Patient) error { defer s.a.dataChanged(); return s.Sink.Patient(p) }
+func (s *changeSink) Condition(c fhir.Condition) error {
+	defer s.a.dataChanged()
+	return s.Sink.Condition(c)
+}
+func (s *changeSink) Encounter(e fhir.Encounter) error {
+	defer s.a.dataChanged()
+	return s.Sink.Encounter(e)
+}
 
 // runMQTT subscribes to the site's device telemetry (starting the embedded
 // broker when no broker is configured) and stores every valid reading.

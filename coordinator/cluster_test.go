@@ -534,7 +534,9 @@ func TestStatisticsRoundCommitsFederatedNormalization(t *testing.T) {
 		t.Fatalf("first offer = %v, want a statistics task", o)
 	}
 	// Feature values: site a has 10 patients with value 1, site b 30 with value 3.
-	f := func(n uint64, v float64) *pb.FeatureStats { return &pb.FeatureStats{Count: n, Sum: float64(n) * v, SumSq: float64(n) * v * v} }
+	f := func(n uint64, v float64) *pb.FeatureStats {
+		return &pb.FeatureStats{Count: n, Sum: float64(n) * v, SumSq: float64(n) * v * v}
+	}
 	if e := protocol.AsError(stats(a, 5, f(5, 1), f(5, 1), f(5, 1))); e == nil {
 		t.Fatal("a cohort below min_records was accepted")
 	}

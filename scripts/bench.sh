@@ -12,6 +12,10 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(go version) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 ./aggregator/
   go test -run '^$' -bench 'RoundLatency' -benchtime 20x -count 1 ./sim/
+  go test -run '^$' -bench 'IngestNDJSON|DecodeJSONBaseline' -benchtime 3x -count 3 ./agent/fhir/
+  go test -run '^$' -bench 'IngestEncrypted' -benchtime 3x -count 3 ./agent/store/
+  go test -run '^$' -bench 'StoreMemory' -benchtime 1x -count 1 ./agent/store/
+  go test -run '^$' -bench 'MosquittoPubSub|MosquittoEndToEnd/sink=store/paho=(sealed|memory)$' -benchtime 5x -count 3 ./agent/device/
 } > "$out"
 fi
 
@@ -34,3 +38,44 @@ awk '
   /^BenchmarkRoundLatency\/sites=/ { split($1,a,"[=-]"); s=a[2]; ns[s]=$3; by[s]=$5 }
   END { for (s in ns) printf "%d | %.1f | %.2f | %.0f |\n", s, ns[s]/1e6, ns[s]/ns[1], by[s] }
 ' "$out" | sort -n | sed 's/^/| /'
+
+echo
+echo "## FHIR NDJSON ingest (Synthea Observation.ndjson, in memory; best of 3)"
+echo
+echo "| path | resources/s | ratio to plain JSON decoding |"
+echo "|---|---|---|"
+awk '
+  function best(name, v) { if (v > r[name]) r[name] = v }
+  /^BenchmarkDecodeJSONBaseline/ { for (i=1;i<=NF;i++) if ($(i+1)=="resources/s") best("decode", $i) }
+  /^BenchmarkIngestNDJSON/       { for (i=1;i<=NF;i++) if ($(i+1)=="resources/s") best("parse", $i) }
+  /^BenchmarkIngestEncrypted/    { for (i=1;i<=NF;i++) if ($(i+1)=="resources/s") best("store", $i) }
+  END {
+    printf "| plain JSON decoding of each line (json.Unmarshal into a map): the baseline | %.0f | 1.00 |\n", r["decode"], 1
+    printf "| FHIR parse, validate, normalize units (agent/fhir) | %.0f | %.2f |\n", r["parse"], r["parse"]/r["decode"]
+    printf "| the same, pseudonymized and sealed into the encrypted store (agent/store, fsync per 1,000) | %.0f | %.2f |\n", r["store"], r["store"]/r["decode"]
+  }' "$out"
+echo
+echo "## MQTT device telemetry, end to end (5,000 readings of ~117 bytes per run; best of 3)"
+echo
+echo "| path | readings/s | ratio to Mosquitto pub/sub |"
+echo "|---|---|---|"
+awk '
+  function best(name, v) { if (v > r[name]) r[name] = v }
+  /^BenchmarkMosquittoPubSub/ { for (i=1;i<=NF;i++) if ($(i+1)=="msgs/s") best("pubsub", $i) }
+  /^BenchmarkMosquittoEndToEnd\/sink=store\/paho=sealed-/ { for (i=1;i<=NF;i++) if ($(i+1)=="msgs/s") best("sealed", $i) }
+  /^BenchmarkMosquittoEndToEnd\/sink=store\/paho=memory-/ { for (i=1;i<=NF;i++) if ($(i+1)=="msgs/s") best("memory", $i) }
+  END {
+    printf "| Mosquitto publish to a plain paho subscriber that only counts: the baseline | %.0f | 1.00 |\n", r["pubsub"]
+    printf "| into the encrypted store, in-flight messages in the sealed file store (the agent default) | %.0f | %.2f |\n", r["sealed"], r["sealed"]/r["pubsub"]
+    printf "| into the encrypted store, in-flight messages in memory | %.0f | %.2f |\n", r["memory"], r["memory"]/r["pubsub"]
+  }' "$out"
+echo
+echo "## Encrypted store size (200,000 synthetic observations)"
+echo
+awk '
+  /^BenchmarkStoreMemory/ { for (i=1;i<=NF;i++) { if ($(i+1)=="heap-B/obs") h=$i; if ($(i+1)=="file-B/obs") f=$i } }
+  END {
+    printf "| per observation | per million observations |\n|---|---|\n"
+    printf "| heap %.0f B | heap %.0f MiB |\n", h, h*1e6/1048576
+    printf "| file %.0f B | file %.0f MiB |\n", f, f*1e6/1048576
+  }' "$out"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Cohort's test command (README, and .ci/run in CI). On a fresh Debian
-# machine it installs what the tests need, then runs every check:
-# formatting, vet, staticcheck, module verification, the full test suite
-# with the race detector, and a short run of every fuzz target.
+# machine it installs what the tests need (protoc, Mosquitto), then runs
+# every check: formatting, vet, staticcheck, module verification, the test
+# suite with the race detector (-short: the heavy real-data runs skip), the
+# whole suite without it (the real-data runs included), and a short run of
+# every fuzz target. Tests start their own Mosquitto brokers; no system
+# service is used.
 #
 # Needs: Go 1.26 and, for the real-data tests, ../shared/data (CI has it;
 # elsewhere those tests skip and say so).
@@ -17,12 +20,24 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 step() { printf '\n== %s\n' "$*"; }
 
 step "tools"
-if ! command -v protoc >/dev/null; then
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq protobuf-compiler >/dev/null
+  # Install without starting Debian's mosquitto service: tests run their own.
+  printf '#!/bin/sh\nexit 101\n' > /tmp/cohort-policy-rc.d && chmod +x /tmp/cohort-policy-rc.d
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    $sudo cp /tmp/cohort-policy-rc.d /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  $sudo rm -f /usr/sbin/policy-rc.d
+  trap - EXIT
 fi
 protoc --version
+/usr/sbin/mosquitto -h 2>/dev/null | head -1 || true
 if ! protoc-gen-go --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VERSION}"; then
   GOFLAGS= go install "google.golang.org/protobuf/cmd/protoc-gen-go@${PROTOC_GEN_GO_VERSION}"
 fi
@@ -51,14 +66,23 @@ staticcheck ./...
 step "go mod verify"
 go mod verify
 
-step "tests (race detector)"
-go test -race -count=1 ./...
+step "tests with the race detector (-short)"
+go test -race -short -count=1 ./...
+
+step "all tests, real-data runs included"
+go test -count=1 -timeout 20m ./...
 
 step "fuzz targets (${FUZZTIME} each)"
 fuzz() { go test -run '^$' -fuzz "^$1\$" -fuzztime "$FUZZTIME" "$2" 2>&1 | tail -1; }
 fuzz FuzzReadFrame ./protocol
 fuzz FuzzParseResource ./agent/fhir
 fuzz FuzzReadNDJSON ./agent/fhir
+fuzz FuzzParseManifest ./agent/fhir/bulk
+fuzz FuzzRetryAfter ./agent/fhir/bulk
+fuzz FuzzDecode ./agent/device
+fuzz FuzzSealedStoreGet ./agent/device
+fuzz FuzzParseStay ./agent/physionet
+fuzz FuzzReadOutcomes ./agent/physionet
 fuzz FuzzAddPacked ./aggregator
 
 echo

@@ -254,7 +254,7 @@ func (s Spec) Wire() (*pb.FeatureSpec, error) {
 		return nil, fmt.Errorf("%w: label.kind %q: use condition, deceased or observation", ErrInvalid, s.Label.Kind)
 	}
 	out.Label = &pb.Label{Kind: lk, ConditionSystem: s.Label.System, ConditionCode: s.Label.Code,
-		HorizonSeconds: uint64(time.Duration(s.Label.Horizon) / time.Second),
+		HorizonSeconds:  uint64(time.Duration(s.Label.Horizon) / time.Second),
 		ObservationCode: s.Label.ObservationCode, Threshold: s.Label.Threshold}
 	if err := Validate(out); err != nil {
 		return nil, err
