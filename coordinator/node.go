@@ -44,6 +44,8 @@ type Node struct {
 	boltStore *raftboltdb.BoltStore
 	snaps     raft.SnapshotStore
 	trans     *raft.NetworkTransport
+	udpConn   *net.UDPConn
+	quicTr    *quic.Transport
 	quicLn    *quic.Listener
 	statusLn  net.Listener
 	agentTLS  *tls.Config
@@ -135,7 +137,18 @@ func newNode(cfg Config) (n *Node, err error) {
 	n.trans = raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
 
 	n.agentTLS = n.agentServerTLS(pool, cert)
-	n.quicLn, err = quic.ListenAddr(cfg.AgentAddr, n.agentTLS, &quic.Config{
+	// The node owns its UDP socket and QUIC transport (rather than
+	// quic.ListenAddr's), so that Close can close every agent connection
+	// and wait for the transport's goroutines.
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.AgentAddr)
+	if err != nil {
+		return n, fmt.Errorf("agent address: %w", err)
+	}
+	if n.udpConn, err = net.ListenUDP("udp", udpAddr); err != nil {
+		return n, fmt.Errorf("agent listener: %w", err)
+	}
+	n.quicTr = &quic.Transport{Conn: n.udpConn}
+	n.quicLn, err = n.quicTr.Listen(n.agentTLS, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
 		MaxIdleTimeout:       30 * time.Second,
 		KeepAlivePeriod:      10 * time.Second,
@@ -275,7 +288,8 @@ func (n *Node) Run(ctx context.Context) error {
 	case runErr = <-errC:
 	}
 	cancel()
-	n.quicLn.Close() // closes every agent connection too
+	n.quicLn.Close()
+	n.quicTr.Close() // closes every agent connection and waits for its reader
 	wg.Wait()
 	n.connWG.Wait()
 	if err := r.Shutdown().Error(); err != nil && runErr == nil {
@@ -291,6 +305,12 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.quicLn != nil {
 			n.quicLn.Close()
+		}
+		if n.quicTr != nil {
+			n.quicTr.Close()
+		}
+		if n.udpConn != nil {
+			n.udpConn.Close()
 		}
 		if n.statusLn != nil {
 			n.statusLn.Close()
