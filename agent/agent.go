@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/device"
 	"github.com/cohort-fl/cohort/agent/egress"
 	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/ingest"
 	"github.com/cohort-fl/cohort/agent/store"
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
@@ -60,6 +62,10 @@ type Config struct {
 	DropDir string `json:"drop_dir,omitempty"`
 	// MQTT, if set, subscribes to bedside-device telemetry.
 	MQTT *MQTTConfig `json:"mqtt,omitempty"`
+	// MetricsAddr, if set, serves Prometheus metrics (/metrics) and
+	// /healthz over HTTP; keep it on loopback or the hospital's
+	// monitoring network. The metrics hold counts and reason codes only.
+	MetricsAddr string `json:"metrics_addr,omitempty"`
 	// MasterKeyFile holds the 32-byte key that wraps the store's data key;
 	// default DataDir/master.key. Keep it (or a backup of it) off the
 	// gateway's data disk: without it the store cannot be read.
@@ -153,6 +159,7 @@ type Agent struct {
 	storeGen uint64
 	cache    *datasetCache
 	mqtt     *device.Subscriber
+	drop     *ingest.Watcher
 	// masterKey is kept for stores that derive their own keys from it
 	// (the MQTT in-flight store).
 	masterKey []byte
@@ -345,7 +352,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	errC := make(chan error, 2)
+	errC := make(chan error, 3)
 	if a.cfg.Bulk != nil {
 		wg.Go(func() { a.runBulk(ctx, a.cfg.Bulk) })
 	}
@@ -374,6 +381,17 @@ func (a *Agent) Run(ctx context.Context) error {
 				case <-t.C:
 					a.writeStatus()
 				}
+			}
+		})
+	}
+	if a.cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		wg.Go(func() {
+			if err := a.serveMetrics(ctx, ln); err != nil {
+				a.log.Warn("metrics server", "err", err)
 			}
 		})
 	}

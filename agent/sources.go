@@ -92,6 +92,9 @@ func (a *Agent) runDropDir(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.drop = w
+	a.mu.Unlock()
 	defer w.Close()
 	return w.Run(ctx)
 }

@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,5 +140,54 @@ func TestAgentLiveSources(t *testing.T) {
 	}
 	if n := count(filepath.Join(cfg.DropDir, "quarantine", "records")); n != 1 {
 		t.Errorf("drop-dir quarantine holds %d records, want the implausible heart rate", n)
+	}
+}
+
+// The metrics endpoint exposes the same counts as the status, by reason.
+func TestAgentMetrics(t *testing.T) {
+	addr := freeLoopback(t)
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Coordinators = []string{"127.0.0.1:1"}
+	cfg.TLS = siteFiles(t, "st-mary")
+	cfg.MetricsAddr = addr
+	cfg.FHIRDir = t.TempDir()
+	bad := `{"resourceType":"Patient","id":"p1"}
+{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2025-06-01T10:00:00Z","valueQuantity":{"value":72,"unit":"furlongs"}}
+not json
+`
+	if err := os.WriteFile(filepath.Join(cfg.FHIRDir, "x.ndjson"), []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { a.Run(ctx) })
+	defer func() { cancel(); wg.Wait(); a.Close() }()
+	var body string
+	eventually(t, "the metrics endpoint", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, `cohort_agent_resources_rejected_total{reason="malformed-json"} 1`)
+	})
+	for _, want := range []string{
+		`cohort_agent_resources_ingested_total{type="Patient"} 1`,
+		`cohort_agent_resources_rejected_total{reason="unknown-unit"} 1`,
+		"# TYPE cohort_agent_bytes_sent_total counter",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "p1") {
+		t.Error("a patient id reached the metrics")
 	}
 }

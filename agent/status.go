@@ -42,21 +42,38 @@ type DeviceStatus struct {
 	Queue    int               `json:"queue"`
 }
 
-// status snapshots the counters.
+// status snapshots the counters. The agent's lock is released before the
+// sources' own Stats are read: their writers take the agent's lock (to mark
+// the store changed) while holding theirs.
 func (a *Agent) status() Status {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	st := Status{Site: a.site, Updated: a.now().UTC(), RoundsTrained: a.stats.RoundsTrained,
 		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent, Reconnects: a.stats.Reconnects,
 		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{}}
+	merge := func(dst, src map[string]int) {
+		for k, v := range src {
+			dst[k] += v
+		}
+	}
 	if in := a.stats.Ingest; in != nil {
-		st.Ingested, st.Skipped, st.Rejected = maps.Clone(in.Resources), maps.Clone(in.Skipped), maps.Clone(in.Rejected)
+		merge(st.Ingested, in.Resources)
+		merge(st.Skipped, in.Skipped)
+		merge(st.Rejected, in.Rejected)
 	}
-	if a.guard != nil {
-		st.BytesSent = a.guard.BytesSent()
+	guard, sub, drop := a.guard, a.mqtt, a.drop
+	a.mu.Unlock()
+
+	if guard != nil {
+		st.BytesSent = guard.BytesSent()
 	}
-	if a.mqtt != nil {
-		ds := a.mqtt.Stats()
+	if drop != nil {
+		r := drop.Stats().Read
+		merge(st.Ingested, r.Resources)
+		merge(st.Skipped, r.Skipped)
+		merge(st.Rejected, r.Rejected)
+	}
+	if sub != nil {
+		ds := sub.Stats()
 		st.Devices = &DeviceStatus{Received: int64(ds.Received), Stored: int64(ds.Stored), Rejected: maps.Clone(ds.Rejected), Queue: ds.QueueDepth}
 	}
 	return st
