@@ -47,6 +47,10 @@ type federation struct {
 	ctx   context.Context
 	issue func(role, id string, hosts ...string) (pki.Files, error)
 	nodes []*coordinator.Node
+	// nodeStop[i] stops node i alone (killNode); nodeDone[i] is closed
+	// when its Run has returned.
+	nodeStop []context.CancelFunc
+	nodeDone []chan struct{}
 	// errC receives the failures of components.
 	errC chan error
 
@@ -121,8 +125,13 @@ func startFederation(ctx context.Context, cfg federationConfig) (f *federation, 
 		}
 	}
 	for _, n := range f.nodes {
+		nctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		f.nodeStop = append(f.nodeStop, stop)
+		f.nodeDone = append(f.nodeDone, done)
 		f.wg.Go(func() {
-			if err := n.Run(ctx); err != nil {
+			defer close(done)
+			if err := n.Run(nctx); err != nil {
 				f.errC <- fmt.Errorf("coordinator %s: %w", n.ID(), err)
 			}
 		})
@@ -204,6 +213,15 @@ func (f *federation) leader(ctx context.Context) (*coordinator.Node, error) {
 		case <-tick.C:
 		}
 	}
+}
+
+// killNode stops node i (its Raft, its agent listener, its engine) and
+// closes its stores, as a crash would leave it: no leadership transfer, no
+// goodbye to the agents beyond their connections dropping.
+func (f *federation) killNode(i int) {
+	f.nodeStop[i]()
+	<-f.nodeDone[i]
+	f.nodes[i].Close()
 }
 
 // bytesSent is what every agent has sent.
