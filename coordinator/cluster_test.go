@@ -2,11 +2,14 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,6 +80,12 @@ type testCluster struct {
 // startCluster runs n coordinators on loopback with data on disk.
 func startCluster(t *testing.T, n int, sites []string, jobs []JobSpec) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, sites, jobs, nil)
+}
+
+// startClusterWith is startCluster with a hook to edit each node's config.
+func startClusterWith(t *testing.T, n int, sites []string, jobs []JobSpec, edit func(*Config)) *testCluster {
+	t.Helper()
 	tc := &testCluster{ca: newTestCA(t, "fed"), sites: sites, jobs: jobs}
 	var peers []Peer
 	for i := range n {
@@ -92,6 +101,9 @@ func startCluster(t *testing.T, n int, sites []string, jobs []JobSpec) *testClus
 		c.ElectionTimeout = Duration(200 * time.Millisecond)
 		c.LeaderLeaseTimeout = Duration(100 * time.Millisecond)
 		c.TickInterval = Duration(20 * time.Millisecond)
+		if edit != nil {
+			edit(&c)
+		}
 		node, err := New(c)
 		if err != nil {
 			t.Fatal(err)
@@ -573,5 +585,45 @@ func TestStatisticsRoundCommitsFederatedNormalization(t *testing.T) {
 	}
 	if got := o.GetFeatures().GetFeatures()[0]; got.GetCenter() != 2.5 || got.GetScale() != math.Sqrt(0.75) {
 		t.Fatalf("training offer carries center %v scale %v", got.GetCenter(), got.GetScale())
+	}
+}
+
+// Status reads are linearizable by default: a follower sends the reader to
+// the leader, which confirms its leadership first; ?stale=true reads the
+// follower's own state.
+func TestStatusReadsAreLinearizable(t *testing.T) {
+	tc := startClusterWith(t, 3, []string{"a"}, nil, func(c *Config) { c.StatusAddr = "127.0.0.1:0" })
+	leader, followers := tc.leader(t)
+	waitFor(t, followers[0], "the leader's status address", func() bool {
+		var ok bool
+		followers[0].fsm.view(func(st *state) { ok = st.Nodes[leader.ID()].StatusAddr != "" })
+		return ok
+	})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get("http://" + followers[0].StatusAddr() + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != "http://"+leader.StatusAddr()+"/v1/status" {
+		t.Fatalf("follower answered %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for _, url := range []string{
+		"http://" + followers[0].StatusAddr() + "/v1/status",            // followed to the leader
+		"http://" + followers[0].StatusAddr() + "/v1/status?stale=true", // the follower's own view
+	} {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %v", url, resp.StatusCode, err)
+		}
+		if strings.Contains(url, "stale") == st.IsLeader {
+			t.Fatalf("%s answered by node %s (leader %v)", url, st.Node, st.IsLeader)
+		}
 	}
 }

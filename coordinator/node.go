@@ -59,6 +59,9 @@ type Node struct {
 	// Run waits for them after closing the QUIC listener.
 	connWG sync.WaitGroup
 
+	// abandon makes Run stop without handing over leadership (Abandon).
+	abandon atomic.Bool
+
 	// ready is set while this node leads and has finished onElected.
 	ready atomic.Bool
 
@@ -292,11 +295,24 @@ func (n *Node) Run(ctx context.Context) error {
 	n.quicTr.Close() // closes every agent connection and waits for its reader
 	wg.Wait()
 	n.connWG.Wait()
+	// A leader that is stopped on purpose hands over first, so the cluster
+	// does not wait an election timeout for a new one.
+	if r.State() == raft.Leader && !n.abandon.Load() {
+		if err := r.LeadershipTransfer().Error(); err != nil {
+			n.log.Warn("leadership transfer on shutdown", "err", err)
+		} else {
+			n.log.Info("leadership handed over")
+		}
+	}
 	if err := r.Shutdown().Error(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("raft shutdown: %w", err)
 	}
 	return runErr
 }
+
+// Abandon makes the next stop of Run skip the leadership transfer, as a
+// crash would: for fault injection in tests and testbeds.
+func (n *Node) Abandon() { n.abandon.Store(true) }
 
 // Close releases the listeners and stores. It is idempotent; call it after
 // Run has returned.

@@ -53,7 +53,7 @@ func (n *Node) onElected() error {
 	if err := r.Barrier(time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
-	if err := n.propose(cmdNodeInfo, NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr()}); err != nil {
+	if err := n.propose(cmdNodeInfo, NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr()}); err != nil {
 		return err
 	}
 	for _, s := range n.cfg.Sites {

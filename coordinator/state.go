@@ -42,6 +42,9 @@ type Site struct {
 type NodeInfo struct {
 	ID        string `json:"id"`
 	AgentAddr string `json:"agent_addr"`
+	// StatusAddr is the node's status HTTP address, if it serves one, so
+	// followers can send readers to the leader.
+	StatusAddr string `json:"status_addr,omitempty"`
 }
 
 // ModelSpec names a model architecture.

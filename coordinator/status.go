@@ -84,7 +84,28 @@ func (n *Node) statusHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, req *http.Request) {
+		// Linearizable by default: only a leader that has just confirmed
+		// its leadership with a quorum answers; followers send the reader
+		// to it. ?stale=true answers from this node's own state.
+		if req.URL.Query().Get("stale") != "true" {
+			if !n.IsLeader() {
+				var addr string
+				if lid, _ := n.Leader(); lid != "" {
+					n.fsm.view(func(st *state) { addr = st.Nodes[lid].StatusAddr })
+				}
+				if addr == "" {
+					http.Error(w, "no leader known yet; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
+					return
+				}
+				http.Redirect(w, req, "http://"+addr+"/v1/status", http.StatusTemporaryRedirect)
+				return
+			}
+			if err := n.raftNode().VerifyLeader().Error(); err != nil {
+				http.Error(w, "leadership not confirmed; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

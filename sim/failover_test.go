@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"slices"
@@ -127,5 +129,42 @@ func TestLeaderKillMidRoundLosesNothing(t *testing.T) {
 				t.Fatalf("round %d: weight %d is %v, FedAvg of the acknowledged updates gives %v", r.Number, i, got[i], w)
 			}
 		}
+	}
+}
+
+// A leader stopped on purpose hands its leadership over before it goes;
+// one that crashes (Abandon) does not.
+func TestGracefulStopHandsOverLeadership(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		crash   bool
+		handoff bool
+	}{{"graceful", false, true}, {"crash", true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs lockedBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			fed, err := startFederation(ctx, federationConfig{Dir: t.TempDir(), Coordinators: 3,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fed.stop()
+			leader, err := fed.leader(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := slices.Index(fed.nodes, leader)
+			if tc.crash {
+				leader.Abandon()
+			}
+			fed.nodeStop[i]()
+			<-fed.nodeDone[i]
+			if got := bytes.Contains(logs.Bytes(), []byte("leadership handed over")); got != tc.handoff {
+				t.Fatalf("handed over = %v, want %v", got, tc.handoff)
+			}
+			survivor := fed.nodes[(i+1)%3]
+			eventually(t, "a new leader", func() bool { id, _ := survivor.Leader(); return id != "" && id != leader.ID() })
+		})
 	}
 }

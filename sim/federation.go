@@ -219,6 +219,7 @@ func (f *federation) leader(ctx context.Context) (*coordinator.Node, error) {
 // closes its stores, as a crash would leave it: no leadership transfer, no
 // goodbye to the agents beyond their connections dropping.
 func (f *federation) killNode(i int) {
+	f.nodes[i].Abandon()
 	f.nodeStop[i]()
 	<-f.nodeDone[i]
 	f.nodes[i].Close()
