@@ -1,132 +1,18 @@
 package store
 
 import (
-	"bufio"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	"github.com/cohort-fl/cohort/agent/fhir"
+	"github.com/cohort-fl/cohort/agent/fhir/fhirtest"
 )
 
 // syntheaDir is the shared real-data folder, relative to this package.
 const syntheaDir = "../../../shared/data/synthea-r4"
-
-// minCanary is the shortest canary searched for: shorter strings could
-// turn up by chance in megabytes of ciphertext.
-const minCanary = 6
-
-// phiCanaries collects, from the raw NDJSON with plain encoding/json, the
-// identifying values a store must never hold in the clear: resource ids,
-// names, identifier values (MRN, SSN, licence, passport), telecom, address
-// lines and birth dates.
-func phiCanaries(t *testing.T, dir string) (canaries map[string]string, skipped int) {
-	t.Helper()
-	canaries = map[string]string{}
-	add := func(kind, v string) {
-		if len(v) < minCanary {
-			skipped++
-			return
-		}
-		canaries[v] = kind
-	}
-	for _, name := range []string{"Patient", "Observation", "Condition"} {
-		f, err := os.Open(filepath.Join(dir, name+".ndjson.gz"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(nil, 64<<20)
-		for sc.Scan() {
-			var r struct {
-				ID         string `json:"id"`
-				BirthDate  string `json:"birthDate"`
-				Identifier []struct {
-					Value string `json:"value"`
-				} `json:"identifier"`
-				Name []struct {
-					Family string   `json:"family"`
-					Given  []string `json:"given"`
-				} `json:"name"`
-				Telecom []struct {
-					Value string `json:"value"`
-				} `json:"telecom"`
-				Address []struct {
-					Line []string `json:"line"`
-				} `json:"address"`
-			}
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatal(err)
-			}
-			add(name+" id", r.ID)
-			if name != "Patient" {
-				continue
-			}
-			add("birth date", r.BirthDate)
-			for _, id := range r.Identifier {
-				add("identifier", id.Value)
-			}
-			for _, n := range r.Name {
-				add("family name", n.Family)
-				for _, g := range n.Given {
-					add("given name", g)
-				}
-			}
-			for _, tc := range r.Telecom {
-				add("telecom", tc.Value)
-			}
-			for _, a := range r.Address {
-				for _, l := range a.Line {
-					add("address", l)
-				}
-			}
-		}
-		if err := sc.Err(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
-	return canaries, skipped
-}
-
-// findCanaries returns the kind of every canary found in raw. It slides one
-// window per distinct canary length over raw, which is much faster than a
-// bytes.Contains per canary.
-func findCanaries(raw []byte, canaries map[string]string) []string {
-	byLen := map[int]map[string]string{}
-	for v, kind := range canaries {
-		if byLen[len(v)] == nil {
-			byLen[len(v)] = map[string]string{}
-		}
-		byLen[len(v)][v] = kind
-	}
-	var found []string
-	for n, set := range byLen {
-		for i := 0; i+n <= len(raw); i++ {
-			if kind, ok := set[string(raw[i:i+n])]; ok {
-				found = append(found, kind)
-			}
-		}
-	}
-	return found
-}
-
-func TestFindCanaries(t *testing.T) {
-	raw := []byte("xx\x00Lemke53\x01999-18-8203yy")
-	got := findCanaries(raw, map[string]string{"Lemke53": "name", "999-18-8203": "ssn", "absent": "x"})
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"name", "ssn"}) {
-		t.Fatalf("found %v", got)
-	}
-}
 
 func TestSyntheaNoPHIAtRest(t *testing.T) {
 	if _, err := os.Stat(syntheaDir); err != nil {
@@ -184,12 +70,12 @@ func TestSyntheaNoPHIAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	canaries, skipped := phiCanaries(t, ndjson)
-	t.Logf("store file %d bytes; %d canaries searched (%d shorter than %d bytes not searched)", len(raw), len(canaries), skipped, minCanary)
+	canaries, skipped := fhirtest.Canaries(t, ndjson)
+	t.Logf("store file %d bytes; %d canaries searched (%d shorter than %d bytes not searched)", len(raw), len(canaries), skipped, fhirtest.MinCanary)
 	if len(canaries) < 100*4+16000 {
 		t.Fatalf("only %d canaries collected", len(canaries))
 	}
-	for _, kind := range findCanaries(raw, canaries) {
+	for _, kind := range fhirtest.Find(raw, canaries) {
 		t.Errorf("a %s from the input appears in the store file", kind) // the value itself is PHI: not printed
 	}
 
