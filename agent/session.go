@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
@@ -13,6 +15,10 @@ import (
 	"github.com/cohort-fl/cohort/protocol/pki"
 	"github.com/quic-go/quic-go"
 )
+
+// requestGrace is how much longer than the long-poll wait a control
+// request may take before the coordinator counts as gone.
+const requestGrace = 5 * time.Second
 
 // errRedirect carries the leader's address from a follower's answer.
 type errRedirect struct{ addr string }
@@ -89,6 +95,11 @@ func (a *Agent) explain(err error) error {
 // request sends one frame on the control stream and reads the answer. A
 // Redirect becomes *errRedirect; an Error becomes *protocol.RemoteError.
 func (a *Agent) request(s *session, env *pb.Envelope) (*pb.Envelope, error) {
+	// A coordinator that died without a word (power loss, kill -9) is
+	// noticed by this deadline rather than the connection's idle timeout:
+	// no answer, even a long-polled one, takes longer.
+	s.ctrl.SetDeadline(a.now().Add(time.Duration(a.cfg.PollWait) + requestGrace))
+	defer s.ctrl.SetDeadline(time.Time{})
 	if err := a.guard.Send(s.ctrl, env); err != nil {
 		return nil, err
 	}
@@ -115,50 +126,35 @@ func isRefusal(err error) bool {
 	return errors.As(err, &re) && (re.Code == pb.ErrorCode_ERROR_CODE_UNKNOWN_SITE || re.Code == pb.ErrorCode_ERROR_CODE_VERSION)
 }
 
-// connect dials coordinators until one that leads accepts us: the last
-// redirect target first, then each configured address in turn, with
-// exponential backoff and jitter between full passes.
+// connect dials coordinators until one that leads accepts us, with
+// exponential backoff and jitter between passes. Each pass dials every
+// candidate at once (see dialAny): a dead coordinator costs nothing while a
+// live leader answers in a round trip.
 func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 	backoff := time.Duration(a.cfg.BackoffMin)
 	for attempt := 0; ; attempt++ {
 		targets := a.cfg.Coordinators
-		if hint != "" {
+		if hint != "" && !slices.Contains(targets, hint) {
 			targets = append([]string{hint}, targets...)
 		}
 		hint = ""
-		var lastErr error
-		for _, addr := range targets {
-			s, err := a.dial(ctx, addr)
-			if err == nil {
-				if attempt > 0 {
-					a.mu.Lock()
-					a.stats.Reconnects++
-					a.mu.Unlock()
-				}
-				a.log.Info("connected to coordinator", "addr", addr)
-				return s, nil
+		s, err := a.dialAny(ctx, targets)
+		if err == nil {
+			if attempt > 0 {
+				a.mu.Lock()
+				a.stats.Reconnects++
+				a.mu.Unlock()
 			}
-			if isRefusal(err) {
-				return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			var rd *errRedirect
-			if errors.As(err, &rd) && rd.addr != "" && rd.addr != addr {
-				s, err2 := a.dial(ctx, rd.addr)
-				if err2 == nil {
-					a.log.Info("connected to coordinator leader", "addr", rd.addr)
-					return s, nil
-				}
-				if isRefusal(err2) {
-					return nil, fmt.Errorf("%w: %w", ErrRefused, err2)
-				}
-				err = err2
-			}
-			lastErr = err
+			a.log.Info("connected to coordinator", "addr", s.addr)
+			return s, nil
 		}
-		a.log.Warn("no coordinator reachable; retrying", "err", lastErr, "backoff", backoff)
+		if isRefusal(err) {
+			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Warn("no coordinator reachable; retrying", "err", err, "backoff", backoff)
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
 		t := time.NewTimer(backoff + jitter)
 		select {
@@ -170,6 +166,116 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 		backoff = min(2*backoff, time.Duration(a.cfg.BackoffMax))
 	}
 }
+
+// dialAny dials every target concurrently and returns the first session
+// a leader welcomed; the other dials are cancelled and their sessions
+// closed. A redirect to an address not yet dialled is followed at once. A
+// live follower that points at a leader already being dialled (perhaps one
+// that just died) or knows none yet is asked again shortly: during an
+// election it soon leads, or names the new leader, well before a dial to
+// a dead address times out. A refusal (unknown site, no common version)
+// comes from a ready leader and ends the pass. A pass lasts at most
+// dialPassLimit; then the last error is returned.
+func (a *Agent) dialAny(ctx context.Context, targets []string) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialPassLimit)
+	defer cancel()
+	type result struct {
+		addr string
+		s    *session
+		err  error
+	}
+	results := make(chan result, 4*len(targets)+4)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	inflight := map[string]bool{}
+	asked := map[string]int{}
+	pending := 0
+	dialAfter := func(addr string, after time.Duration) {
+		inflight[addr] = true
+		pending++
+		wg.Go(func() {
+			if after > 0 {
+				t := time.NewTimer(after)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					results <- result{addr, nil, ctx.Err()}
+					return
+				case <-t.C:
+				}
+			}
+			s, err := a.dial(ctx, addr)
+			results <- result{addr, s, err}
+		})
+	}
+	// reask dials addr again after a short pause that grows with each ask.
+	reask := func(addr string) {
+		if !inflight[addr] && asked[addr] < maxReasks {
+			asked[addr]++
+			dialAfter(addr, time.Duration(asked[addr])*time.Duration(a.cfg.BackoffMin))
+		}
+	}
+	for _, t := range targets {
+		if !inflight[t] {
+			dialAfter(t, 0)
+		}
+	}
+	var (
+		winner  *session
+		lastErr error
+		refused bool
+	)
+	for ; pending > 0; pending-- {
+		r := <-results
+		inflight[r.addr] = false
+		var (
+			rd *errRedirect
+			re *protocol.RemoteError
+		)
+		switch {
+		case r.err == nil && winner == nil && !refused:
+			winner = r.s
+			cancel()
+		case r.err == nil:
+			r.s.close()
+		case winner != nil || refused || ctx.Err() != nil:
+		case isRefusal(r.err):
+			lastErr, refused = r.err, true
+			cancel()
+		case errors.As(r.err, &rd):
+			// A live node: follow it to the leader it names, and ask it
+			// again if that leader is being dialled already (perhaps a
+			// dead one) or it knows none yet.
+			if rd.addr != "" && !inflight[rd.addr] && asked[rd.addr] < maxReasks {
+				asked[rd.addr]++
+				dialAfter(rd.addr, 0)
+			} else {
+				reask(r.addr)
+			}
+			lastErr = r.err
+		case errors.As(r.err, &re) && re.Code == pb.ErrorCode_ERROR_CODE_UNAVAILABLE:
+			// A leader still setting up: ask it again shortly.
+			reask(r.addr)
+			lastErr = r.err
+		default:
+			lastErr = r.err
+		}
+	}
+	if winner != nil {
+		return winner, nil
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no coordinator address")
+	}
+	return nil, lastErr
+}
+
+const (
+	// dialPassLimit bounds one pass over the coordinators.
+	dialPassLimit = 15 * time.Second
+	// maxReasks bounds how often one live node is asked again in a pass.
+	maxReasks = 20
+)
 
 // download fetches a model blob on its own stream and verifies its digest.
 func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.BlobRef) ([]byte, error) {

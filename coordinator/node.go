@@ -59,6 +59,9 @@ type Node struct {
 	// Run waits for them after closing the QUIC listener.
 	connWG sync.WaitGroup
 
+	// heartbeat is Raft's heartbeat timeout.
+	heartbeat time.Duration
+
 	// abandon makes Run stop without handing over leadership (Abandon).
 	abandon atomic.Bool
 
@@ -112,6 +115,7 @@ func newNode(cfg Config) (n *Node, err error) {
 		now = time.Now
 	}
 	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(cfg.MaxModelBytes)}
+	n.heartbeat = n.raftConfig().HeartbeatTimeout
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return n, fmt.Errorf("data dir: %w", err)
 	}
@@ -364,6 +368,12 @@ func (n *Node) Leader() (id, agentAddr string) {
 	_, lid := r.LeaderWithID()
 	id = string(lid)
 	if id == "" {
+		return "", ""
+	}
+	// A follower that has not heard from the leader lately may be talking
+	// about a dead one: better to say "no leader yet" than to send agents
+	// to an address that will not answer.
+	if r.State() != raft.Leader && time.Since(r.LastContact()) > 2*n.heartbeat {
 		return "", ""
 	}
 	n.fsm.view(func(st *state) { agentAddr = st.Nodes[id].AgentAddr })
