@@ -123,6 +123,10 @@ func (a *Agent) loop(ctx context.Context) error {
 
 // serve runs one session: settle kept updates, then ask for work.
 func (a *Agent) serve(ctx context.Context, s *session) error {
+	// Stopping the agent closes the session at once, which ends any read
+	// blocked on the coordinator (a long poll can take PollWait).
+	stop := context.AfterFunc(ctx, s.close)
+	defer stop()
 	for ctx.Err() == nil {
 		if err := a.flushOutbox(ctx, s); err != nil {
 			return err

@@ -16,6 +16,12 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
+// blobDeadline bounds one model download: a minute, plus a second per
+// megabyte (a gateway's link is assumed to manage at least 1 MB/s).
+func blobDeadline(size uint64) time.Duration {
+	return time.Minute + time.Duration(size>>20)*time.Second
+}
+
 // requestGrace is how much longer than the long-poll wait a control
 // request may take before the coordinator counts as gone.
 const requestGrace = 5 * time.Second
@@ -289,6 +295,9 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 		return nil, err
 	}
 	st.Close() // one request per blob stream: half-close our side
+	// A coordinator that vanishes mid-transfer is noticed by this deadline,
+	// not by the connection's idle timeout.
+	st.SetReadDeadline(a.now().Add(blobDeadline(ref.GetSize())))
 	resp, err := protocol.ReadFrame(st, 0)
 	if err != nil {
 		return nil, fmt.Errorf("model header: %w", err)
@@ -314,6 +323,9 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 // the coordinator sends only after the update's receipt is committed.
 func (a *Agent) upload(ctx context.Context, s *session, u *pending) error {
 	st, err := s.conn.OpenStreamSync(ctx)
+	if err == nil {
+		st.SetWriteDeadline(a.now().Add(blobDeadline(uint64(len(u.Delta)))))
+	}
 	if err != nil {
 		return fmt.Errorf("open upload stream: %w", err)
 	}
@@ -326,6 +338,8 @@ func (a *Agent) upload(ctx context.Context, s *session, u *pending) error {
 		return err
 	}
 	st.Close()
+	// The Ack comes once the receipt is committed through Raft.
+	st.SetReadDeadline(a.now().Add(time.Duration(a.cfg.PollWait) + requestGrace))
 	resp, err := protocol.ReadFrame(st, 0)
 	if err != nil {
 		return fmt.Errorf("upload answer: %w", err)

@@ -154,7 +154,14 @@ func newNode(cfg Config) (n *Node, err error) {
 	if n.udpConn, err = net.ListenUDP("udp", udpAddr); err != nil {
 		return n, fmt.Errorf("agent listener: %w", err)
 	}
-	n.quicTr = &quic.Transport{Conn: n.udpConn}
+	// A stateless-reset key that survives restarts lets a restarted node
+	// tell agents at once that their old connections are gone, instead of
+	// leaving them to an idle timeout.
+	resetKey, err := loadResetKey(filepath.Join(cfg.DataDir, "quic-reset.key"))
+	if err != nil {
+		return n, err
+	}
+	n.quicTr = &quic.Transport{Conn: n.udpConn, StatelessResetKey: resetKey}
 	n.quicLn, err = n.quicTr.Listen(n.agentTLS, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
 		MaxIdleTimeout:       30 * time.Second,
@@ -458,4 +465,27 @@ func trimNewline(p []byte) []byte {
 		p = p[:len(p)-1]
 	}
 	return p
+}
+
+// loadResetKey reads the node's QUIC stateless-reset key, creating it
+// (32 random bytes, mode 0600) on first start.
+func loadResetKey(path string) (*quic.StatelessResetKey, error) {
+	var key quic.StatelessResetKey
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(b) == len(key):
+		copy(key[:], b)
+		return &key, nil
+	case err == nil:
+		return nil, fmt.Errorf("stateless reset key %s: %d bytes, want %d", path, len(b), len(key))
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("stateless reset key: %w", err)
+	}
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, key[:], 0o600); err != nil {
+		return nil, fmt.Errorf("stateless reset key: %w", err)
+	}
+	return &key, nil
 }
