@@ -210,6 +210,8 @@ func runOK(t *testing.T, bin string, args ...string) {
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok bool, detail string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		ok, detail := cond()
 		if ok {
@@ -218,7 +220,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok b
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, detail)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -227,11 +229,13 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (ok b
 func holdsFor(t *testing.T, d time.Duration, what string, cond func() (ok bool, detail string)) {
 	t.Helper()
 	deadline := time.Now().Add(d)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		if ok, detail := cond(); !ok {
 			t.Fatalf("%s stopped holding: %s", what, detail)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
