@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohort-fl/cohort/clock"
+
 	"github.com/cohort-fl/cohort/agent/fhir"
 )
 
@@ -54,34 +56,12 @@ const DefaultPollInterval = 5 * time.Second
 // maxNameClashes bounds the numbered names tried when a target exists.
 const maxNameClashes = 10000
 
-// Clock is the Watcher's time source. Every wait goes through Sleep, so
-// tests drive the polls instead of sleeping.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// Sleep waits for d, or until ctx is done, in which case it returns
-	// ctx.Err().
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// Clock is the time source (see package clock); tests inject a fake.
+type Clock = clock.Clock
 
 // SystemClock returns the Clock backed by the time package; it is what a
 // nil Config.Clock means.
-func SystemClock() Clock { return systemClock{} }
+func SystemClock() Clock { return clock.System() }
 
 // Config configures a Watcher.
 type Config struct {

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cohort-fl/cohort/clock"
+
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -44,37 +46,12 @@ func DeviceID(s *Stay) string {
 	return "icu" + strconv.Itoa(t) + "-bed-" + strconv.Itoa(s.RecordID)
 }
 
-// Clock is Replay's time source. Every pacing wait goes through Sleep, so
-// tests can drive time instead of sleeping.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// Sleep waits for d, or until ctx is done, in which case it returns
-	// ctx.Err().
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// Clock is the time source (see package clock); tests inject a fake.
+type Clock = clock.Clock
 
 // SystemClock returns the Clock backed by the time package; it is what a
 // nil ReplayConfig.Clock means.
-func SystemClock() Clock { return systemClock{} }
+func SystemClock() Clock { return clock.System() }
 
 // ReplayConfig configures Replay.
 type ReplayConfig struct {

@@ -1,7 +1,6 @@
 package bulk
 
 import (
-	"context"
 	"crypto"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cohort-fl/cohort/clock"
 )
 
 // Level is the scope of an export.
@@ -26,38 +27,12 @@ const (
 	LevelGroup Level = "group"
 )
 
-// Clock is the client's time source. Every wait the client makes goes
-// through Sleep, so tests can drive time instead of sleeping.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// Sleep waits for d, or until ctx is done, in which case it returns
-	// ctx.Err().
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
-// systemClock is the real Clock.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// Clock is the time source (see package clock); tests inject a fake.
+type Clock = clock.Clock
 
 // SystemClock returns the Clock backed by the time package; it is what a
 // nil Config.Clock means.
-func SystemClock() Clock { return systemClock{} }
+func SystemClock() Clock { return clock.System() }
 
 // DefaultScope is the scope requested when Config.Scope is empty.
 const DefaultScope = "system/*.read"
