@@ -16,6 +16,9 @@ const syntheaDir = "../../../shared/data/synthea-r4"
 
 func TestSyntheaNoPHIAtRest(t *testing.T) {
 	if _, err := os.Stat(syntheaDir); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI needs the real data at %s (see shared/data/README.md): %v", syntheaDir, err)
+		}
 		t.Skipf("real data not found at %s (see shared/data/README.md): %v", syntheaDir, err)
 	}
 	ndjson := filepath.Join(syntheaDir, "ndjson")
