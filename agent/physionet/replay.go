@@ -307,10 +307,17 @@ func (h *cursorHeap) Pop() any {
 
 // pending is a publish awaiting its acknowledgement.
 type pending struct {
-	tok   mqtt.Token
-	param string
-	at    time.Time
+	tok     mqtt.Token
+	param   string
+	at      time.Time
+	topic   string
+	payload []byte
 }
+
+// maxRepublish bounds how often one reading is published again after its
+// publish failed (the connection broke under it, as when the broker
+// restarts): paho queues the new publish until it has reconnected.
+const maxRepublish = 10
 
 // replay is Replay on a connected publisher. cfg is valid.
 func replay(ctx context.Context, cfg ReplayConfig, stays []*Stay, admit func(int) time.Time, pub publisher) (*ReplayStats, error) {
@@ -356,13 +363,23 @@ func replay(ctx context.Context, cfg ReplayConfig, stays []*Stay, admit func(int
 
 	window := make([]pending, 0, cfg.MaxInflight)
 	await := func(p pending) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.tok.Done():
-		}
-		if err := p.tok.Error(); err != nil {
-			return fmt.Errorf("%w: %w", ErrPublish, err)
+		for attempt := 0; ; attempt++ {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-p.tok.Done():
+			}
+			err := p.tok.Error()
+			if err == nil {
+				break
+			}
+			if attempt >= maxRepublish {
+				return fmt.Errorf("%w: %w", ErrPublish, err)
+			}
+			// A duplicate is harmless: the subscriber keys a reading by
+			// device, time and code.
+			log.Debug("physionet replay: publish failed, publishing again", "attempt", attempt+1, "err", err)
+			p.tok = pub.Publish(p.topic, ReplayQoS, false, p.payload)
 		}
 		rs.Published[p.param]++
 		rs.Total++
@@ -420,7 +437,8 @@ func replay(ctx context.Context, cfg ReplayConfig, stays []*Stay, admit func(int
 			}
 			window = append(window[:0], window[1:]...)
 		}
-		window = append(window, pending{tok: pub.Publish(Topic(cfg.Site, c.device), ReplayQoS, false, b), param: row.Param, at: at})
+		topic := Topic(cfg.Site, c.device)
+		window = append(window, pending{tok: pub.Publish(topic, ReplayQoS, false, b), param: row.Param, at: at, topic: topic, payload: b})
 	}
 	for _, p := range window {
 		if err := await(p); err != nil {

@@ -52,7 +52,8 @@ type fakePub struct {
 	msgs           []fakeMsg
 	outstanding    int
 	maxOutstanding int
-	failAt         int // 1-based publish whose token fails; 0: none
+	failAt         int  // 1-based publish whose token fails; 0: none
+	failFrom       bool // every publish from failAt on fails
 }
 
 func (p *fakePub) Publish(topic string, qos byte, retained bool, payload interface{}) mqtt.Token {
@@ -63,7 +64,7 @@ func (p *fakePub) Publish(topic string, qos byte, retained bool, payload interfa
 	p.outstanding++
 	p.maxOutstanding = max(p.maxOutstanding, p.outstanding)
 	tok := &fakeToken{done: make(chan struct{})}
-	if len(p.msgs) == p.failAt {
+	if len(p.msgs) == p.failAt || p.failFrom && p.failAt > 0 && len(p.msgs) >= p.failAt {
 		tok.err = errors.New("refused")
 	}
 	tok.onDone = func() {
@@ -234,10 +235,36 @@ func TestReplayFailures(t *testing.T) {
 	cfg := DefaultReplayConfig()
 	cfg.Broker, cfg.Site, cfg.Speed = "tcp://127.0.0.1:1883", "s", 60
 
-	t.Run("publish refused", func(t *testing.T) {
+	t.Run("a failed publish is published again", func(t *testing.T) {
 		c := cfg
 		c.Clock = newFakeClock()
-		rs, err := replay(context.Background(), c, testStays(), testAdmit, &fakePub{failAt: 3})
+		pub := &fakePub{failAt: 3}
+		all, err := replay(context.Background(), c, testStays(), testAdmit, &fakePub{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Clock = newFakeClock()
+		rs, err := replay(context.Background(), c, testStays(), testAdmit, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs.Total != all.Total || len(pub.msgs) != all.Total+1 {
+			t.Errorf("published %d readings in %d publishes; without the failure %d", rs.Total, len(pub.msgs), all.Total)
+		}
+		n := 0
+		for _, m := range pub.msgs {
+			if string(m.payload) == string(pub.msgs[2].payload) {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("the failed reading was published %d times, want 2", n)
+		}
+	})
+	t.Run("publish refused for good", func(t *testing.T) {
+		c := cfg
+		c.Clock = newFakeClock()
+		rs, err := replay(context.Background(), c, testStays(), testAdmit, &fakePub{failAt: 3, failFrom: true})
 		if !errors.Is(err, ErrPublish) {
 			t.Fatalf("err = %v, want ErrPublish", err)
 		}
