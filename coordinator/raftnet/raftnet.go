@@ -13,6 +13,14 @@
 // and dropped and the listener keeps accepting. Accept only returns
 // connections whose handshake has completed.
 //
+// Other protocols between coordinators (model blobs) share the listener:
+// Config.Protocols names them by ALPN, and an accepted connection that
+// negotiated one of them goes to its handler instead of Raft. DialProtocol
+// dials one.
+//
+// SetFault drops or slows the traffic with chosen peers, by coordinator id,
+// for partition tests.
+//
 // In TLS 1.3 the client finishes its handshake before the server has checked
 // the client's certificate. A Dial by a peer whose certificate the server
 // refuses therefore returns a connection, and the refusal surfaces as an
@@ -27,7 +35,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -75,6 +85,18 @@ type Config struct {
 	MaxPendingHandshakes int
 	// Logger receives handshake failures and accept errors; nil discards.
 	Logger *slog.Logger
+	// Protocols are further protocols served on the listener, by ALPN: a
+	// connection that negotiates one is handed to its handler (in its own
+	// goroutine, which owns the connection) instead of Accept.
+	Protocols map[string]func(net.Conn)
+}
+
+// Fault is what SetFault does to the traffic with one peer.
+type Fault struct {
+	// Drop refuses and closes every connection with the peer.
+	Drop bool
+	// Delay is added before every write to the peer.
+	Delay time.Duration
 }
 
 // DefaultConfig returns a Config with default timeouts and limits and no
@@ -144,12 +166,18 @@ type StreamLayer struct {
 	handshakeTimeout time.Duration
 	log              *slog.Logger
 
+	protocols map[string]func(net.Conn)
+	fault     atomic.Pointer[func(peer string) Fault]
+
 	connC     chan net.Conn   // handshaken incoming connections
 	slots     chan struct{}   // one token per incoming conn not yet taken by Accept
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	// handlers are the Config.Protocols handlers running; Close waits for
+	// them after closing their connections.
+	handlers sync.WaitGroup
 
 	connsMu sync.Mutex // guards conns
 	// conns are the connections handed to Raft (accepted or dialled);
@@ -191,11 +219,21 @@ func ListenConfig(cfg Config) (*StreamLayer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	server := cfg.Server
+	if len(cfg.Protocols) > 0 {
+		server = server.Clone()
+		for p := range cfg.Protocols {
+			if !slices.Contains(server.NextProtos, p) {
+				server.NextProtos = append(server.NextProtos, p)
+			}
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &StreamLayer{
 		ln:               ln,
 		addr:             addr,
-		server:           cfg.Server,
+		protocols:        cfg.Protocols,
+		server:           server,
 		client:           cfg.Client,
 		handshakeTimeout: cfg.HandshakeTimeout,
 		log:              log.With("component", "raftnet", "listen", ln.Addr().String()),
@@ -262,8 +300,24 @@ func (s *StreamLayer) handshake(c net.Conn) {
 		}
 		return
 	}
+	if np := s.server.NextProtos; len(np) > 0 && !slices.Contains(np, tc.ConnectionState().NegotiatedProtocol) {
+		_ = tc.Close()
+		s.log.Warn("peer handshake failed", "remote", c.RemoteAddr().String(), "err", "no application protocol negotiated")
+		return
+	}
+	peer := ""
 	if id, err := pki.PeerIdentity(tc.ConnectionState()); err == nil {
+		peer = id.ID
 		s.log.Debug("peer connected", "remote", c.RemoteAddr().String(), "peer", id.String())
+	}
+	if s.faultFor(peer).Drop {
+		_ = tc.Close()
+		return
+	}
+	if h, ok := s.protocols[tc.ConnectionState().NegotiatedProtocol]; ok {
+		c := s.track(tc, peer)
+		s.handlers.Go(func() { h(c) })
+		return
 	}
 	select {
 	case s.connC <- tc:
@@ -277,7 +331,11 @@ func (s *StreamLayer) handshake(c net.Conn) {
 func (s *StreamLayer) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.connC:
-		return s.track(c), nil
+		peer := ""
+		if id, err := pki.PeerIdentity(c.(*tls.Conn).ConnectionState()); err == nil {
+			peer = id.ID
+		}
+		return s.track(c, peer), nil
 	case <-s.ctx.Done():
 		return nil, fmt.Errorf("raftnet: accept: %w", net.ErrClosed)
 	}
@@ -296,6 +354,7 @@ func (s *StreamLayer) Close() error {
 		}
 		s.conns, s.closed = nil, true
 		s.connsMu.Unlock()
+		s.handlers.Wait()
 	})
 	return s.lnErr
 }
@@ -303,7 +362,21 @@ func (s *StreamLayer) Close() error {
 // trackedConn removes itself from its StreamLayer's set when closed.
 type trackedConn struct {
 	net.Conn
-	s *StreamLayer
+	s    *StreamLayer
+	peer string // the peer's coordinator id
+}
+
+// Write delays as the peer's Fault says.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	f := c.s.faultFor(c.peer)
+	if f.Drop {
+		_ = c.Close()
+		return 0, fmt.Errorf("raftnet: write to %s: %w", c.peer, ErrDropped)
+	}
+	if f.Delay > 0 {
+		time.Sleep(f.Delay)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Close() error {
@@ -314,8 +387,8 @@ func (c *trackedConn) Close() error {
 }
 
 // track registers c for closing by Close; after Close it closes c at once.
-func (s *StreamLayer) track(c net.Conn) net.Conn {
-	tc := &trackedConn{Conn: c, s: s}
+func (s *StreamLayer) track(c net.Conn, peer string) net.Conn {
+	tc := &trackedConn{Conn: c, s: s, peer: peer}
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if s.closed {
@@ -338,23 +411,91 @@ func (s *StreamLayer) Addr() net.Addr { return s.addr }
 // server name verified against the peer's certificate is the host of
 // address.
 func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	if s.ctx.Err() != nil {
-		return nil, fmt.Errorf("raftnet: dial %s: %w", address, net.ErrClosed)
-	}
-	cfg := s.client.Clone()
-	cfg.ServerName = pki.ServerNameFor(string(address))
 	limit := s.handshakeTimeout
 	if timeout > 0 {
 		limit = timeout
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, limit)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
+	return s.dial(ctx, string(address), "")
+}
+
+// DialProtocol connects to a peer for one of the Config.Protocols (by
+// ALPN); the peer must serve it. ctx bounds the dial and handshake.
+func (s *StreamLayer) DialProtocol(ctx context.Context, address, alpn string) (net.Conn, error) {
+	return s.dial(ctx, address, alpn)
+}
+
+func (s *StreamLayer) dial(ctx context.Context, address, alpn string) (net.Conn, error) {
+	if s.ctx.Err() != nil {
+		return nil, fmt.Errorf("raftnet: dial %s: %w", address, net.ErrClosed)
+	}
+	cfg := s.client.Clone()
+	cfg.ServerName = pki.ServerNameFor(address)
+	if alpn != "" {
+		cfg.NextProtos = []string{alpn}
+	}
+	want := ""
+	if len(cfg.NextProtos) > 0 {
+		want = cfg.NextProtos[0]
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
 	d := &tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", string(address))
+	c, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, fmt.Errorf("raftnet: dial %s: %w", address, err)
 	}
-	return s.track(c), nil
+	tc := c.(*tls.Conn)
+	if want != "" && tc.ConnectionState().NegotiatedProtocol != want {
+		_ = c.Close()
+		return nil, fmt.Errorf("raftnet: dial %s: the peer does not serve %s", address, want)
+	}
+	peer := ""
+	if id, err := pki.PeerIdentity(tc.ConnectionState()); err == nil {
+		peer = id.ID
+	}
+	if s.faultFor(peer).Drop {
+		_ = c.Close()
+		return nil, fmt.Errorf("raftnet: dial %s (%s): %w", address, peer, ErrDropped)
+	}
+	return s.track(c, peer), nil
+}
+
+// ErrDropped: SetFault drops the traffic with this peer.
+var ErrDropped = errors.New("dropped by an injected fault")
+
+// SetFault makes the stream layer drop or delay the traffic with peers (by
+// coordinator id), for fault-injection tests: fn is asked at every
+// connection and every write; nil removes all faults. Connections with
+// peers that fn now drops are closed at once.
+func (s *StreamLayer) SetFault(fn func(peer string) Fault) {
+	if fn == nil {
+		s.fault.Store(nil)
+		return
+	}
+	s.fault.Store(&fn)
+	s.connsMu.Lock()
+	var drop []*trackedConn
+	for c := range s.conns {
+		if fn(c.peer).Drop {
+			drop = append(drop, c)
+		}
+	}
+	s.connsMu.Unlock()
+	for _, c := range drop {
+		_ = c.Close()
+	}
+}
+
+func (s *StreamLayer) faultFor(peer string) Fault {
+	fn := s.fault.Load()
+	if fn == nil {
+		return Fault{}
+	}
+	return (*fn)(peer)
 }
 
 // advertiseAddr is a configured advertise address.
