@@ -254,7 +254,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 			offer = &pb.TaskOffer{
 				JobId: id,
 				Round: r.Number,
-				Model: &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(len(j.Global.Weights)), Encoding: pb.Encoding_ENCODING_F32LE},
+				Model: &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(j.Global.Size), Encoding: pb.Encoding_ENCODING_F32LE},
 				ModelSpec: &pb.ModelSpec{Kind: sp.Model.Kind, NumFeatures: uint32(sp.Model.NumFeatures),
 					NumParams: uint32(sp.Model.NumParams())},
 				Params:   params,
@@ -319,31 +319,49 @@ func (n *Node) onRoundStatus(ac *agentConn, req *pb.RoundStatusRequest) *pb.Enve
 }
 
 func (n *Node) onModelRequest(ac *agentConn, s *quic.Stream, req *pb.ModelRequest) *pb.Envelope {
-	var weights []byte
+	var m *Model
 	n.fsm.view(func(st *state) {
 		if j, ok := st.Jobs[req.GetJobId()]; ok {
-			if m := j.ModelByDigest(req.GetSha256()); m != nil {
-				weights = m.Weights
+			if jm := j.ModelByDigest(req.GetSha256()); jm != nil {
+				cp := *jm
+				m = &cp
 			}
 		}
 	})
-	if weights == nil {
+	if m == nil {
 		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no model %.12s in job %q", req.GetSha256(), req.GetJobId())
 	}
-	if req.GetOffset() > uint64(len(weights)) {
-		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "offset %d is past the model's %d bytes", req.GetOffset(), len(weights))
+	if req.GetOffset() > uint64(m.Size) {
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "offset %d is past the model's %d bytes", req.GetOffset(), m.Size)
 	}
+	// A node that took over before its background sync fetched the model
+	// fetches it now; the agent retries if that fails.
+	ctx, cancel := context.WithTimeout(ac.conn.Context(), blobTransferTimeout(m.Size))
+	err := n.ensureBlob(ctx, m.Digest)
+	cancel()
+	if err != nil {
+		n.log.Warn("model not available", "blob", m.Digest[:12], "err", err)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "model %.12s is not available on this coordinator yet; retry", m.Digest)
+	}
+	f, size, err := n.blob.open(m.Digest)
+	if err != nil || size != m.Size {
+		n.log.Error("model blob unreadable", "blob", m.Digest[:12], "err", err, "size", size)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_INTERNAL, "model %.12s is unreadable on this coordinator", m.Digest)
+	}
+	defer f.Close()
 	hdr := &pb.Envelope{Body: &pb.Envelope_BlobHeader{BlobHeader: &pb.BlobHeader{
-		Blob:   &pb.BlobRef{Sha256: req.GetSha256(), Size: uint64(len(weights)), Encoding: pb.Encoding_ENCODING_F32LE},
+		Blob:   &pb.BlobRef{Sha256: m.Digest, Size: uint64(m.Size), Encoding: pb.Encoding_ENCODING_F32LE},
 		Offset: req.GetOffset(),
 	}}}
 	s.SetWriteDeadline(time.Now().Add(blobTimeout))
 	if err := protocol.WriteFrame(s, hdr); err != nil {
 		return nil
 	}
-	if k, err := s.Write(weights[req.GetOffset():]); err == nil {
-		n.stats.BytesSent.Add(int64(k))
+	if _, err := f.Seek(int64(req.GetOffset()), io.SeekStart); err != nil {
+		return nil
 	}
+	k, _ := io.Copy(s, f)
+	n.stats.BytesSent.Add(k)
 	return nil
 }
 

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -69,12 +71,55 @@ func testJob(id string, rounds, minSites int) JobSpec {
 }
 
 type testCluster struct {
-	sites  []string
-	jobs   []JobSpec
-	ca     *testCA
-	nodes  []*Node
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	sites []string
+	jobs  []JobSpec
+	ca    *testCA
+	nodes []*Node
+	cfgs  []Config
+	// stops[i] stops node i's Run and waits for it; nil when not running.
+	stops []func()
+}
+
+// run starts node i's Run in the background.
+func (tc *testCluster) run(t *testing.T, i int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	node := tc.nodes[i]
+	go func() {
+		defer close(done)
+		if err := node.Run(ctx); err != nil {
+			t.Errorf("node %s: %v", node.ID(), err)
+		}
+	}()
+	tc.stops[i] = func() { cancel(); <-done; node.Close() }
+}
+
+// stop stops node i; crash skips the leadership transfer.
+func (tc *testCluster) stop(i int, crash bool) {
+	if crash {
+		tc.nodes[i].Abandon()
+	}
+	if tc.stops[i] != nil {
+		tc.stops[i]()
+		tc.stops[i] = nil
+	}
+}
+
+// restart starts node i again from its data dir, at the same addresses.
+func (tc *testCluster) restart(t *testing.T, i int) {
+	t.Helper()
+	tc.stop(i, false)
+	c := tc.cfgs[i]
+	c.RaftAddr, c.AgentAddr = tc.nodes[i].RaftAddr(), tc.nodes[i].AgentAddr()
+	if c.StatusAddr != "" {
+		c.StatusAddr = tc.nodes[i].StatusAddr()
+	}
+	node, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.nodes[i] = node
+	tc.run(t, i)
 }
 
 // startCluster runs n coordinators on loopback with data on disk.
@@ -101,6 +146,9 @@ func startClusterWith(t *testing.T, n int, sites []string, jobs []JobSpec, edit 
 		c.ElectionTimeout = Duration(200 * time.Millisecond)
 		c.LeaderLeaseTimeout = Duration(100 * time.Millisecond)
 		c.TickInterval = Duration(20 * time.Millisecond)
+		if os.Getenv("COHORT_TEST_LOG") != "" {
+			c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
 		if edit != nil {
 			edit(&c)
 		}
@@ -109,26 +157,22 @@ func startClusterWith(t *testing.T, n int, sites []string, jobs []JobSpec, edit 
 			t.Fatal(err)
 		}
 		tc.nodes = append(tc.nodes, node)
+		tc.cfgs = append(tc.cfgs, c)
 		peers = append(peers, Peer{ID: c.ID, RaftAddr: node.RaftAddr()})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tc.cancel = cancel
-	for _, node := range tc.nodes {
+	tc.stops = make([]func(), n)
+	for i, node := range tc.nodes {
 		if err := node.Bootstrap(peers); err != nil {
 			t.Fatal(err)
 		}
-		tc.wg.Go(func() {
-			if err := node.Run(ctx); err != nil {
-				t.Errorf("node %s: %v", node.ID(), err)
-			}
-		})
+		tc.run(t, i)
 	}
 	t.Cleanup(func() {
-		tc.cancel()
-		tc.wg.Wait()
-		for _, node := range tc.nodes {
-			node.Close()
+		var wg sync.WaitGroup
+		for i := range tc.nodes {
+			wg.Go(func() { tc.stop(i, true) })
 		}
+		wg.Wait()
 	})
 	return tc
 }
@@ -256,7 +300,11 @@ func TestFollowerRedirectsAndLeaderRunsRound(t *testing.T) {
 		return j.CommittedRounds() >= 1
 	})
 	j, _ := leader.Job("j1")
-	w, err := protocol.DecodeF32(j.Models[1].Weights)
+	wb, err := leader.ModelWeights(context.Background(), j.Models[1].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := protocol.DecodeF32(wb)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,10 @@ type Config struct {
 	// RaftAddr is the TCP address for Raft traffic between coordinators
 	// (mutual TLS). Port 0 picks a free port.
 	RaftAddr string `json:"raft_addr"`
+	// RaftAdvertise is the address other coordinators dial to reach this
+	// node's Raft listener; empty means the bound RaftAddr (which must then
+	// not be 0.0.0.0). Its host must be in this node's certificate.
+	RaftAdvertise string `json:"raft_advertise,omitempty"`
 	// AgentAddr is the UDP address of the QUIC listener for agents.
 	AgentAddr string `json:"agent_addr"`
 	// AgentAdvertise is the address agents are redirected to when this node
@@ -35,8 +39,14 @@ type Config struct {
 	// Jobs are created by the leader at election (idempotent by id).
 	Jobs []JobSpec `json:"jobs,omitempty"`
 
-	// MaxModelBytes caps a model stored inline in the Raft log.
+	// MaxModelBytes is the largest model (flat float32 weights) a job may
+	// have, and the largest blob a peer may send.
 	MaxModelBytes int `json:"max_model_bytes"`
+	// BlobGCInterval is how often unreferenced blobs are removed;
+	// BlobGCGrace is how old an unreferenced blob must be to go (a model
+	// being replicated is not referenced until its entry commits).
+	BlobGCInterval Duration `json:"blob_gc_interval"`
+	BlobGCGrace    Duration `json:"blob_gc_grace"`
 	// TickInterval is how often the leader's round engine checks deadlines.
 	TickInterval Duration `json:"tick_interval"`
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout tune Raft
@@ -44,6 +54,14 @@ type Config struct {
 	HeartbeatTimeout   Duration `json:"heartbeat_timeout,omitempty"`
 	ElectionTimeout    Duration `json:"election_timeout,omitempty"`
 	LeaderLeaseTimeout Duration `json:"leader_lease_timeout,omitempty"`
+	// SnapshotInterval, SnapshotThreshold and TrailingLogs control log
+	// compaction (see hashicorp/raft Config): every interval, a node whose
+	// log grew by at least threshold entries since its last snapshot takes
+	// one and keeps only the last TrailingLogs entries. Zero keeps Raft's
+	// defaults (120 s, 8192, 10240).
+	SnapshotInterval  Duration `json:"snapshot_interval,omitempty"`
+	SnapshotThreshold uint64   `json:"snapshot_threshold,omitempty"`
+	TrailingLogs      uint64   `json:"trailing_logs,omitempty"`
 	// ApplyTimeout bounds one Raft proposal.
 	ApplyTimeout Duration `json:"apply_timeout"`
 	// MaxPollWait caps how long a task request is held open.
@@ -59,12 +77,14 @@ type Config struct {
 // addresses and TLS remain to fill.
 func DefaultConfig() Config {
 	return Config{
-		RaftAddr:      "127.0.0.1:7400",
-		AgentAddr:     "127.0.0.1:7401",
-		MaxModelBytes: 256 << 10,
-		TickInterval:  Duration(100 * time.Millisecond),
-		ApplyTimeout:  Duration(10 * time.Second),
-		MaxPollWait:   Duration(20 * time.Second),
+		RaftAddr:       "127.0.0.1:7400",
+		AgentAddr:      "127.0.0.1:7401",
+		MaxModelBytes:  1 << 30,
+		BlobGCInterval: Duration(time.Minute),
+		BlobGCGrace:    Duration(10 * time.Minute),
+		TickInterval:   Duration(100 * time.Millisecond),
+		ApplyTimeout:   Duration(10 * time.Second),
+		MaxPollWait:    Duration(20 * time.Second),
 	}
 }
 
@@ -83,6 +103,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: max_model_bytes must be positive", ErrInvalidConfig)
 	case c.TickInterval <= 0 || c.ApplyTimeout <= 0 || c.MaxPollWait <= 0:
 		return fmt.Errorf("%w: tick_interval, apply_timeout and max_poll_wait must be positive", ErrInvalidConfig)
+	case c.BlobGCInterval <= 0 || c.BlobGCGrace <= 0:
+		return fmt.Errorf("%w: blob_gc_interval and blob_gc_grace must be positive", ErrInvalidConfig)
 	}
 	for _, s := range c.Sites {
 		if !validID(s) {

@@ -9,8 +9,8 @@ var (
 	ErrInvalidJob = errors.New("invalid job spec")
 	// ErrInvalidSite: a site id is not acceptable.
 	ErrInvalidSite = errors.New("invalid site")
-	// ErrModelTooLarge: a model is above the inline size limit of the log.
-	ErrModelTooLarge = errors.New("model too large for inline storage")
+	// ErrModelTooLarge: a model is above max_model_bytes.
+	ErrModelTooLarge = errors.New("model too large")
 	// ErrUnknownJob: no job with that id.
 	ErrUnknownJob = errors.New("unknown job")
 	// ErrUnknownSite: the site is not enrolled in this federation.

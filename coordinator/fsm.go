@@ -75,11 +75,13 @@ type receiptBody struct {
 }
 
 type commitRoundBody struct {
-	Job          string   `json:"job"`
-	Round        uint64   `json:"round"`
-	Attempt      int      `json:"attempt"`
-	Weights      []byte   `json:"weights"`
+	Job     string `json:"job"`
+	Round   uint64 `json:"round"`
+	Attempt int    `json:"attempt"`
+	// Digest and Size name the new model's blob, which a majority of
+	// voters held before this entry was proposed.
 	Digest       string   `json:"digest"`
+	Size         int64    `json:"size"`
 	Contributors []string `json:"contributors"`
 	Samples      uint64   `json:"samples"`
 	MeanValAUROC float64  `json:"mean_val_auroc"`
@@ -125,8 +127,6 @@ const statsAttemptKey = ^uint64(0)
 // mu.Lock. No other lock is taken while mu is held. After each applied entry
 // changedC is closed and replaced, waking every waiter.
 type fsm struct {
-	maxModelBytes int
-
 	mu       sync.RWMutex
 	st       *state
 	changedC chan struct{}
@@ -134,8 +134,8 @@ type fsm struct {
 	onCommit func(job string, round uint64)
 }
 
-func newFSM(maxModelBytes int) *fsm {
-	return &fsm{maxModelBytes: maxModelBytes, st: newState(), changedC: make(chan struct{})}
+func newFSM() *fsm {
+	return &fsm{st: newState(), changedC: make(chan struct{})}
 }
 
 // changed returns a channel closed at the next applied entry.
@@ -219,9 +219,13 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if _, ok := st.Jobs[b.Spec.ID]; ok {
 			return nil // idempotent by id
 		}
-		if err := b.Spec.Validate(f.maxModelBytes); err != nil {
+		if err := b.Spec.Validate(0); err != nil {
 			return err
 		}
+		if err := checkModelRef(b.Initial.Digest, b.Initial.Size, b.Spec.Model); err != nil {
+			return err
+		}
+		b.Initial.Round = 0
 		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At, Models: []*Model{&b.Initial}}
 		j.reindex()
 		st.Jobs[b.Spec.ID] = j
@@ -304,11 +308,11 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if r.Attempt != b.Attempt || r.Kind == KindStats {
 			return fmt.Errorf("%w: job %s round %d attempt %d is not an open training round", ErrRoundConflict, b.Job, b.Round, b.Attempt)
 		}
-		if f.maxModelBytes > 0 && len(b.Weights) > f.maxModelBytes {
-			return fmt.Errorf("%w: %d bytes, above the %d-byte inline limit", ErrModelTooLarge, len(b.Weights), f.maxModelBytes)
-		}
 		j := st.Jobs[b.Job]
-		m := &Model{Digest: b.Digest, Round: b.Round, Weights: b.Weights}
+		if err := checkModelRef(b.Digest, b.Size, j.Spec.Model); err != nil {
+			return err
+		}
+		m := &Model{Digest: b.Digest, Round: b.Round, Size: b.Size}
 		j.Models = append(j.Models, m)
 		j.byDigest[m.Digest] = m
 		j.Global = m
@@ -389,6 +393,17 @@ func (f *fsm) apply(t cmdType, c command) error {
 		return nil
 	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, byte(t))
+}
+
+// checkModelRef checks that a model reference fits the job's model.
+func checkModelRef(digest string, size int64, spec ModelSpec) error {
+	if err := validDigest(digest); err != nil {
+		return fmt.Errorf("%w: model %w", ErrBadCommand, err)
+	}
+	if size != spec.ModelBytes() {
+		return fmt.Errorf("%w: model of %d bytes, the job's model has %d", ErrBadCommand, size, spec.ModelBytes())
+	}
+	return nil
 }
 
 func (f *fsm) runningJob(id string) (*Job, error) {

@@ -44,6 +44,7 @@ type Node struct {
 	boltStore *raftboltdb.BoltStore
 	snaps     raft.SnapshotStore
 	trans     *raft.NetworkTransport
+	stream    *raftnet.StreamLayer
 	udpConn   *net.UDPConn
 	quicTr    *quic.Transport
 	quicLn    *quic.Listener
@@ -68,6 +69,14 @@ type Node struct {
 	// ready is set while this node leads and has finished onElected.
 	ready atomic.Bool
 
+	// bgCtx bounds background blob transfers (bgWG); Run ends them.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+	// fetching holds the blobs being fetched from peers, closed when done.
+	fetchMu  sync.Mutex
+	fetching map[string]chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 	running   atomic.Bool
@@ -85,6 +94,11 @@ type Stats struct {
 	RoundsFailed      atomic.Int64
 	BytesReceived     atomic.Int64
 	BytesSent         atomic.Int64
+	// Model blobs between coordinators.
+	BlobsFetched    atomic.Int64
+	BlobBytesPushed atomic.Int64
+	BlobBytesServed atomic.Int64
+	BlobsCollected  atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the
@@ -114,7 +128,8 @@ func newNode(cfg Config) (n *Node, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(cfg.MaxModelBytes)}
+	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(), fetching: make(map[string]chan struct{})}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.heartbeat = n.raftConfig().HeartbeatTimeout
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return n, fmt.Errorf("data dir: %w", err)
@@ -135,13 +150,21 @@ func newNode(cfg Config) (n *Node, err error) {
 	if n.snaps, err = raft.NewFileSnapshotStore(cfg.DataDir, 2, io.Discard); err != nil {
 		return n, fmt.Errorf("open snapshots: %w", err)
 	}
-	stream, err := raftnet.Listen(cfg.RaftAddr,
-		pki.ServerTLS(pool, cert, RaftALPN, pki.RoleCoordinator),
-		pki.ClientTLS(pool, cert, RaftALPN, "", pki.RoleCoordinator))
-	if err != nil {
+	rcfg := raftnet.DefaultConfig()
+	rcfg.Addr = cfg.RaftAddr
+	rcfg.Advertise = cfg.RaftAdvertise
+	// The listener serves Raft and blob transfers, told apart by ALPN:
+	// raftnet checks the negotiated protocol, so pki is not asked to.
+	rcfg.Server = pki.ServerTLS(pool, cert, "", pki.RoleCoordinator)
+	rcfg.Server.NextProtos = []string{RaftALPN}
+	rcfg.Client = pki.ClientTLS(pool, cert, "", "", pki.RoleCoordinator)
+	rcfg.Client.NextProtos = []string{RaftALPN}
+	rcfg.Logger = log
+	rcfg.Protocols = map[string]func(net.Conn){BlobALPN: n.serveBlobConn}
+	if n.stream, err = raftnet.ListenConfig(rcfg); err != nil {
 		return n, fmt.Errorf("raft listener: %w", err)
 	}
-	n.trans = raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
+	n.trans = raft.NewNetworkTransport(n.stream, 3, 10*time.Second, io.Discard)
 
 	n.agentTLS = n.agentServerTLS(pool, cert)
 	// The node owns its UDP socket and QUIC transport (rather than
@@ -264,6 +287,15 @@ func (n *Node) raftConfig() *raft.Config {
 	if n.cfg.LeaderLeaseTimeout > 0 {
 		rc.LeaderLeaseTimeout = time.Duration(n.cfg.LeaderLeaseTimeout)
 	}
+	if n.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = time.Duration(n.cfg.SnapshotInterval)
+	}
+	if n.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	}
+	if n.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = n.cfg.TrailingLogs
+	}
 	return rc
 }
 
@@ -284,9 +316,11 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errC := make(chan error, 3)
+	errC := make(chan error, 5)
 	wg.Go(func() { errC <- n.serveAgents(ctx) })
 	wg.Go(func() { errC <- n.runEngine(ctx) })
+	wg.Go(func() { errC <- n.syncBlobs(ctx) })
+	wg.Go(func() { errC <- n.collectLoop(ctx) })
 	if n.statusLn != nil {
 		srv := &http.Server{Handler: n.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
@@ -306,6 +340,8 @@ func (n *Node) Run(ctx context.Context) error {
 	n.quicTr.Close() // closes every agent connection and waits for its reader
 	wg.Wait()
 	n.connWG.Wait()
+	n.bgCancel()
+	n.bgWG.Wait()
 	// A leader that is stopped on purpose hands over first, so the cluster
 	// does not wait an election timeout for a new one.
 	if r.State() == raft.Leader && !n.abandon.Load() {
@@ -330,6 +366,8 @@ func (n *Node) Abandon() { n.abandon.Store(true) }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		n.bgCancel()
+		n.bgWG.Wait()
 		if n.quicLn != nil {
 			n.quicLn.Close()
 		}
@@ -420,16 +458,56 @@ func (n *Node) EnsureSite(id string) error {
 }
 
 // CreateJob creates a job with a zero initial model (idempotent by id).
-// Leader only for now.
+// Like every model, the initial one is a blob that a majority holds before
+// the entry naming it is proposed. Leader only.
 func (n *Node) CreateJob(spec JobSpec) error {
 	if err := spec.Validate(n.cfg.MaxModelBytes); err != nil {
 		return err
 	}
-	w := protocol.EncodeF32(make([]float32, spec.Model.NumParams()))
-	return n.propose(cmdEnsureJob, struct {
-		Spec    JobSpec `json:"spec"`
-		Initial Model   `json:"initial"`
-	}{spec, Model{Digest: protocol.Digest(w), Round: 0, Weights: w}})
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	var exists bool
+	n.fsm.view(func(st *state) { _, exists = st.Jobs[spec.ID] })
+	if exists {
+		return nil
+	}
+	w := make([]byte, spec.Model.ModelBytes())
+	ref, err := n.storeModel(w)
+	if err != nil {
+		return err
+	}
+	return n.propose(cmdEnsureJob, ensureJobBody{Spec: spec, Initial: ref})
+}
+
+// ensureJobBody creates a job and names its initial model's blob.
+type ensureJobBody struct {
+	Spec    JobSpec `json:"spec"`
+	Initial Model   `json:"initial"`
+}
+
+// storeModel writes a model blob here and replicates it to a majority of
+// voters, so that an entry naming it can be proposed.
+func (n *Node) storeModel(w []byte) (Model, error) {
+	m := Model{Digest: protocol.Digest(w), Size: int64(len(w))}
+	if err := n.blob.put(m.Digest, w); err != nil {
+		return Model{}, err
+	}
+	ctx, cancel := context.WithTimeout(n.bgCtx, blobTransferTimeout(m.Size))
+	defer cancel()
+	if err := n.replicateBlob(ctx, m.Digest, m.Size); err != nil {
+		return Model{}, fmt.Errorf("replicate model: %w", err)
+	}
+	return m, nil
+}
+
+// ModelWeights returns a committed model's weights (little-endian
+// float32), fetching the blob from a peer if this node lacks it.
+func (n *Node) ModelWeights(ctx context.Context, digest string) ([]byte, error) {
+	if err := n.ensureBlob(ctx, digest); err != nil {
+		return nil, err
+	}
+	return n.blob.get(digest)
 }
 
 // Job returns a copy of a job's replicated state.

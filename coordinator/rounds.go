@@ -175,7 +175,11 @@ func (n *Node) stepJob(v roundView) error {
 // closeRound aggregates the ready updates and commits the new global model.
 func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	slices.SortFunc(ready, func(a, b *Receipt) int { return cmpString(a.Site, b.Site) })
-	global, err := protocol.DecodeF32(v.global.Weights)
+	gw, err := n.ModelWeights(n.bgCtx, v.global.Digest)
+	if err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	global, err := protocol.DecodeF32(gw)
 	if err != nil {
 		return fmt.Errorf("decode global model: %w", err)
 	}
@@ -204,9 +208,13 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	w := protocol.EncodeF32(next)
+	// A majority holds the new model before the entry naming it exists.
+	m, err := n.storeModel(protocol.EncodeF32(next))
+	if err != nil {
+		return fmt.Errorf("round %d: %w", r.Number, err)
+	}
 	if err := n.propose(cmdCommitRound, commitRoundBody{
-		Job: v.job, Round: r.Number, Attempt: r.Attempt, Weights: w, Digest: protocol.Digest(w),
+		Job: v.job, Round: r.Number, Attempt: r.Attempt, Digest: m.Digest, Size: m.Size,
 		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples),
 	}); err != nil {
 		return fmt.Errorf("commit round %d: %w", r.Number, err)

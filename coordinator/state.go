@@ -49,14 +49,32 @@ type NodeInfo struct {
 
 // ModelSpec names a model architecture.
 type ModelSpec struct {
-	// Kind is the architecture; "logreg" for now.
+	// Kind is the architecture: "logreg", or "mlp" (a multilayer
+	// perceptron; the coordinator aggregates it, site training of it is not
+	// built yet, and agents decline such jobs).
 	Kind string `json:"kind"`
 	// NumFeatures is the width of the feature vector.
 	NumFeatures int `json:"num_features"`
+	// Hidden are the widths of an MLP's hidden layers.
+	Hidden []int `json:"hidden,omitempty"`
 }
 
-// NumParams is the length of the flat weight vector.
-func (m ModelSpec) NumParams() int { return m.NumFeatures + 1 }
+// NumParams is the length of the flat weight vector: for an MLP, every
+// layer's weights and biases, down to one output.
+func (m ModelSpec) NumParams() int {
+	if m.Kind != "mlp" {
+		return m.NumFeatures + 1
+	}
+	n, in := 0, m.NumFeatures
+	for _, h := range append(slices.Clone(m.Hidden), 1) {
+		n += in*h + h
+		in = h
+	}
+	return n
+}
+
+// ModelBytes is the size of the model's flat float32 weight vector.
+func (m ModelSpec) ModelBytes() int64 { return 4 * int64(m.NumParams()) }
 
 // TrainParams are the job's local training parameters, sent to sites.
 type TrainParams struct {
@@ -158,7 +176,8 @@ func DefaultJobSpec() JobSpec {
 }
 
 // Validate reports the first problem with the spec. maxModelBytes is the
-// inline model size limit (0 = no limit).
+// largest model accepted (0 = no limit); the FSM checks with no limit, so
+// that the nodes' configurations cannot make them disagree.
 func (s JobSpec) Validate(maxModelBytes int) error {
 	switch {
 	case !validID(s.ID):
@@ -173,10 +192,14 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: max_attempts must be at least 1", ErrInvalidJob)
 	case s.Strategy != "fedavg":
 		return fmt.Errorf("%w: strategy %q is not supported (supported: fedavg)", ErrInvalidJob, s.Strategy)
-	case s.Model.Kind != "logreg":
-		return fmt.Errorf("%w: model kind %q is not supported (supported: logreg)", ErrInvalidJob, s.Model.Kind)
-	case s.Model.NumFeatures < 1:
-		return fmt.Errorf("%w: model.num_features must be at least 1", ErrInvalidJob)
+	case s.Model.Kind != "logreg" && s.Model.Kind != "mlp":
+		return fmt.Errorf("%w: model kind %q is not supported (supported: logreg, mlp)", ErrInvalidJob, s.Model.Kind)
+	case s.Model.NumFeatures < 1 || s.Model.NumFeatures > maxLayerWidth:
+		return fmt.Errorf("%w: model.num_features must be in [1, %d]", ErrInvalidJob, maxLayerWidth)
+	case s.Model.Kind == "logreg" && len(s.Model.Hidden) > 0:
+		return fmt.Errorf("%w: model.hidden is for kind mlp, not logreg", ErrInvalidJob)
+	case s.Model.Kind == "mlp" && (len(s.Model.Hidden) < 1 || len(s.Model.Hidden) > maxHiddenLayers):
+		return fmt.Errorf("%w: model.hidden: an mlp has 1 to %d hidden layers", ErrInvalidJob, maxHiddenLayers)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
 		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
 	case featurespec.Validate(s.Features.FeatureSpec) != nil:
@@ -189,11 +212,22 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 	case s.Train.ValidationFraction < 0 || s.Train.ValidationFraction >= 1:
 		return fmt.Errorf("%w: train.validation_fraction must be in [0, 1)", ErrInvalidJob)
 	}
-	if size := 4 * s.Model.NumParams(); maxModelBytes > 0 && size > maxModelBytes {
-		return fmt.Errorf("%w: the model is %d bytes, above the %d-byte inline limit", ErrModelTooLarge, size, maxModelBytes)
+	for _, h := range s.Model.Hidden {
+		if h < 1 || h > maxLayerWidth {
+			return fmt.Errorf("%w: model.hidden: layer widths must be in [1, %d]", ErrInvalidJob, maxLayerWidth)
+		}
+	}
+	if size := s.Model.ModelBytes(); maxModelBytes > 0 && size > int64(maxModelBytes) {
+		return fmt.Errorf("%w: the model is %d bytes, above max_model_bytes (%d)", ErrModelTooLarge, size, maxModelBytes)
 	}
 	return nil
 }
+
+// Bounds on model shapes: they keep NumParams far from overflow.
+const (
+	maxLayerWidth   = 1 << 16
+	maxHiddenLayers = 8
+)
 
 // Receipt records one accepted site update. The update's body is a blob the
 // leader holds; the receipt is what Raft commits before the agent is acked.
@@ -270,11 +304,13 @@ type Round struct {
 	FailReason   string  `json:"fail_reason,omitempty"`
 }
 
-// Model is one committed global model, inline in the log.
+// Model is one committed global model: a reference to a blob (the
+// weights as little-endian float32) that a majority of nodes held before
+// the entry naming it was proposed.
 type Model struct {
-	Digest  string `json:"digest"`
-	Round   uint64 `json:"round"`
-	Weights []byte `json:"weights"`
+	Digest string `json:"digest"`
+	Round  uint64 `json:"round"`
+	Size   int64  `json:"size"`
 }
 
 // Job is a job's replicated state.

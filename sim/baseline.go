@@ -29,11 +29,15 @@ func loadDataset(ctx context.Context, dir string, spec *pb.FeatureSpec) (*datase
 }
 
 // scoreModel evaluates a committed global model on the test set.
-func scoreModel(m *coordinator.Model, test *dataset) (Metrics, error) {
+func scoreModel(ctx context.Context, node *coordinator.Node, m *coordinator.Model, test *dataset) (Metrics, error) {
 	if m == nil {
 		return Metrics{}, fmt.Errorf("committed model not found")
 	}
-	w, err := protocol.DecodeF32(m.Weights)
+	b, err := node.ModelWeights(ctx, m.Digest)
+	if err != nil {
+		return Metrics{}, err
+	}
+	w, err := protocol.DecodeF32(b)
 	if err != nil {
 		return Metrics{}, err
 	}

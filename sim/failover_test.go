@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol"
@@ -103,7 +104,7 @@ func TestLeaderKillMidRoundLosesNothing(t *testing.T) {
 			t.Fatalf("round %d: acknowledged %v, aggregated %v", r.Number, receipts, r.Contributors)
 		}
 		// Recompute: previous global + sample-weighted mean of the deltas.
-		prev, err := protocol.DecodeF32(j.ModelByDigest(r.Base).Weights)
+		prev, err := protocol.DecodeF32(weights(t, survivor, r.Base))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +121,7 @@ func TestLeaderKillMidRoundLosesNothing(t *testing.T) {
 			}
 			total += float64(rc.Samples)
 		}
-		got, err := protocol.DecodeF32(j.ModelByDigest(r.Result).Weights)
+		got, err := protocol.DecodeF32(weights(t, survivor, r.Result))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,4 +168,17 @@ func TestGracefulStopHandsOverLeadership(t *testing.T) {
 			eventually(t, "a new leader", func() bool { id, _ := survivor.Leader(); return id != "" && id != leader.ID() })
 		})
 	}
+}
+
+// weights reads a committed model's weights through a node (which fetches
+// the blob from a peer if it lacks it).
+func weights(t *testing.T, n *coordinator.Node, digest string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := n.ModelWeights(ctx, digest)
+	if err != nil {
+		t.Fatalf("model %.12s: %v", digest, err)
+	}
+	return w
 }

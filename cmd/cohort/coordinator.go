@@ -52,6 +52,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		id         = fs.String("id", "", "this node's Raft server id")
 		dataDir    = fs.String("data-dir", "", "`directory` for the Raft log, snapshots and blobs")
 		raftAddr   = fs.String("raft-addr", "", "TCP `address` for Raft traffic between coordinators (mutual TLS)")
+		raftAdv    = fs.String("raft-advertise", "", "`address` other coordinators dial for Raft (default: raft-addr; needed when raft-addr is 0.0.0.0)")
 		agentAddr  = fs.String("agent-addr", "", "UDP `address` of the QUIC listener for agents")
 		advertise  = fs.String("agent-advertise", "", "`address` agents are redirected to when this node leads (default: agent-addr)")
 		statusAddr = fs.String("status-addr", "", "HTTP `address` for read-only /healthz and /v1/status (keep it on loopback)")
@@ -74,9 +75,9 @@ them to the leader. The leader opens rounds, collects site updates,
 aggregates them with FedAvg and commits each new global model through Raft.
 
 The config file is JSON: the flags below (id, data_dir, raft_addr,
-agent_addr, agent_advertise, status_addr, tls {ca, cert, key}, bootstrap,
+raft_advertise, agent_addr, agent_advertise, status_addr, tls {ca, cert, key}, bootstrap,
 peers [{id, raft_addr}], sites [...], log_level), plus jobs [...] and the
-tuning fields (max_model_bytes, tick_interval, heartbeat_timeout,
+tuning fields (max_model_bytes, blob_gc_interval, blob_gc_grace, tick_interval, heartbeat_timeout,
 election_timeout, leader_lease_timeout, apply_timeout, max_poll_wait); see
 docs/operating-a-federation.md.
 
@@ -110,6 +111,8 @@ Flags:
 			file.DataDir = *dataDir
 		case "raft-addr":
 			file.RaftAddr = *raftAddr
+		case "raft-advertise":
+			file.RaftAdvertise = *raftAdv
 		case "agent-addr":
 			file.AgentAddr = *agentAddr
 		case "agent-advertise":
