@@ -111,5 +111,6 @@ func (n *Node) statusHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
 	})
+	n.adminRoutes(mux)
 	return mux
 }

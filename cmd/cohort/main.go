@@ -32,6 +32,7 @@ Commands:
                agents over QUIC on loopback) and compare it with centralized and
                local-only training; no outside service needed
   coordinator  run one coordinator node (Raft-replicated control plane)
+  cluster      list, join and remove coordinators through the admin API
   agent        run a site agent on a hospital gateway
   ca           create the federation CA and issue certificates
   version      print the version
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "coordinator":
 		return runCoordinator(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return runCluster(ctx, args[1:], stdout, stderr)
 	case "agent":
 		return runAgent(ctx, args[1:], stdout, stderr)
 	case "ca":
