@@ -357,6 +357,12 @@ func (n *Node) Run(ctx context.Context) error {
 	return runErr
 }
 
+// InjectFault drops or delays this node's traffic (Raft and blob
+// transfers) with other coordinators, by their ids, for fault-injection
+// tests and testbeds: fn is asked at every connection and every write; nil
+// removes the fault. Agents' connections are not affected.
+func (n *Node) InjectFault(fn func(peer string) raftnet.Fault) { n.stream.SetFault(fn) }
+
 // Abandon makes the next stop of Run skip the leadership transfer, as a
 // crash would: for fault injection in tests and testbeds.
 func (n *Node) Abandon() { n.abandon.Store(true) }

@@ -101,6 +101,10 @@ func (n *Node) statusHandler() http.Handler {
 				http.Redirect(w, req, "http://"+addr+"/v1/status", http.StatusTemporaryRedirect)
 				return
 			}
+			if !n.ready.Load() {
+				http.Error(w, "the leader is still catching up; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
+				return
+			}
 			if err := n.raftNode().VerifyLeader().Error(); err != nil {
 				http.Error(w, "leadership not confirmed; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
 				return
