@@ -151,7 +151,7 @@ type Agent struct {
 
 	guard *egress.Guard
 
-	mu    sync.Mutex // guards st, stats, storeGen and cache
+	mu    sync.Mutex // guards st, stats, storeGen, cache and partialDL
 	st    *store.Store
 	stats Stats
 	// storeGen counts ingests; a cached dataset of an older generation is
@@ -165,16 +165,21 @@ type Agent struct {
 	masterKey []byte
 
 	closeOnce sync.Once
+
+	// partialDL is an interrupted model download, guarded by mu.
+	partialDL *partialDownload
 }
 
 // Stats are the agent's counters.
 type Stats struct {
-	Ingest         *fhir.Stats
-	RoundsTrained  int
-	UpdatesAcked   int
-	UpdatesResent  int
-	Reconnects     int
-	LastRoundError string
+	Ingest           *fhir.Stats
+	RoundsTrained    int
+	UpdatesAcked     int
+	UpdatesResent    int
+	UploadsResumed   int
+	DownloadsResumed int
+	Reconnects       int
+	LastRoundError   string
 }
 
 // New validates cfg and loads the site's certificate. It opens nothing else.

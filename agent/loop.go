@@ -198,7 +198,7 @@ func (a *Agent) flushOutbox(ctx context.Context, s *session) error {
 	}
 	for _, p := range kept {
 		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_RoundStatusRequest{RoundStatusRequest: &pb.RoundStatusRequest{
-			JobId: p.Job, Round: p.Round}}})
+			JobId: p.Job, Round: p.Round, UpdateSha256: protocol.Digest(p.Delta)}}})
 		if err != nil {
 			return err
 		}
@@ -214,6 +214,16 @@ func (a *Agent) flushOutbox(ctx context.Context, s *session) error {
 				a.mu.Unlock()
 				a.log.Info("coordinator lacks an acknowledged update; sending it again", "job", p.Job, "round", p.Round)
 			}
+			if off := rs.GetHaveBytes(); off > 0 && off <= uint64(len(p.Delta)) {
+				a.mu.Lock()
+				a.stats.UploadsResumed++
+				a.mu.Unlock()
+				a.log.Info("resuming an interrupted upload", "job", p.Job, "round", p.Round, "from_byte", off, "of", len(p.Delta))
+				if err := a.sendFrom(ctx, s, p, off); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := a.send(ctx, s, p); err != nil {
 				return err
 			}
@@ -227,7 +237,12 @@ func (a *Agent) flushOutbox(ctx context.Context, s *session) error {
 
 // send uploads p and records the Ack. A refusal drops the update.
 func (a *Agent) send(ctx context.Context, s *session, p *pending) error {
-	err := a.upload(ctx, s, p)
+	return a.sendFrom(ctx, s, p, 0)
+}
+
+// sendFrom is send for an upload the coordinator holds offset bytes of.
+func (a *Agent) sendFrom(ctx context.Context, s *session, p *pending, offset uint64) error {
+	err := a.upload(ctx, s, p, offset)
 	var re *protocol.RemoteError
 	switch {
 	case err == nil:

@@ -66,6 +66,8 @@ func writeMetrics(w io.Writer, st Status) {
 		{"cohort_agent_rounds_trained_total", "Training rounds this site trained.", int64(st.RoundsTrained)},
 		{"cohort_agent_updates_acked_total", "Updates the coordinator acknowledged.", int64(st.UpdatesAcked)},
 		{"cohort_agent_updates_resent_total", "Acknowledged updates sent again after a failover.", int64(st.UpdatesResent)},
+		{"cohort_agent_uploads_resumed_total", "Uploads continued from the byte an interrupted one reached.", int64(st.UploadsResumed)},
+		{"cohort_agent_downloads_resumed_total", "Model downloads continued from the byte an interrupted one reached.", int64(st.DownloadsResumed)},
 		{"cohort_agent_reconnects_total", "Reconnections to the coordinators.", int64(st.Reconnects)},
 		{"cohort_agent_bytes_sent_total", "Bytes sent to the coordinators (through the egress guard).", st.BytesSent},
 	} {

@@ -283,21 +283,46 @@ const (
 	maxReasks = 20
 )
 
+// partialDownload is the part of a model an interrupted download got; the
+// next download of the same model asks for the rest (from any node: the
+// model is content-addressed).
+type partialDownload struct {
+	digest string
+	body   []byte
+	have   uint64
+}
+
 // download fetches a model blob on its own stream and verifies its digest.
+// An interrupted download is resumed from the byte it reached.
 func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.BlobRef) ([]byte, error) {
+	var (
+		body   []byte
+		offset uint64
+	)
+	a.mu.Lock()
+	if p := a.partialDL; p != nil && p.digest == ref.GetSha256() && uint64(len(p.body)) == ref.GetSize() {
+		body, offset = p.body, p.have
+	}
+	a.partialDL = nil
+	a.mu.Unlock()
+	if body == nil {
+		body = make([]byte, ref.GetSize())
+	} else {
+		a.log.Info("resuming an interrupted model download", "job", job, "from_byte", offset, "of", len(body))
+	}
 	st, err := s.conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open download stream: %w", err)
 	}
 	defer st.CancelRead(0)
 	if err := a.guard.Send(st, &pb.Envelope{Body: &pb.Envelope_ModelRequest{ModelRequest: &pb.ModelRequest{
-		JobId: job, Sha256: ref.GetSha256()}}}); err != nil {
+		JobId: job, Sha256: ref.GetSha256(), Offset: offset}}}); err != nil {
 		return nil, err
 	}
 	st.Close() // one request per blob stream: half-close our side
 	// A coordinator that vanishes mid-transfer is noticed by this deadline,
 	// not by the connection's idle timeout.
-	st.SetReadDeadline(a.now().Add(blobDeadline(ref.GetSize())))
+	st.SetReadDeadline(a.now().Add(blobDeadline(ref.GetSize() - offset)))
 	resp, err := protocol.ReadFrame(st, 0)
 	if err != nil {
 		return nil, fmt.Errorf("model header: %w", err)
@@ -306,22 +331,34 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 		return nil, err
 	}
 	hdr := resp.GetBlobHeader()
-	if hdr == nil || hdr.GetBlob().GetSize() != ref.GetSize() || hdr.GetOffset() != 0 {
+	if hdr == nil || hdr.GetBlob().GetSize() != ref.GetSize() || hdr.GetOffset() != offset {
 		return nil, fmt.Errorf("model header: %w", protocol.ErrUnexpected)
 	}
-	body := make([]byte, ref.GetSize())
-	if _, err := io.ReadFull(st, body); err != nil {
-		return nil, fmt.Errorf("model body: %w", err)
+	k, err := io.ReadFull(st, body[offset:])
+	if err != nil {
+		if got := offset + uint64(k); got > 0 {
+			a.mu.Lock()
+			a.partialDL = &partialDownload{digest: ref.GetSha256(), body: body, have: got}
+			a.mu.Unlock()
+		}
+		return nil, fmt.Errorf("model body, at byte %d of %d: %w", offset+uint64(k), len(body), err)
 	}
 	if protocol.Digest(body) != ref.GetSha256() {
 		return nil, fmt.Errorf("model body does not match its digest %.12s", ref.GetSha256())
+	}
+	if offset > 0 {
+		a.mu.Lock()
+		a.stats.DownloadsResumed++
+		a.mu.Unlock()
 	}
 	return body, nil
 }
 
 // upload sends a kept update on its own stream and waits for the Ack, which
-// the coordinator sends only after the update's receipt is committed.
-func (a *Agent) upload(ctx context.Context, s *session, u *pending) error {
+// the coordinator sends only after the update's receipt is committed. With
+// offset > 0 it sends only the bytes the coordinator does not hold yet from
+// an interrupted upload.
+func (a *Agent) upload(ctx context.Context, s *session, u *pending, offset uint64) error {
 	st, err := s.conn.OpenStreamSync(ctx)
 	if err == nil {
 		st.SetWriteDeadline(a.now().Add(blobDeadline(uint64(len(u.Delta)))))
@@ -331,10 +368,11 @@ func (a *Agent) upload(ctx context.Context, s *session, u *pending) error {
 	}
 	defer st.CancelRead(0)
 	hdr := u.header()
+	hdr.Offset = offset
 	if err := a.guard.Send(st, &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: hdr}}); err != nil {
 		return err
 	}
-	if err := a.guard.SendTensor(st, hdr.GetDelta(), u.Delta, u.Job, u.Round); err != nil {
+	if err := a.guard.SendTensorFrom(st, hdr.GetDelta(), u.Delta, offset, u.Job, u.Round); err != nil {
 		return err
 	}
 	st.Close()

@@ -24,12 +24,16 @@ type Status struct {
 	Rejected map[string]int `json:"rejected"`
 	// Rounds are the training rounds this site trained, and the updates the
 	// coordinator acknowledged.
-	RoundsTrained  int    `json:"rounds_trained"`
-	UpdatesAcked   int    `json:"updates_acked"`
-	UpdatesResent  int    `json:"updates_resent"`
-	Reconnects     int    `json:"reconnects"`
-	LastRoundError string `json:"last_round_error,omitempty"`
-	BytesSent      int64  `json:"bytes_sent"`
+	RoundsTrained int `json:"rounds_trained"`
+	UpdatesAcked  int `json:"updates_acked"`
+	UpdatesResent int `json:"updates_resent"`
+	// UploadsResumed and DownloadsResumed count transfers continued from
+	// the byte an interrupted one reached.
+	UploadsResumed   int    `json:"uploads_resumed"`
+	DownloadsResumed int    `json:"downloads_resumed"`
+	Reconnects       int    `json:"reconnects"`
+	LastRoundError   string `json:"last_round_error,omitempty"`
+	BytesSent        int64  `json:"bytes_sent"`
 	// Devices counts MQTT telemetry, when the agent subscribes to it.
 	Devices *DeviceStatus `json:"devices,omitempty"`
 }
@@ -48,7 +52,7 @@ type DeviceStatus struct {
 func (a *Agent) status() Status {
 	a.mu.Lock()
 	st := Status{Site: a.site, Updated: a.now().UTC(), RoundsTrained: a.stats.RoundsTrained,
-		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent, Reconnects: a.stats.Reconnects,
+		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent, UploadsResumed: a.stats.UploadsResumed, DownloadsResumed: a.stats.DownloadsResumed, Reconnects: a.stats.Reconnects,
 		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{}}
 	merge := func(dst, src map[string]int) {
 		for k, v := range src {

@@ -306,6 +306,9 @@ func (n *Node) onRoundStatus(ac *agentConn, req *pb.RoundStatusRequest) *pb.Enve
 				if rc, ok := r.Receipts[ac.site]; ok {
 					rs.HaveUpdate = r.Kind == KindStats || n.blob.has(rc.Digest)
 				}
+				if !rs.HaveUpdate && req.GetUpdateSha256() != "" {
+					rs.HaveBytes = n.partialBytes(ac.site, req.GetUpdateSha256())
+				}
 			case RoundCommitted:
 				rs.State = pb.RoundState_ROUND_STATE_COMMITTED
 				rs.HaveUpdate = slices.Contains(r.Contributors, ac.site)
@@ -405,21 +408,18 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 	case d.GetSize() != uint64(4*numParams):
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "delta declares %d bytes; the model has %d parameters (%d bytes)", d.GetSize(), numParams, 4*numParams)
 	}
-	body := make([]byte, d.GetSize())
-	s.SetReadDeadline(time.Now().Add(blobTimeout))
-	if _, err := io.ReadFull(s, body); err != nil {
-		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "update body ended early: %v", err)
+	if up.GetOffset() > d.GetSize() {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "offset %d is past the delta's %d bytes", up.GetOffset(), d.GetSize())
 	}
-	n.stats.BytesReceived.Add(int64(len(body)))
-	if protocol.Digest(body) != d.GetSha256() {
-		return reject(pb.ErrorCode_ERROR_CODE_DIGEST_MISMATCH, "update body does not match its declared sha256")
+	if validDigest(d.GetSha256()) != nil {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "delta sha256 is not 64 lowercase hex digits")
+	}
+	body, resp := n.receiveBody(ac.site, s, d, up.GetOffset(), reject)
+	if resp != nil {
+		return resp
 	}
 	if _, err := protocol.DecodeF32(body); err != nil {
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "update body: %v", err)
-	}
-	if err := n.blob.put(d.GetSha256(), body); err != nil {
-		n.log.Error("store update", "err", err)
-		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_INTERNAL, "could not store the update")
 	}
 	m := up.GetMetrics()
 	err := n.propose(cmdReceipt, receiptBody{Job: up.GetJobId(), Round: up.GetRound(), Receipt: Receipt{

@@ -382,6 +382,9 @@ func (n *Node) ensureBlob(ctx context.Context, digest string) error {
 			break
 		}
 	}
+	if len(errs) == 0 {
+		return fmt.Errorf("model %.12s: %w, and there is no peer to fetch it from", digest, errBlobMissing)
+	}
 	return fmt.Errorf("model %.12s is not held here and no peer sent it: %w", digest, errors.Join(errs...))
 }
 
@@ -448,6 +451,7 @@ func (n *Node) CollectGarbage() (blobs int, bytes int64, err error) {
 		return 0, 0, err
 	}
 	cutoff := n.now().Add(-time.Duration(n.cfg.BlobGCGrace))
+	n.collectPartials(cutoff)
 	for _, b := range held {
 		if models[b.digest] || bodies[b.digest] || b.mod.After(cutoff) {
 			continue

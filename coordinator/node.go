@@ -99,6 +99,9 @@ type Stats struct {
 	BlobBytesPushed atomic.Int64
 	BlobBytesServed atomic.Int64
 	BlobsCollected  atomic.Int64
+	// Update uploads interrupted mid-body, and resumed from an offset.
+	UploadsInterrupted atomic.Int64
+	UploadsResumed     atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the

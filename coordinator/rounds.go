@@ -221,8 +221,13 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	}
 	n.stats.RoundsCommitted.Add(1)
 	n.log.Info("round committed", "job", v.job, "round", r.Number, "sites", len(sites), "samples", samples)
+	// The update bodies are no longer needed, unless one is byte for byte
+	// a model (a single site's first update from a zero model is).
+	models, _ := n.referencedBlobs()
 	for _, rc := range r.Receipts {
-		n.blob.remove(rc.Digest)
+		if !models[rc.Digest] {
+			n.blob.remove(rc.Digest)
+		}
 	}
 	return nil
 }

@@ -167,6 +167,15 @@ func (g *Guard) Send(w io.Writer, env *pb.Envelope) error {
 // packed little-endian float32 values, all finite, matching ref's size and
 // digest.
 func (g *Guard) SendTensor(w io.Writer, ref *pb.BlobRef, data []byte, job string, round uint64) error {
+	return g.SendTensorFrom(w, ref, data, 0, job, round)
+}
+
+// SendTensorFrom checks the whole tensor as SendTensor does, then writes
+// only its bytes from offset on: the rest of an interrupted upload.
+func (g *Guard) SendTensorFrom(w io.Writer, ref *pb.BlobRef, data []byte, offset uint64, job string, round uint64) error {
+	if offset > uint64(len(data)) {
+		return fmt.Errorf("%w: offset %d past a tensor of %d bytes", ErrPayload, offset, len(data))
+	}
 	if ref.GetEncoding() != pb.Encoding_ENCODING_F32LE || uint64(len(data)) != ref.GetSize() || len(data)%4 != 0 {
 		return fmt.Errorf("%w: tensor of %d bytes, header says %d", ErrPayload, len(data), ref.GetSize())
 	}
@@ -179,7 +188,7 @@ func (g *Guard) SendTensor(w io.Writer, ref *pb.BlobRef, data []byte, job string
 	if protocol.Digest(data) != ref.GetSha256() {
 		return fmt.Errorf("%w: tensor digest", ErrPayload)
 	}
-	return g.write(w, data, Record{Kind: "update-body", Job: job, Round: round})
+	return g.write(w, data[offset:], Record{Kind: "update-body", Job: job, Round: round})
 }
 
 func (g *Guard) write(w io.Writer, b []byte, rec Record) error {

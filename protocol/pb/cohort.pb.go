@@ -2078,7 +2078,11 @@ type UpdateUpload struct {
 	SampleCount uint64        `protobuf:"varint,4,opt,name=sample_count,json=sampleCount,proto3" json:"sample_count,omitempty"`
 	Metrics     *LocalMetrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	// The weight delta (local - global).
-	Delta         *BlobRef `protobuf:"bytes,6,opt,name=delta,proto3" json:"delta,omitempty"`
+	Delta *BlobRef `protobuf:"bytes,6,opt,name=delta,proto3" json:"delta,omitempty"`
+	// Resume: the coordinator already holds the first offset bytes of this
+	// delta from an interrupted upload (RoundStatus.have_bytes); the stream
+	// carries the remaining delta.size - offset bytes.
+	Offset        uint64 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2153,6 +2157,13 @@ func (x *UpdateUpload) GetDelta() *BlobRef {
 		return x.Delta
 	}
 	return nil
+}
+
+func (x *UpdateUpload) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 // FeatureStats are one feature's aggregates over a site's eligible cohort:
@@ -2467,9 +2478,12 @@ func (x *Error) GetMessage() string {
 // RoundStatusRequest asks whether a round has committed, so an agent knows
 // when it may drop the update it keeps.
 type RoundStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// The digest of the update the agent keeps for this round, if any: the
+	// answer's have_bytes says how much of it an interrupted upload left.
+	UpdateSha256  string `protobuf:"bytes,3,opt,name=update_sha256,json=updateSha256,proto3" json:"update_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2518,6 +2532,13 @@ func (x *RoundStatusRequest) GetRound() uint64 {
 	return 0
 }
 
+func (x *RoundStatusRequest) GetUpdateSha256() string {
+	if x != nil {
+		return x.UpdateSha256
+	}
+	return ""
+}
+
 type RoundStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -2525,7 +2546,10 @@ type RoundStatus struct {
 	State RoundState             `protobuf:"varint,3,opt,name=state,proto3,enum=cohort.v1.RoundState" json:"state,omitempty"`
 	// The site's update for this round is held by the coordinator (its receipt
 	// is committed); when false on an open round, the agent uploads again.
-	HaveUpdate    bool `protobuf:"varint,4,opt,name=have_update,json=haveUpdate,proto3" json:"have_update,omitempty"`
+	HaveUpdate bool `protobuf:"varint,4,opt,name=have_update,json=haveUpdate,proto3" json:"have_update,omitempty"`
+	// Bytes of the update named in the request that the coordinator holds
+	// from an interrupted upload; the agent resumes from there.
+	HaveBytes     uint64 `protobuf:"varint,5,opt,name=have_bytes,json=haveBytes,proto3" json:"have_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2586,6 +2610,13 @@ func (x *RoundStatus) GetHaveUpdate() bool {
 		return x.HaveUpdate
 	}
 	return false
+}
+
+func (x *RoundStatus) GetHaveBytes() uint64 {
+	if x != nil {
+		return x.HaveBytes
+	}
+	return 0
 }
 
 var File_cohort_proto protoreflect.FileDescriptor
@@ -2702,14 +2733,15 @@ const file_cohort_proto_rawDesc = "" +
 	"train_loss\x18\x01 \x01(\x01R\ttrainLoss\x12\x1b\n" +
 	"\tval_auroc\x18\x02 \x01(\x01R\bvalAuroc\x12!\n" +
 	"\fval_accuracy\x18\x03 \x01(\x01R\vvalAccuracy\x12\x1b\n" +
-	"\tval_count\x18\x04 \x01(\x04R\bvalCount\"\xe7\x01\n" +
+	"\tval_count\x18\x04 \x01(\x04R\bvalCount\"\xff\x01\n" +
 	"\fUpdateUpload\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12*\n" +
 	"\x11base_model_sha256\x18\x03 \x01(\tR\x0fbaseModelSha256\x12!\n" +
 	"\fsample_count\x18\x04 \x01(\x04R\vsampleCount\x121\n" +
 	"\ametrics\x18\x05 \x01(\v2\x17.cohort.v1.LocalMetricsR\ametrics\x12(\n" +
-	"\x05delta\x18\x06 \x01(\v2\x12.cohort.v1.BlobRefR\x05delta\"M\n" +
+	"\x05delta\x18\x06 \x01(\v2\x12.cohort.v1.BlobRefR\x05delta\x12\x16\n" +
+	"\x06offset\x18\a \x01(\x04R\x06offset\"M\n" +
 	"\fFeatureStats\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x10\n" +
 	"\x03sum\x18\x02 \x01(\x01R\x03sum\x12\x15\n" +
@@ -2730,16 +2762,19 @@ const file_cohort_proto_rawDesc = "" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"K\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.cohort.v1.ErrorCodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"A\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"f\n" +
 	"\x12RoundStatusRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05round\x18\x02 \x01(\x04R\x05round\"\x88\x01\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
+	"\rupdate_sha256\x18\x03 \x01(\tR\fupdateSha256\"\xa7\x01\n" +
 	"\vRoundStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12+\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x15.cohort.v1.RoundStateR\x05state\x12\x1f\n" +
 	"\vhave_update\x18\x04 \x01(\bR\n" +
-	"haveUpdate*4\n" +
+	"haveUpdate\x12\x1d\n" +
+	"\n" +
+	"have_bytes\x18\x05 \x01(\x04R\thaveBytes*4\n" +
 	"\bTaskKind\x12\x13\n" +
 	"\x0fTASK_KIND_TRAIN\x10\x00\x12\x13\n" +
 	"\x0fTASK_KIND_STATS\x10\x01*\xa1\x02\n" +
