@@ -267,6 +267,10 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	if offer.GetKind() == pb.TaskKind_TASK_KIND_STATS {
 		return a.runStats(s, offer)
 	}
+	// Decline a model this agent cannot train before downloading it.
+	if k := offer.GetModelSpec().GetKind(); k != "logreg" {
+		return a.decline(s, offer, fmt.Errorf("%w: %q", ErrUnsupportedModel, k))
+	}
 	ref := offer.GetModel()
 	body, err := a.download(ctx, s, offer.GetJobId(), ref)
 	if err != nil {
@@ -350,8 +354,11 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 // offer's round, with a reason code only, and returns the local error.
 func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
 	reason := pb.DeclineReason_DECLINE_REASON_SPEC
-	if errors.Is(cause, ErrTooFewRecords) {
+	switch {
+	case errors.Is(cause, ErrTooFewRecords):
 		reason = pb.DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS
+	case errors.Is(cause, ErrUnsupportedModel):
+		reason = pb.DeclineReason_DECLINE_REASON_MODEL
 	}
 	a.log.Warn("declining a round", "job", offer.GetJobId(), "round", offer.GetRound(), "reason", reason.String(), "err", cause)
 	if _, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Decline{Decline: &pb.Decline{

@@ -419,6 +419,8 @@ const (
 	DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS DeclineReason = 1
 	// The job's spec cannot be applied to this site's data.
 	DeclineReason_DECLINE_REASON_SPEC DeclineReason = 2
+	// This agent cannot train the job's model kind.
+	DeclineReason_DECLINE_REASON_MODEL DeclineReason = 3
 )
 
 // Enum value maps for DeclineReason.
@@ -427,11 +429,13 @@ var (
 		0: "DECLINE_REASON_UNSPECIFIED",
 		1: "DECLINE_REASON_TOO_FEW_RECORDS",
 		2: "DECLINE_REASON_SPEC",
+		3: "DECLINE_REASON_MODEL",
 	}
 	DeclineReason_value = map[string]int32{
 		"DECLINE_REASON_UNSPECIFIED":     0,
 		"DECLINE_REASON_TOO_FEW_RECORDS": 1,
 		"DECLINE_REASON_SPEC":            2,
+		"DECLINE_REASON_MODEL":           3,
 	}
 )
 
@@ -2805,11 +2809,12 @@ const file_cohort_proto_rawDesc = "" +
 	"\x17NORMALIZATION_FEDERATED\x10\x01*8\n" +
 	"\bEncoding\x12\x18\n" +
 	"\x14ENCODING_UNSPECIFIED\x10\x00\x12\x12\n" +
-	"\x0eENCODING_F32LE\x10\x01*l\n" +
+	"\x0eENCODING_F32LE\x10\x01*\x86\x01\n" +
 	"\rDeclineReason\x12\x1e\n" +
 	"\x1aDECLINE_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eDECLINE_REASON_TOO_FEW_RECORDS\x10\x01\x12\x17\n" +
-	"\x13DECLINE_REASON_SPEC\x10\x02*\xb6\x02\n" +
+	"\x13DECLINE_REASON_SPEC\x10\x02\x12\x18\n" +
+	"\x14DECLINE_REASON_MODEL\x10\x03*\xb6\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1b\n" +
