@@ -51,8 +51,11 @@ func (a *Agent) dial(ctx context.Context, addr string) (*session, error) {
 	defer cancel()
 	conn, err := quic.DialAddr(dctx, addr, tlsConf, &quic.Config{
 		HandshakeIdleTimeout: 5 * time.Second,
-		MaxIdleTimeout:       30 * time.Second,
-		KeepAlivePeriod:      10 * time.Second,
+		// A coordinator that dies without closing (a crash, a cut link)
+		// is given up after 10 s of silence; keep-alives every 3 s keep a
+		// live but quiet connection open.
+		MaxIdleTimeout:  10 * time.Second,
+		KeepAlivePeriod: 3 * time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, a.explain(err))

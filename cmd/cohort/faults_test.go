@@ -85,8 +85,8 @@ func TestKillLeaderMidJob(t *testing.T) {
 	paused.proc.signal(t, syscall.SIGCONT)
 
 	// An agent waiting for the dead leader's answer to an upload notices
-	// only at its QUIC idle timeout, 30 s (see
-	// TestAgentsNoticeCrashedLeaderPromptly).
+	// at its request deadline or its QUIC idle timeout (10 s), whichever
+	// comes first (see TestAgentsNoticeCrashedLeaderPromptly).
 	_, st = c.waitStatus(75*time.Second, fmt.Sprintf("round %d to commit after the kill", at+1), func(st coordinator.Status) bool {
 		return committed(st, spec.ID) > at
 	})
@@ -261,13 +261,11 @@ const promptResume = 25 * time.Second
 // the dead leader. The next round must commit within promptResume of the
 // kill.
 //
-// It fails today: Agent.upload (agent/session.go) waits for the Ack with
-// protocol.ReadFrame on the upload stream and no deadline, and Agent.download
-// reads the model the same way, so an agent that sends to a crashed leader
-// waits for the QUIC idle timeout (MaxIdleTimeout, 30 s) before it
-// reconnects. A restarted coordinator does not cut these connections short
-// either: its quic.Transport has no StatelessResetKey (coordinator/node.go),
-// so it drops the old connection's packets without a stateless reset.
+// What makes it pass: every agent request, download and upload has a
+// deadline (agent/session.go), the agent's QUIC idle timeout is 10 s with
+// keep-alives every 3 s, and a restarted coordinator answers its old
+// connections' packets with a stateless reset (a persisted
+// StatelessResetKey, coordinator/node.go).
 func TestAgentsNoticeCrashedLeaderPromptly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary as five processes")
@@ -316,11 +314,8 @@ func TestAgentsNoticeCrashedLeaderPromptly(t *testing.T) {
 // their job finished, when each is in a long-polled task request (the
 // agent's poll wait is 10 s). Each must exit within 3 s.
 //
-// It fails today: Agent.serve (agent/loop.go) sends the task request with
-// Agent.request (agent/session.go), whose protocol.ReadFrame on the control
-// stream does not watch ctx, and the session is closed only after serve
-// returns; so a stopped agent waits for the coordinator's NoTask answer,
-// up to its poll wait.
+// What makes it pass: the agent closes its session as soon as its context
+// ends, which ends the long-polled read on the control stream.
 func TestAgentExitsPromptlyOnSIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary as three processes")
