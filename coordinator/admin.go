@@ -110,7 +110,7 @@ func (n *Node) onLeader(read bool, h http.HandlerFunc) http.HandlerFunc {
 				// A new leader answers once its barrier has applied every
 				// entry of earlier terms (ready), and after confirming
 				// with a quorum that it still leads.
-				if !n.ready.Load() {
+				if !n.isReady() {
 					writeProblem(w, http.StatusServiceUnavailable, "the leader is still catching up; retry")
 					return
 				}

@@ -201,7 +201,7 @@ func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
 	if !n.IsLeader() {
 		return n.redirect(), false
 	}
-	if !n.ready.Load() {
+	if !n.isReady() {
 		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "the leader is starting; retry shortly"), true
 	}
 	var known bool

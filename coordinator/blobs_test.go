@@ -122,7 +122,7 @@ func TestLargeModelSurvivesLeaderLoss(t *testing.T) {
 	var next *Node
 	waitFor(t, tc.nodes[(li+1)%3], "a new leader", func() bool {
 		for i, n := range tc.nodes {
-			if i != li && n.IsLeader() && n.ready.Load() {
+			if i != li && n.isReady() {
 				next = n
 				return true
 			}

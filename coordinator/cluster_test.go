@@ -28,7 +28,7 @@ type testCA struct {
 	ca  *pki.CA
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := pki.InitCA(dir, name, time.Now()); err != nil {
@@ -41,7 +41,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 	return &testCA{dir: dir, ca: ca}
 }
 
-func (c *testCA) issue(t *testing.T, role, id string, hosts ...string) pki.Files {
+func (c *testCA) issue(t testing.TB, role, id string, hosts ...string) pki.Files {
 	t.Helper()
 	cert, key, err := c.ca.IssueToFiles(c.dir, pki.IssueRequest{Role: role, ID: id, Hosts: hosts}, time.Now())
 	if err != nil {
@@ -81,7 +81,7 @@ type testCluster struct {
 }
 
 // run starts node i's Run in the background.
-func (tc *testCluster) run(t *testing.T, i int) {
+func (tc *testCluster) run(t testing.TB, i int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	node := tc.nodes[i]
@@ -106,7 +106,7 @@ func (tc *testCluster) stop(i int, crash bool) {
 }
 
 // restart starts node i again from its data dir, at the same addresses.
-func (tc *testCluster) restart(t *testing.T, i int) {
+func (tc *testCluster) restart(t testing.TB, i int) {
 	t.Helper()
 	tc.stop(i, false)
 	c := tc.cfgs[i]
@@ -123,13 +123,13 @@ func (tc *testCluster) restart(t *testing.T, i int) {
 }
 
 // startCluster runs n coordinators on loopback with data on disk.
-func startCluster(t *testing.T, n int, sites []string, jobs []JobSpec) *testCluster {
+func startCluster(t testing.TB, n int, sites []string, jobs []JobSpec) *testCluster {
 	t.Helper()
 	return startClusterWith(t, n, sites, jobs, nil)
 }
 
 // startClusterWith is startCluster with a hook to edit each node's config.
-func startClusterWith(t *testing.T, n int, sites []string, jobs []JobSpec, edit func(*Config)) *testCluster {
+func startClusterWith(t testing.TB, n int, sites []string, jobs []JobSpec, edit func(*Config)) *testCluster {
 	t.Helper()
 	tc := &testCluster{ca: newTestCA(t, "fed"), sites: sites, jobs: jobs}
 	var peers []Peer
@@ -178,7 +178,7 @@ func startClusterWith(t *testing.T, n int, sites []string, jobs []JobSpec, edit 
 }
 
 // waitFor polls cond on every applied entry until it holds or 20 s pass.
-func waitFor(t *testing.T, n *Node, what string, cond func() bool) {
+func waitFor(t testing.TB, n *Node, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
@@ -198,7 +198,7 @@ func waitFor(t *testing.T, n *Node, what string, cond func() bool) {
 	}
 }
 
-func (tc *testCluster) leader(t *testing.T) (leader *Node, followers []*Node) {
+func (tc *testCluster) leader(t testing.TB) (leader *Node, followers []*Node) {
 	t.Helper()
 	waitFor(t, tc.nodes[0], "a leader, its agent address, sites and jobs on every node", func() bool {
 		for _, n := range tc.nodes {

@@ -66,8 +66,9 @@ type Node struct {
 	// abandon makes Run stop without handing over leadership (Abandon).
 	abandon atomic.Bool
 
-	// ready is set while this node leads and has finished onElected.
-	ready atomic.Bool
+	// readyTerm is the term in which this node led and finished onElected
+	// (its barrier applied every entry of earlier terms); see isReady.
+	readyTerm atomic.Uint64
 
 	// bgCtx bounds background blob transfers (bgWG); Run ends them.
 	bgCtx    context.Context
@@ -404,6 +405,13 @@ func (n *Node) raftNode() *raft.Raft {
 	n.raftMu.Lock()
 	defer n.raftMu.Unlock()
 	return n.r
+}
+
+// isReady reports whether this node leads and has finished its leader
+// setup in the current term: its state then holds every committed entry.
+func (n *Node) isReady() bool {
+	r := n.raftNode()
+	return r != nil && r.State() == raft.Leader && n.readyTerm.Load() == r.CurrentTerm()
 }
 
 // IsLeader reports whether this node is the Raft leader.

@@ -21,18 +21,24 @@ import (
 func (n *Node) runEngine(ctx context.Context) error {
 	tick := time.NewTicker(time.Duration(n.cfg.TickInterval))
 	defer tick.Stop()
-	wasLeader := false
+	// setUpTerm is the term whose leader setup (onElected) passed: a node
+	// that loses and regains leadership between two iterations runs it
+	// again for the new term.
+	var setUpTerm uint64
 	for {
 		changed := n.fsm.changed()
 		leader := n.IsLeader()
-		if leader && !wasLeader {
-			if err := n.onElected(); err != nil {
-				n.log.Warn("leader setup", "err", err)
-				leader = false // try again at the next tick
+		if leader {
+			if term := n.raftNode().CurrentTerm(); term != setUpTerm {
+				if err := n.onElected(); err != nil {
+					n.log.Warn("leader setup", "err", err)
+					leader = false // try again at the next tick
+				} else {
+					setUpTerm = term
+					n.readyTerm.Store(term)
+				}
 			}
 		}
-		wasLeader = leader
-		n.ready.Store(leader)
 		if leader {
 			n.step()
 		}

@@ -101,7 +101,7 @@ func (n *Node) statusHandler() http.Handler {
 				http.Redirect(w, req, "http://"+addr+"/v1/status", http.StatusTemporaryRedirect)
 				return
 			}
-			if !n.ready.Load() {
+			if !n.isReady() {
 				http.Error(w, "the leader is still catching up; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
 				return
 			}
