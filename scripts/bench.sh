@@ -13,6 +13,7 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
   go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 ./aggregator/
   go test -run '^$' -bench 'RoundLatency' -benchtime 20x -count 1 ./sim/
   go test -run '^$' -bench 'LeaderFailover' -benchtime 1x -count 1 ./sim/
+  go test -run '^$' -bench 'ModelReplication' -benchtime 5x -count 3 ./coordinator/
   go test -run '^$' -bench 'IngestNDJSON|DecodeJSONBaseline' -benchtime 3x -count 3 ./agent/fhir/
   go test -run '^$' -bench 'IngestEncrypted' -benchtime 3x -count 3 ./agent/store/
   go test -run '^$' -bench 'StoreMemory' -benchtime 1x -count 1 ./agent/store/
@@ -52,6 +53,17 @@ awk '
     printf "\n| round | median | ratio |\n|---|---|---|\n"
     printf "| a round without a kill: the baseline | %.1f ms | 1 |\n", v["round-normal-median-ms"]
     printf "| the round in which the leader was killed | %.0f ms | %.0f |\n", v["round-with-kill-median-ms"], v["ratio"]
+  }' "$out"
+echo
+echo "## Model replication before a commit (64 MiB model, 3 coordinators on loopback; best of 3)"
+echo
+awk '
+  /^BenchmarkModelReplication\/cohort/ { if ($5>c) c=$5 }
+  /^BenchmarkModelReplication\/tls-baseline/ { if ($5>b) b=$5 }
+  END {
+    printf "| path | MB/s | ratio |\n|---|---|---|\n"
+    printf "| plain TLS 1.3 copy to 2 receivers that discard the bytes: the baseline | %.0f | 1 |\n", b
+    printf "| store on the leader and replicate to a majority (hash, write, fsync on every node) | %.0f | %.2f |\n", c, c/b
   }' "$out"
 echo
 echo "## FHIR NDJSON ingest (Synthea Observation.ndjson, in memory; best of 3)"
