@@ -272,6 +272,7 @@ func (n *Node) onTaskRequest(ctx context.Context, ac *agentConn, req *pb.TaskReq
 	defer timer.Stop()
 	for {
 		changed := n.fsm.changed()
+		stepped := n.leadershipChanged()
 		if !n.IsLeader() {
 			return n.redirect()
 		}
@@ -280,6 +281,7 @@ func (n *Node) onTaskRequest(ctx context.Context, ac *agentConn, req *pb.TaskReq
 		}
 		select {
 		case <-changed:
+		case <-stepped:
 		case <-timer.C:
 			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{RetryAfterMs: 0}}}
 		case <-ctx.Done():

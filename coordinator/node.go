@@ -66,6 +66,11 @@ type Node struct {
 	// abandon makes Run stop without handing over leadership (Abandon).
 	abandon atomic.Bool
 
+	// leaderC is closed and replaced when this node gains or loses
+	// leadership (seen by the engine within a tick); long polls wait on it.
+	leaderMu sync.Mutex
+	leaderC  chan struct{}
+
 	// readyTerm is the term in which this node led and finished onElected
 	// (its barrier applied every entry of earlier terms); see isReady.
 	readyTerm atomic.Uint64
@@ -132,7 +137,7 @@ func newNode(cfg Config) (n *Node, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(), fetching: make(map[string]chan struct{})}
+	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(), fetching: make(map[string]chan struct{}), leaderC: make(chan struct{})}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.heartbeat = n.raftConfig().HeartbeatTimeout
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -367,9 +372,14 @@ func (n *Node) Run(ctx context.Context) error {
 // removes the fault. Agents' connections are not affected.
 func (n *Node) InjectFault(fn func(peer string) raftnet.Fault) { n.stream.SetFault(fn) }
 
-// Abandon makes the next stop of Run skip the leadership transfer, as a
-// crash would: for fault injection in tests and testbeds.
-func (n *Node) Abandon() { n.abandon.Store(true) }
+// Abandon makes the node behave as if it crashed: its Raft and blob
+// traffic with the other coordinators stops at once, and the next stop of
+// Run skips the leadership transfer. For fault injection in tests and
+// testbeds.
+func (n *Node) Abandon() {
+	n.abandon.Store(true)
+	n.stream.SetFault(func(string) raftnet.Fault { return raftnet.Fault{Drop: true} })
+}
 
 // Close releases the listeners and stores. It is idempotent; call it after
 // Run has returned.
@@ -405,6 +415,21 @@ func (n *Node) raftNode() *raft.Raft {
 	n.raftMu.Lock()
 	defer n.raftMu.Unlock()
 	return n.r
+}
+
+// leadershipChanged returns a channel closed at this node's next gain or
+// loss of leadership.
+func (n *Node) leadershipChanged() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderC
+}
+
+func (n *Node) signalLeadership() {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	close(n.leaderC)
+	n.leaderC = make(chan struct{})
 }
 
 // isReady reports whether this node leads and has finished its leader

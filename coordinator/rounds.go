@@ -25,9 +25,16 @@ func (n *Node) runEngine(ctx context.Context) error {
 	// that loses and regains leadership between two iterations runs it
 	// again for the new term.
 	var setUpTerm uint64
+	wasLeader := false
 	for {
 		changed := n.fsm.changed()
 		leader := n.IsLeader()
+		if leader != wasLeader {
+			// Long polls held by a node that lost leadership answer with
+			// a redirect now, not at the end of their wait.
+			n.signalLeadership()
+			wasLeader = leader
+		}
 		if leader {
 			if term := n.raftNode().CurrentTerm(); term != setUpTerm {
 				if err := n.onElected(); err != nil {
@@ -59,10 +66,27 @@ func (n *Node) onElected() error {
 	if err := r.Barrier(time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
-	if err := n.propose(cmdNodeInfo, NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr()}); err != nil {
-		return err
+	info := NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr()}
+	var (
+		published bool
+		missing   []string
+	)
+	n.fsm.view(func(st *state) {
+		published = st.Nodes[info.ID] == info
+		for _, s := range n.cfg.Sites {
+			if _, ok := st.Sites[s]; !ok {
+				missing = append(missing, s)
+			}
+		}
+	})
+	// The barrier above is an entry of this term: once it applied, every
+	// entry of earlier terms has too. Nothing else needs writing again.
+	if !published {
+		if err := n.propose(cmdNodeInfo, info); err != nil {
+			return err
+		}
 	}
-	for _, s := range n.cfg.Sites {
+	for _, s := range missing {
 		if err := n.EnsureSite(s); err != nil {
 			return err
 		}
