@@ -108,13 +108,9 @@ func (n *Node) onLeader(read bool, h http.HandlerFunc) http.HandlerFunc {
 		if n.IsLeader() {
 			if read {
 				// A new leader answers once its barrier has applied every
-				// entry of earlier terms (ready), and after confirming
-				// with a quorum that it still leads.
-				if !n.isReady() {
-					writeProblem(w, http.StatusServiceUnavailable, "the leader is still catching up; retry")
-					return
-				}
-				if err := n.raftNode().VerifyLeader().Error(); err != nil {
+				// entry of earlier terms, and after confirming with a
+				// quorum that it still leads.
+				if err := n.verifyLeader(); err != nil {
 					writeProblem(w, http.StatusServiceUnavailable, "leadership not confirmed; retry, or read with ?stale=true")
 					return
 				}

@@ -66,6 +66,13 @@ type Node struct {
 	// abandon makes Run stop without handing over leadership (Abandon).
 	abandon atomic.Bool
 
+	// verifyMu is read-held by every leadership verification and
+	// write-held by Run to set raftDown before Raft shuts down: raft's
+	// VerifyLeader future is never answered if Raft stops with it queued,
+	// so none may be queued then.
+	verifyMu sync.RWMutex
+	raftDown bool
+
 	// leaderC is closed and replaced when this node gains or loses
 	// leadership (seen by the engine within a tick); long polls wait on it.
 	leaderMu sync.Mutex
@@ -360,6 +367,9 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Info("leadership handed over")
 		}
 	}
+	n.verifyMu.Lock()
+	n.raftDown = true
+	n.verifyMu.Unlock()
 	if err := r.Shutdown().Error(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("raft shutdown: %w", err)
 	}
@@ -415,6 +425,24 @@ func (n *Node) raftNode() *raft.Raft {
 	n.raftMu.Lock()
 	defer n.raftMu.Unlock()
 	return n.r
+}
+
+// verifyLeader confirms with a quorum that this node still leads, and that
+// it finished its leader setup in the current term (before and after), so
+// a read answered next is linearizable.
+func (n *Node) verifyLeader() error {
+	n.verifyMu.RLock()
+	defer n.verifyMu.RUnlock()
+	if n.raftDown || !n.isReady() {
+		return ErrNotLeader
+	}
+	if err := n.raftNode().VerifyLeader().Error(); err != nil {
+		return err
+	}
+	if !n.isReady() {
+		return ErrNotLeader
+	}
+	return nil
 }
 
 // leadershipChanged returns a channel closed at this node's next gain or

@@ -101,11 +101,7 @@ func (n *Node) statusHandler() http.Handler {
 				http.Redirect(w, req, "http://"+addr+"/v1/status", http.StatusTemporaryRedirect)
 				return
 			}
-			if !n.isReady() {
-				http.Error(w, "the leader is still catching up; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
-				return
-			}
-			if err := n.raftNode().VerifyLeader().Error(); err != nil {
+			if err := n.verifyLeader(); err != nil {
 				http.Error(w, "leadership not confirmed; retry, or ask for ?stale=true", http.StatusServiceUnavailable)
 				return
 			}
