@@ -62,6 +62,9 @@ func TestLargeModelSurvivesLeaderLoss(t *testing.T) {
 	}
 	tc := startClusterWith(t, 3, []string{"st-mary"}, []JobSpec{job}, func(c *Config) {
 		c.ApplyTimeout = Duration(30 * time.Second)
+		// Raft's default timeouts: writing and hashing 100 MB files on
+		// two cores delays heartbeats past the other tests' 200 ms.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 0, 0, 0
 	})
 	leader, _ := tc.leader(t)
 	site := tc.ca.issue(t, pki.RoleSite, "st-mary")
