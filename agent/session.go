@@ -286,6 +286,14 @@ const (
 	maxReasks = 20
 )
 
+// openStream opens a stream for one blob transfer, waiting at most
+// requestGrace for the coordinator to allow one more stream.
+func openStream(ctx context.Context, s *session) (*quic.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestGrace)
+	defer cancel()
+	return s.conn.OpenStreamSync(ctx)
+}
+
 // partialDownload is the part of a model an interrupted download got; the
 // next download of the same model asks for the rest (from any node: the
 // model is content-addressed).
@@ -313,7 +321,7 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 	} else {
 		a.log.Info("resuming an interrupted model download", "job", job, "from_byte", offset, "of", len(body))
 	}
-	st, err := s.conn.OpenStreamSync(ctx)
+	st, err := openStream(ctx, s)
 	if err != nil {
 		return nil, fmt.Errorf("open download stream: %w", err)
 	}
@@ -362,7 +370,7 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 // offset > 0 it sends only the bytes the coordinator does not hold yet from
 // an interrupted upload.
 func (a *Agent) upload(ctx context.Context, s *session, u *pending, offset uint64) error {
-	st, err := s.conn.OpenStreamSync(ctx)
+	st, err := openStream(ctx, s)
 	if err == nil {
 		st.SetWriteDeadline(a.now().Add(blobDeadline(uint64(len(u.Delta)))))
 	}

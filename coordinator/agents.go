@@ -136,6 +136,11 @@ func (n *Node) handleStream(ctx context.Context, ac *agentConn, s *quic.Stream) 
 			}
 		}
 		if done {
+			// A blob stream carries one request: stop reading it, so
+			// that it completes even if the agent's FIN has not been
+			// read (quic-go counts an incomplete stream against the
+			// agent's stream limit until the connection ends).
+			s.CancelRead(0)
 			if ac.refused.Load() {
 				n.connWG.Go(ac.closeRefused)
 			}
