@@ -52,7 +52,8 @@ type DeviceStatus struct {
 func (a *Agent) status() Status {
 	a.mu.Lock()
 	st := Status{Site: a.site, Updated: a.now().UTC(), RoundsTrained: a.stats.RoundsTrained,
-		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent, UploadsResumed: a.stats.UploadsResumed, DownloadsResumed: a.stats.DownloadsResumed, Reconnects: a.stats.Reconnects,
+		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent,
+		UploadsResumed: a.stats.UploadsResumed, DownloadsResumed: a.stats.DownloadsResumed, Reconnects: a.stats.Reconnects,
 		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{}}
 	merge := func(dst, src map[string]int) {
 		for k, v := range src {
