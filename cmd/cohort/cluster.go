@@ -31,7 +31,8 @@ Flags:
   --addr HOST:PORT   admin address of any coordinator (required)
   --stale            status: answer from that node's own state, without
                      asking the leader (works without a quorum)
-  --timeout D        request timeout (default 30s)
+  --timeout D        give up after D (default 30s); while the cluster has no
+                     leader, requests are retried until then
 `
 
 func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -125,8 +126,30 @@ type adminClient struct {
 }
 
 // do sends one request and decodes a JSON answer into out; an error answer
-// (a problem document) becomes an error with its detail.
+// (a problem document) becomes an error with its detail. While the
+// cluster has no leader (503, or 502 when forwarding failed) it tries
+// again until ctx ends: every call it makes is idempotent.
 func (c adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	wait := 200 * time.Millisecond
+	for {
+		err := c.once(ctx, method, path, body, out)
+		var ue unavailableError
+		if !errors.As(err, &ue) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// unavailableError is a 502 or 503 answer: no leader, or none reachable.
+type unavailableError struct{ error }
+
+func (c adminClient) once(ctx context.Context, method, path string, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -153,10 +176,14 @@ func (c adminClient) do(ctx context.Context, method, path string, body, out any)
 	}
 	if resp.StatusCode >= 300 {
 		var p coordinator.Problem
+		err := fmt.Errorf("admin API: %s", resp.Status)
 		if json.Unmarshal(raw, &p) == nil && p.Detail != "" {
-			return fmt.Errorf("admin API: %s: %s", resp.Status, p.Detail)
+			err = fmt.Errorf("admin API: %s: %s", resp.Status, p.Detail)
 		}
-		return fmt.Errorf("admin API: %s", resp.Status)
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway {
+			return unavailableError{err}
+		}
+		return err
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
