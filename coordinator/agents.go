@@ -169,6 +169,7 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 	if !n.IsLeader() {
 		return n.redirect(), false
 	}
+	n.lastSeen.Store(ac.site, n.now())
 	switch b := env.GetBody().(type) {
 	case *pb.Envelope_TaskRequest:
 		return n.onTaskRequest(ctx, ac, b.TaskRequest), false
@@ -239,7 +240,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 			if j.State != JobRunning || r == nil || j.Global == nil {
 				continue
 			}
-			if _, done := r.Receipts[site]; done {
+			if _, done := r.Receipts[site]; done || !r.Asks(site) {
 				continue
 			}
 			if _, declined := r.Declines[site]; declined {
@@ -395,7 +396,13 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		case !ok:
 			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", up.GetJobId())
 		case j.State != JobRunning || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats:
+			// A straggler: discarded, counted, and never carried into
+			// another round (its base is the closed round's model).
+			n.stats.UpdatesLate.Add(1)
 			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s round %d is not open", up.GetJobId(), up.GetRound())
+		case !j.Current.Asks(ac.site):
+			n.stats.UpdatesNotAsked.Add(1)
+			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s round %d did not ask this site", up.GetJobId(), up.GetRound())
 		default:
 			numParams = j.Spec.Model.NumParams()
 			base = j.Current.Base
@@ -517,7 +524,11 @@ func (n *Node) proposalAnswer(err error, reject func(pb.ErrorCode, string, ...an
 		return nil
 	case errors.Is(err, ErrNotLeader):
 		return n.redirect()
-	case errors.Is(err, ErrRoundClosed), errors.Is(err, ErrRoundConflict), errors.Is(err, ErrUnknownJob):
+	case errors.Is(err, ErrRoundClosed):
+		// The round closed while the update was arriving: a straggler.
+		n.stats.UpdatesLate.Add(1)
+		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "%v", err)
+	case errors.Is(err, ErrRoundConflict), errors.Is(err, ErrUnknownJob), errors.Is(err, ErrNotSelected):
 		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "%v", err)
 	case errors.Is(err, ErrDuplicateUpdate):
 		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "%v", err)

@@ -9,6 +9,8 @@ var (
 	ErrInvalidJob = errors.New("invalid job spec")
 	// ErrInvalidSite: a site id is not acceptable.
 	ErrInvalidSite = errors.New("invalid site")
+	// ErrNotSelected: a site sent an update for a round that did not ask it.
+	ErrNotSelected = errors.New("site not selected for this round")
 	// ErrModelTooLarge: a model is above max_model_bytes.
 	ErrModelTooLarge = errors.New("model too large")
 	// ErrUnknownJob: no job with that id.

@@ -66,6 +66,8 @@ type openRoundBody struct {
 	Kind     string    `json:"kind,omitempty"`
 	Base     string    `json:"base"`
 	Deadline time.Time `json:"deadline"`
+	// Selected are the sites asked (empty: all), chosen by the leader.
+	Selected []string `json:"selected,omitempty"`
 }
 
 type receiptBody struct {
@@ -261,8 +263,14 @@ func (f *fsm) apply(t cmdType, c command) error {
 			key = statsAttemptKey
 		}
 		j.attempts[key]++
+		for _, site := range b.Selected {
+			if _, ok := st.Sites[site]; !ok {
+				return fmt.Errorf("%w: selected site %q", ErrUnknownSite, site)
+			}
+		}
 		r := &Round{Number: b.Round, Kind: kind, Attempt: j.attempts[key], State: RoundOpen, Base: b.Base,
-			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt), Declines: make(map[string]string)}
+			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt), Declines: make(map[string]string),
+			Selected: slices.Clone(b.Selected)}
 		j.Rounds = append(j.Rounds, r)
 		j.Current = r
 		return nil
@@ -277,6 +285,9 @@ func (f *fsm) apply(t cmdType, c command) error {
 		}
 		if _, ok := st.Sites[b.Receipt.Site]; !ok {
 			return fmt.Errorf("%w: %q", ErrUnknownSite, b.Receipt.Site)
+		}
+		if !r.Asks(b.Receipt.Site) {
+			return fmt.Errorf("%w: job %s round %d did not ask site %s", ErrNotSelected, b.Job, b.Round, b.Receipt.Site)
 		}
 		if (r.Kind == KindStats) != (b.Receipt.Stats != nil) {
 			return fmt.Errorf("%w: job %s round %d: a %s round takes %s", ErrRoundConflict, b.Job, b.Round,

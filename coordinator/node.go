@@ -73,6 +73,10 @@ type Node struct {
 	verifyMu sync.RWMutex
 	raftDown bool
 
+	// lastSeen is when each site last sent this node a request (site id
+	// → time.Time), for sampling the available sites.
+	lastSeen sync.Map
+
 	// leaderC is closed and replaced when this node gains or loses
 	// leadership (seen by the engine within a tick); long polls wait on it.
 	leaderMu sync.Mutex
@@ -115,6 +119,11 @@ type Stats struct {
 	// Update uploads interrupted mid-body, and resumed from an offset.
 	UploadsInterrupted atomic.Int64
 	UploadsResumed     atomic.Int64
+	// UpdatesLate are updates for a round that had already closed
+	// (stragglers), discarded; UpdatesNotAsked are updates from a site the
+	// round did not sample.
+	UpdatesLate     atomic.Int64
+	UpdatesNotAsked atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -109,6 +110,10 @@ type roundView struct {
 	open       *Round
 	needsStats bool
 	sites      int
+	// allSites are the enrolled sites; attempts the job's round attempts
+	// so far (seeding the sampling).
+	allSites []string
+	attempts int
 }
 
 func (n *Node) step() {
@@ -119,7 +124,7 @@ func (n *Node) step() {
 				continue
 			}
 			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global,
-				needsStats: j.NeedsStats(), sites: len(st.Sites)}
+				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds)}
 			if j.Current != nil {
 				c := *j.Current
 				c.Receipts = make(map[string]*Receipt, len(j.Current.Receipts))
@@ -139,6 +144,30 @@ func (n *Node) step() {
 			n.log.Warn("round engine", "job", v.job, "err", err)
 		}
 	}
+}
+
+// sample chooses the sites a training round asks, per the job's Sampling
+// (nil: every site). The choice is the leader's, recorded in the log.
+func (n *Node) sample(v roundView, now time.Time) []string {
+	if v.spec.Sampling == (Sampling{}) {
+		return nil
+	}
+	recent := now.Add(-2 * time.Duration(n.cfg.MaxPollWait))
+	var avail []string
+	for _, s := range v.allSites {
+		if t, ok := n.lastSeen.Load(s); ok && t.(time.Time).After(recent) {
+			avail = append(avail, s)
+		}
+	}
+	if len(avail) < v.spec.MinSites {
+		avail = slices.Clone(v.allSites) // just elected, or sites reconnecting
+	}
+	k := v.spec.Sampling.size(len(avail))
+	rng := rand.New(rand.NewPCG(v.spec.Train.Seed, uint64(v.attempts)))
+	rng.Shuffle(len(avail), func(i, j int) { avail[i], avail[j] = avail[j], avail[i] })
+	picked := avail[:k]
+	slices.Sort(picked)
+	return picked
 }
 
 func cmpString(a, b string) int {
@@ -166,11 +195,12 @@ func (n *Node) stepJob(v roundView) error {
 	}
 	if v.open == nil {
 		next := v.committed + 1
+		selected := n.sample(v, now)
 		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: next, Base: v.global.Digest,
-			Deadline: now.Add(time.Duration(v.spec.RoundTimeout))}); err != nil {
+			Deadline: now.Add(time.Duration(v.spec.RoundTimeout)), Selected: selected}); err != nil {
 			return fmt.Errorf("open round %d: %w", next, err)
 		}
-		n.log.Info("round opened", "job", v.job, "round", next)
+		n.log.Info("round opened", "job", v.job, "round", next, "sites_asked", len(selected))
 		return nil
 	}
 	r := v.open
@@ -184,7 +214,11 @@ func (n *Node) stepJob(v roundView) error {
 		}
 	}
 	complete := len(ready) == len(r.Receipts)
-	answered := len(r.Receipts)+len(r.Declines) >= v.sites
+	asked := v.sites
+	if len(r.Selected) > 0 {
+		asked = len(r.Selected)
+	}
+	answered := len(r.Receipts)+len(r.Declines) >= asked
 	switch {
 	case len(r.Receipts) >= v.spec.MinSites && complete:
 		return n.closeRound(v, r, ready)

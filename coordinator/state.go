@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -148,10 +149,36 @@ type JobSpec struct {
 	// MaxAttempts bounds the failed attempts of one round before the job fails.
 	MaxAttempts int `json:"max_attempts"`
 	// Strategy is the aggregation rule; "fedavg" for now.
-	Strategy string      `json:"strategy"`
+	Strategy string `json:"strategy"`
+	// Sampling chooses the sites asked to take part in each round; the
+	// zero value asks every enrolled site.
+	Sampling Sampling    `json:"sampling,omitzero"`
 	Model    ModelSpec   `json:"model"`
 	Train    TrainParams `json:"train"`
 	Features FeatureSpec `json:"features"`
+}
+
+// Sampling chooses which sites a round asks. At most one of Fraction and
+// Count is set. The leader draws the sites at random (seeded by the job's
+// seed, the round and the attempt) among the available ones (those that
+// contacted it within the last two poll waits; all enrolled sites if fewer
+// than MinSites did), and records its choice in the round's open entry.
+type Sampling struct {
+	// Fraction of the available sites asked, in (0, 1]; rounded up.
+	Fraction float64 `json:"fraction,omitempty"`
+	// Count of sites asked.
+	Count int `json:"count,omitempty"`
+}
+
+// size is how many of n available sites a round asks (n when unset).
+func (s Sampling) size(n int) int {
+	switch {
+	case s.Count > 0:
+		return min(s.Count, n)
+	case s.Fraction > 0:
+		return min(n, int(math.Ceil(s.Fraction*float64(n))))
+	}
+	return n
 }
 
 // DefaultJobSpec returns a spec with every knob but ID, Model and Features
@@ -209,6 +236,14 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 			ErrInvalidJob, s.Model.NumFeatures, len(s.Features.GetFeatures()))
 	case s.Train.LocalEpochs < 1 || s.Train.LearningRate <= 0 || s.Train.BatchSize < 0:
 		return fmt.Errorf("%w: train: local_epochs >= 1, learning_rate > 0 and batch_size >= 0 are required", ErrInvalidJob)
+	case s.Sampling.Fraction < 0 || s.Sampling.Fraction > 1 || math.IsNaN(s.Sampling.Fraction):
+		return fmt.Errorf("%w: sampling.fraction must be in (0, 1]", ErrInvalidJob)
+	case s.Sampling.Count < 0:
+		return fmt.Errorf("%w: sampling.count must not be negative", ErrInvalidJob)
+	case s.Sampling.Count > 0 && s.Sampling.Fraction > 0:
+		return fmt.Errorf("%w: sampling: set fraction or count, not both", ErrInvalidJob)
+	case s.Sampling.Count > 0 && s.Sampling.Count < s.MinSites:
+		return fmt.Errorf("%w: sampling.count %d is below min_sites %d: no round could close", ErrInvalidJob, s.Sampling.Count, s.MinSites)
 	case s.Train.ValidationFraction < 0 || s.Train.ValidationFraction >= 1:
 		return fmt.Errorf("%w: train.validation_fraction must be in [0, 1)", ErrInvalidJob)
 	}
@@ -291,6 +326,8 @@ type Round struct {
 	Deadline time.Time           `json:"deadline"`
 	Closed   time.Time           `json:"closed,omitzero"`
 	Receipts map[string]*Receipt `json:"receipts"`
+	// Selected are the sites this round asks (empty: every enrolled site).
+	Selected []string `json:"selected,omitempty"`
 	// Declines are the sites that said they will not take part, with the
 	// reason code.
 	Declines map[string]string `json:"declines,omitempty"`
@@ -365,6 +402,11 @@ func (j *Job) reindex() {
 			}
 		}
 	}
+}
+
+// Asks reports whether the round asks site to take part.
+func (r *Round) Asks(site string) bool {
+	return len(r.Selected) == 0 || slices.Contains(r.Selected, site)
 }
 
 // NeedsStats reports whether the job still has to run its statistics round.

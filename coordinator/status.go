@@ -37,6 +37,7 @@ type RoundSummary struct {
 	Kind         string     `json:"kind"`
 	Attempt      int        `json:"attempt"`
 	State        RoundState `json:"state"`
+	Selected     []string   `json:"selected,omitempty"`
 	Contributors []string   `json:"contributors,omitempty"`
 	Samples      uint64     `json:"samples,omitempty"`
 	MeanValAUROC float64    `json:"mean_val_auroc,omitempty"`
@@ -57,6 +58,11 @@ func (n *Node) Status() Status {
 		"rounds_failed":      n.stats.RoundsFailed.Load(),
 		"bytes_received":     n.stats.BytesReceived.Load(),
 		"bytes_sent":         n.stats.BytesSent.Load(),
+		"updates_late":       n.stats.UpdatesLate.Load(),
+		"updates_not_asked":  n.stats.UpdatesNotAsked.Load(),
+		"uploads_resumed":    n.stats.UploadsResumed.Load(),
+		"blobs_fetched":      n.stats.BlobsFetched.Load(),
+		"blobs_collected":    n.stats.BlobsCollected.Load(),
 	}}
 	n.fsm.view(func(st *state) {
 		s.Sites = append(s.Sites, st.siteIDs()...)
@@ -69,7 +75,7 @@ func (n *Node) Status() Status {
 					kind = KindTrain
 				}
 				js.History = append(js.History, RoundSummary{Round: r.Number, Kind: kind, Attempt: r.Attempt, State: r.State,
-					Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
+					Selected: slices.Clone(r.Selected), Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
 					Model: r.Result, FailReason: r.FailReason})
 			}
 			s.Jobs = append(s.Jobs, js)

@@ -1258,10 +1258,15 @@ func (x *NoTask) GetRetryAfterMs() uint32 {
 // BlobRef is interpreted by it.
 type ModelSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "logreg" for now.
-	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	NumFeatures   uint32 `protobuf:"varint,2,opt,name=num_features,json=numFeatures,proto3" json:"num_features,omitempty"`
-	NumParams     uint32 `protobuf:"varint,3,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	// "logreg" or "mlp".
+	Kind        string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	NumFeatures uint32 `protobuf:"varint,2,opt,name=num_features,json=numFeatures,proto3" json:"num_features,omitempty"`
+	NumParams   uint32 `protobuf:"varint,3,opt,name=num_params,json=numParams,proto3" json:"num_params,omitempty"`
+	// An MLP's hidden layer widths, its activation ("relu", "tanh" or
+	// "sigmoid") and its dropout rate during training.
+	Hidden        []uint32 `protobuf:"varint,4,rep,packed,name=hidden,proto3" json:"hidden,omitempty"`
+	Activation    string   `protobuf:"bytes,5,opt,name=activation,proto3" json:"activation,omitempty"`
+	Dropout       float64  `protobuf:"fixed64,6,opt,name=dropout,proto3" json:"dropout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1317,6 +1322,27 @@ func (x *ModelSpec) GetNumParams() uint32 {
 	return 0
 }
 
+func (x *ModelSpec) GetHidden() []uint32 {
+	if x != nil {
+		return x.Hidden
+	}
+	return nil
+}
+
+func (x *ModelSpec) GetActivation() string {
+	if x != nil {
+		return x.Activation
+	}
+	return ""
+}
+
+func (x *ModelSpec) GetDropout() float64 {
+	if x != nil {
+		return x.Dropout
+	}
+	return 0
+}
+
 // TrainParams are the job's local training parameters.
 type TrainParams struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1328,7 +1354,17 @@ type TrainParams struct {
 	// Fraction of local records held out for local validation metrics.
 	ValidationFraction float64 `protobuf:"fixed64,5,opt,name=validation_fraction,json=validationFraction,proto3" json:"validation_fraction,omitempty"`
 	// Minimum number of eligible local records; below it the site refuses.
-	MinRecords    uint32 `protobuf:"varint,6,opt,name=min_records,json=minRecords,proto3" json:"min_records,omitempty"`
+	MinRecords uint32 `protobuf:"varint,6,opt,name=min_records,json=minRecords,proto3" json:"min_records,omitempty"`
+	// "sgd" (default) or "adam", with Adam's parameters.
+	Optimizer string  `protobuf:"bytes,7,opt,name=optimizer,proto3" json:"optimizer,omitempty"`
+	AdamBeta1 float64 `protobuf:"fixed64,8,opt,name=adam_beta1,json=adamBeta1,proto3" json:"adam_beta1,omitempty"`
+	AdamBeta2 float64 `protobuf:"fixed64,9,opt,name=adam_beta2,json=adamBeta2,proto3" json:"adam_beta2,omitempty"`
+	AdamEps   float64 `protobuf:"fixed64,10,opt,name=adam_eps,json=adamEps,proto3" json:"adam_eps,omitempty"`
+	// Weight of positive examples in the loss (0 means 1).
+	PosWeight float64 `protobuf:"fixed64,11,opt,name=pos_weight,json=posWeight,proto3" json:"pos_weight,omitempty"`
+	// FedProx: mu/2 times the squared distance to the global model is added
+	// to the local loss (0 turns it off).
+	ProxMu        float64 `protobuf:"fixed64,12,opt,name=prox_mu,json=proxMu,proto3" json:"prox_mu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,6 +1437,48 @@ func (x *TrainParams) GetValidationFraction() float64 {
 func (x *TrainParams) GetMinRecords() uint32 {
 	if x != nil {
 		return x.MinRecords
+	}
+	return 0
+}
+
+func (x *TrainParams) GetOptimizer() string {
+	if x != nil {
+		return x.Optimizer
+	}
+	return ""
+}
+
+func (x *TrainParams) GetAdamBeta1() float64 {
+	if x != nil {
+		return x.AdamBeta1
+	}
+	return 0
+}
+
+func (x *TrainParams) GetAdamBeta2() float64 {
+	if x != nil {
+		return x.AdamBeta2
+	}
+	return 0
+}
+
+func (x *TrainParams) GetAdamEps() float64 {
+	if x != nil {
+		return x.AdamEps
+	}
+	return 0
+}
+
+func (x *TrainParams) GetPosWeight() float64 {
+	if x != nil {
+		return x.PosWeight
+	}
+	return 0
+}
+
+func (x *TrainParams) GetProxMu() float64 {
+	if x != nil {
+		return x.ProxMu
 	}
 	return 0
 }
@@ -2672,12 +2750,17 @@ const file_cohort_proto_rawDesc = "" +
 	"\x06params\x18\x05 \x01(\v2\x16.cohort.v1.TrainParamsR\x06params\x122\n" +
 	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\".\n" +
 	"\x06NoTask\x12$\n" +
-	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\"a\n" +
+	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\"\xb3\x01\n" +
 	"\tModelSpec\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12!\n" +
 	"\fnum_features\x18\x02 \x01(\rR\vnumFeatures\x12\x1d\n" +
 	"\n" +
-	"num_params\x18\x03 \x01(\rR\tnumParams\"\xda\x01\n" +
+	"num_params\x18\x03 \x01(\rR\tnumParams\x12\x16\n" +
+	"\x06hidden\x18\x04 \x03(\rR\x06hidden\x12\x1e\n" +
+	"\n" +
+	"activation\x18\x05 \x01(\tR\n" +
+	"activation\x12\x18\n" +
+	"\adropout\x18\x06 \x01(\x01R\adropout\"\x89\x03\n" +
 	"\vTrainParams\x12!\n" +
 	"\flocal_epochs\x18\x01 \x01(\rR\vlocalEpochs\x12#\n" +
 	"\rlearning_rate\x18\x02 \x01(\x02R\flearningRate\x12\x1d\n" +
@@ -2686,7 +2769,17 @@ const file_cohort_proto_rawDesc = "" +
 	"\x04seed\x18\x04 \x01(\x04R\x04seed\x12/\n" +
 	"\x13validation_fraction\x18\x05 \x01(\x01R\x12validationFraction\x12\x1f\n" +
 	"\vmin_records\x18\x06 \x01(\rR\n" +
-	"minRecords\"\xfc\x01\n" +
+	"minRecords\x12\x1c\n" +
+	"\toptimizer\x18\a \x01(\tR\toptimizer\x12\x1d\n" +
+	"\n" +
+	"adam_beta1\x18\b \x01(\x01R\tadamBeta1\x12\x1d\n" +
+	"\n" +
+	"adam_beta2\x18\t \x01(\x01R\tadamBeta2\x12\x19\n" +
+	"\badam_eps\x18\n" +
+	" \x01(\x01R\aadamEps\x12\x1d\n" +
+	"\n" +
+	"pos_weight\x18\v \x01(\x01R\tposWeight\x12\x17\n" +
+	"\aprox_mu\x18\f \x01(\x01R\x06proxMu\"\xfc\x01\n" +
 	"\vFeatureSpec\x12.\n" +
 	"\bfeatures\x18\x01 \x03(\v2\x12.cohort.v1.FeatureR\bfeatures\x12&\n" +
 	"\x05label\x18\x02 \x01(\v2\x10.cohort.v1.LabelR\x05label\x12)\n" +
