@@ -226,6 +226,19 @@ func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
 
 // taskFor returns the offer for the first running job whose open round this
 // site has not contributed to, or nil.
+// modelSpecWire is the model's shape as offers carry it.
+func modelSpecWire(m ModelSpec) *pb.ModelSpec {
+	w := &pb.ModelSpec{Kind: m.Kind, NumFeatures: uint32(m.NumFeatures), NumParams: uint32(m.NumParams()),
+		Activation: m.Activation, Dropout: m.Dropout}
+	for _, h := range m.Hidden {
+		w.Hidden = append(w.Hidden, uint32(h))
+	}
+	if m.Kind == "mlp" && w.Activation == "" {
+		w.Activation = "relu"
+	}
+	return w
+}
+
 func (n *Node) taskFor(site string) *pb.TaskOffer {
 	var offer *pb.TaskOffer
 	n.fsm.view(func(st *state) {
@@ -251,6 +264,8 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				LocalEpochs: uint32(sp.Train.LocalEpochs), LearningRate: float32(sp.Train.LearningRate),
 				BatchSize: uint32(sp.Train.BatchSize), Seed: sp.Train.Seed + r.Number,
 				ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
+				Optimizer: sp.Train.Optimizer, AdamBeta1: sp.Train.AdamBeta1, AdamBeta2: sp.Train.AdamBeta2,
+				AdamEps: sp.Train.AdamEps, PosWeight: sp.Train.PosWeight,
 			}
 			if r.Kind == KindStats {
 				offer = &pb.TaskOffer{JobId: id, Round: r.Number, Kind: pb.TaskKind_TASK_KIND_STATS,
@@ -258,13 +273,12 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				return
 			}
 			offer = &pb.TaskOffer{
-				JobId: id,
-				Round: r.Number,
-				Model: &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(j.Global.Size), Encoding: pb.Encoding_ENCODING_F32LE},
-				ModelSpec: &pb.ModelSpec{Kind: sp.Model.Kind, NumFeatures: uint32(sp.Model.NumFeatures),
-					NumParams: uint32(sp.Model.NumParams())},
-				Params:   params,
-				Features: j.EffectiveFeatures(),
+				JobId:     id,
+				Round:     r.Number,
+				Model:     &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(j.Global.Size), Encoding: pb.Encoding_ENCODING_F32LE},
+				ModelSpec: modelSpecWire(sp.Model),
+				Params:    params,
+				Features:  j.EffectiveFeatures(),
 			}
 			return
 		}

@@ -58,6 +58,10 @@ type ModelSpec struct {
 	NumFeatures int `json:"num_features"`
 	// Hidden are the widths of an MLP's hidden layers.
 	Hidden []int `json:"hidden,omitempty"`
+	// Activation of an MLP's hidden layers: "relu" (default), "tanh" or
+	// "sigmoid". Dropout is the rate applied to them during training.
+	Activation string  `json:"activation,omitempty"`
+	Dropout    float64 `json:"dropout,omitempty"`
 }
 
 // NumParams is the length of the flat weight vector: for an MLP, every
@@ -85,6 +89,15 @@ type TrainParams struct {
 	Seed               uint64  `json:"seed"`
 	ValidationFraction float64 `json:"validation_fraction"`
 	MinRecords         int     `json:"min_records"`
+	// Optimizer is "sgd" (default) or "adam"; the Adam parameters default
+	// to 0.9, 0.999 and 1e-8.
+	Optimizer string  `json:"optimizer,omitempty"`
+	AdamBeta1 float64 `json:"adam_beta1,omitempty"`
+	AdamBeta2 float64 `json:"adam_beta2,omitempty"`
+	AdamEps   float64 `json:"adam_eps,omitempty"`
+	// PosWeight weighs positive examples in the local loss, for rare
+	// outcomes (0 means 1).
+	PosWeight float64 `json:"pos_weight,omitempty"`
 }
 
 // FeatureSpec wraps the wire FeatureSpec so that config files and Raft
@@ -227,6 +240,20 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: model.hidden is for kind mlp, not logreg", ErrInvalidJob)
 	case s.Model.Kind == "mlp" && (len(s.Model.Hidden) < 1 || len(s.Model.Hidden) > maxHiddenLayers):
 		return fmt.Errorf("%w: model.hidden: an mlp has 1 to %d hidden layers", ErrInvalidJob, maxHiddenLayers)
+	case s.Model.Kind == "logreg" && (s.Model.Activation != "" || s.Model.Dropout != 0):
+		return fmt.Errorf("%w: model.activation and model.dropout are for kind mlp", ErrInvalidJob)
+	case !slices.Contains([]string{"", "relu", "tanh", "sigmoid"}, s.Model.Activation):
+		return fmt.Errorf("%w: model.activation %q: use relu, tanh or sigmoid", ErrInvalidJob, s.Model.Activation)
+	case !(s.Model.Dropout >= 0 && s.Model.Dropout < 1):
+		return fmt.Errorf("%w: model.dropout must be in [0, 1)", ErrInvalidJob)
+	case !slices.Contains([]string{"", "sgd", "adam"}, s.Train.Optimizer):
+		return fmt.Errorf("%w: train.optimizer %q: use sgd or adam", ErrInvalidJob, s.Train.Optimizer)
+	case !(s.Train.AdamBeta1 >= 0 && s.Train.AdamBeta1 < 1) || !(s.Train.AdamBeta2 >= 0 && s.Train.AdamBeta2 < 1):
+		return fmt.Errorf("%w: train.adam_beta1 and adam_beta2 must be in [0, 1)", ErrInvalidJob)
+	case !(s.Train.AdamEps >= 0 && s.Train.AdamEps < 1):
+		return fmt.Errorf("%w: train.adam_eps must be in [0, 1)", ErrInvalidJob)
+	case !(s.Train.PosWeight >= 0 && s.Train.PosWeight <= 1e6):
+		return fmt.Errorf("%w: train.pos_weight must be in [0, 1e6]", ErrInvalidJob)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
 		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
 	case featurespec.Validate(s.Features.FeatureSpec) != nil:
