@@ -91,6 +91,11 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// EgressTap sees every byte that leaves (tests and the simulator).
 	EgressTap func([]byte) `json:"-"`
+	// Adversary, if set, rewrites each trained update before it is kept
+	// and sent: the simulator's Byzantine sites (sign flips, scaling,
+	// noise). It cannot be set from a config file. The egress guard still
+	// checks what it produces.
+	Adversary func(job string, round uint64, delta []float32) `json:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `json:"-"`
 }

@@ -284,6 +284,14 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	if err != nil {
 		return a.decline(s, offer, err)
 	}
+	if a.cfg.Adversary != nil {
+		d, err := protocol.DecodeF32(p.Delta)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errLocal, err)
+		}
+		a.cfg.Adversary(offer.GetJobId(), offer.GetRound(), d)
+		p.Delta = protocol.EncodeF32(d)
+	}
 	p.Base = ref.GetSha256()
 	if err := a.saveOutbox(p); err != nil {
 		return fmt.Errorf("%w: %w", errLocal, err)
