@@ -735,8 +735,16 @@ func parseTime(s string) (time.Time, error) {
 	}
 	for _, l := range layouts {
 		if t, err := time.Parse(l, s); err == nil {
+			// Years before minYear are no clinical date (and year 1 is
+			// the zero time, which reads as "not set").
+			if t.UTC().Year() < minYear {
+				return time.Time{}, ErrBadTime
+			}
 			return t.UTC(), nil
 		}
 	}
 	return time.Time{}, ErrBadTime
 }
+
+// minYear is the earliest year a clinical date may have.
+const minYear = 1800
