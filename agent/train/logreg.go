@@ -4,24 +4,26 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sync"
+
+	"github.com/cohort-fl/cohort/agent/train/mlpspec"
 )
 
 // maxFeatures bounds the feature count of a model, far above any tabular
 // clinical model, so that sizes computed from it cannot overflow.
-const maxFeatures = 1 << 24
+const maxFeatures = mlpspec.MaxFeatures
 
 // shuffleStream is the second PCG seed word; Options.Seed is the first.
 const shuffleStream = 0x636f686f7274 // "cohort"
 
-// maxCachedGraphs bounds how many compiled graphs (one per batch row count)
-// a LogReg keeps between calls.
+// maxCachedGraphs bounds how many compiled graphs (one per batch row count
+// and set of objective terms) a model keeps between calls.
 const maxCachedGraphs = 4
 
 // LogReg is binary logistic regression, p(y=1|x) = σ(w·x + b), trained by
-// minimizing the mean binary cross-entropy (plus L2/2·‖w‖² when
-// Options.L2 > 0) with gradients from gorgonia.
+// minimizing the mean binary cross-entropy (optionally class-weighted, plus
+// L2/2·‖w‖² and the FedProx term; see Options) with gradients from
+// gorgonia, by SGD or Adam.
 //
 // Flat weight layout, of length NumFeatures()+1: w[0..d-1] are the
 // coefficients of features 0..d-1 and w[d] is the bias. New models start
@@ -33,9 +35,9 @@ const maxCachedGraphs = 4
 type LogReg struct {
 	d int
 
-	mu     sync.Mutex       // guards the fields below
-	w      []float32        // d+1 weights
-	graphs map[int]*lrGraph // compiled graphs by batch row count
+	mu     sync.Mutex         // guards the fields below
+	w      []float32          // d+1 weights
+	graphs map[lrKey]*lrGraph // compiled graphs by batch row count and terms
 }
 
 var _ Trainer = (*LogReg)(nil)
@@ -103,11 +105,11 @@ func (m *LogReg) Predict(X []float32, rows int) ([]float32, error) {
 // Train runs opts.Epochs epochs of (mini-batch) gradient descent from the
 // current weights. Each epoch visits the rows in a fresh order drawn from
 // opts.Seed, in batches of opts.BatchSize (the last one may be smaller);
-// each batch takes one step of size opts.LearningRate along the gradient of
-// its mean loss, computed by gorgonia in float64.
+// each batch takes one optimizer step (SGD or Adam, see Options) along the
+// gradient of its objective (see Options), computed by gorgonia in float64.
 //
 // The returned loss is the row-weighted mean objective (cross-entropy plus
-// penalty) over the last epoch's batches, each measured before its step.
+// penalties) over the last epoch's batches, each measured before its step.
 // ctx is checked before every batch. On any error the weights are
 // unchanged.
 func (m *LogReg) Train(ctx context.Context, X []float32, y []float32, rows int, opts Options) (loss float64, err error) {
@@ -138,95 +140,60 @@ func (m *LogReg) Train(ctx context.Context, X []float32, y []float32, rows int, 
 		}
 	}()
 
-	bs := opts.BatchSize
-	if bs == 0 || bs > rows {
-		bs = rows
+	params := toFloat64(m.w)
+	obj := newObjective(opts, toFloat64(m.w), 0)
+	key := lrKey{weighted: obj.weighted(), prox: obj.prox()}
+	graph := func(rows int) (batchGraph, error) {
+		k := key
+		k.rows = rows
+		return m.graph(k)
 	}
-	full, err := m.graph(bs)
+	drop := func(rows int) {
+		k := key
+		k.rows = rows
+		delete(m.graphs, k)
+	}
+	loss, err = fit(ctx, X, y, rows, opts, params, obj, graph, drop)
 	if err != nil {
 		return 0, fmt.Errorf("logreg: train: %w", err)
 	}
-	var rest *lrGraph
-	if r := rows % bs; r != 0 {
-		if rest, err = m.graph(r); err != nil {
-			return 0, fmt.Errorf("logreg: train: %w", err)
-		}
-	}
-
-	params := make([]float64, m.d+1)
-	for i, v := range m.w {
-		params[i] = float64(v)
-	}
-	st := newStepper(opts.LearningRate, opts.L2)
-
-	order := make([]int, rows)
-	for i := range order {
-		order[i] = i
-	}
-	rng := rand.New(rand.NewPCG(opts.Seed, shuffleStream))
-
-	for range opts.Epochs {
-		if bs < rows {
-			rng.Shuffle(rows, func(i, j int) { order[i], order[j] = order[j], order[i] })
-		}
-		var sum float64
-		for start := 0; start < rows; start += bs {
-			if err := ctx.Err(); err != nil {
-				return 0, fmt.Errorf("logreg: train: %w", err)
-			}
-			end := min(start+bs, rows)
-			g := full
-			if end-start != bs {
-				g = rest
-			}
-			g.load(X, y, order[start:end])
-			c, err := st.step(g, params)
-			if err != nil {
-				delete(m.graphs, g.rows)
-				return 0, fmt.Errorf("logreg: train: %w", err)
-			}
-			sum += c * float64(end-start)
-		}
-		loss = sum / float64(rows)
-	}
-
-	for i, p := range params {
-		v := float32(p)
-		if math.IsInf(float64(v), 0) {
-			return 0, fmt.Errorf("logreg: train: %w: weight %d overflows float32 (diverged; lower the learning rate)", ErrNotFinite, i)
-		}
-		m.w[i] = v
+	if err := toFloat32(m.w, params); err != nil {
+		return 0, fmt.Errorf("logreg: train: %w", err)
 	}
 	return loss, nil
 }
 
-// graph returns the compiled graph for batches of the given row count,
-// building it on first use. Callers hold m.mu.
-func (m *LogReg) graph(rows int) (*lrGraph, error) {
-	if g, ok := m.graphs[rows]; ok {
+// graph returns the compiled graph for key, building it on first use.
+// Callers hold m.mu.
+func (m *LogReg) graph(key lrKey) (*lrGraph, error) {
+	if g, ok := m.graphs[key]; ok {
 		return g, nil
 	}
-	g, err := newLRGraph(m.d, rows)
+	g, err := newLRGraph(m.d, key)
 	if err != nil {
 		return nil, err
 	}
 	if m.graphs == nil || len(m.graphs) >= maxCachedGraphs {
-		m.graphs = make(map[int]*lrGraph, maxCachedGraphs)
+		m.graphs = make(map[lrKey]*lrGraph, maxCachedGraphs)
 	}
-	m.graphs[rows] = g
+	m.graphs[key] = g
 	return g, nil
 }
 
 // checkX validates a row-major feature matrix of the model's width.
-func (m *LogReg) checkX(X []float32, rows int) error {
+func (m *LogReg) checkX(X []float32, rows int) error { return checkMatrix(X, rows, m.d) }
+
+// checkMatrix validates a row-major feature matrix of rows × d finite
+// values.
+func checkMatrix(X []float32, rows, d int) error {
 	if rows <= 0 {
 		return fmt.Errorf("%w: rows = %d", ErrNoRows, rows)
 	}
-	if rows > math.MaxInt/m.d || len(X) != rows*m.d {
-		return fmt.Errorf("%w: X has %d values, want %d rows × %d features", ErrShape, len(X), rows, m.d)
+	if rows > math.MaxInt/d || len(X) != rows*d {
+		return fmt.Errorf("%w: X has %d values, want %d rows × %d features", ErrShape, len(X), rows, d)
 	}
 	if i := firstNonFinite(X); i >= 0 {
-		return fmt.Errorf("%w: X[%d] (row %d, feature %d)", ErrNotFinite, i, i/m.d, i%m.d)
+		return fmt.Errorf("%w: X[%d] (row %d, feature %d)", ErrNotFinite, i, i/d, i%d)
 	}
 	return nil
 }
