@@ -37,9 +37,7 @@ var (
 	ErrRefused = errors.New("refused by the coordinator")
 	// ErrTooFewRecords: fewer eligible records than the job's minimum.
 	ErrTooFewRecords = errors.New("too few eligible records")
-	// ErrUnsupportedModel: a job's model kind this agent cannot train yet
-	// (the coordinator accepts "mlp" jobs; site training of them is not
-	// built).
+	// ErrUnsupportedModel: a job's model kind this agent cannot train.
 	ErrUnsupportedModel = errors.New("model kind not supported by this agent")
 )
 

@@ -268,7 +268,7 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 		return a.runStats(s, offer)
 	}
 	// Decline a model this agent cannot train before downloading it.
-	if k := offer.GetModelSpec().GetKind(); k != "logreg" {
+	if k := offer.GetModelSpec().GetKind(); k != "logreg" && k != "mlp" {
 		return a.decline(s, offer, fmt.Errorf("%w: %q", ErrUnsupportedModel, k))
 	}
 	ref := offer.GetModel()
@@ -302,6 +302,33 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	return a.send(ctx, s, p)
 }
 
+// NewTrainer builds the model an offer names, for a feature matrix of
+// cols columns.
+func NewTrainer(ms *pb.ModelSpec, cols int) (train.Trainer, error) {
+	switch ms.GetKind() {
+	case "logreg":
+		return train.NewLogReg(cols)
+	case "mlp":
+		hidden := make([]int, len(ms.GetHidden()))
+		for i, h := range ms.GetHidden() {
+			hidden[i] = int(h)
+		}
+		return train.NewMLP(cols, train.MLPConfig{Hidden: hidden, Activation: ms.GetActivation(), Dropout: ms.GetDropout()})
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnsupportedModel, ms.GetKind())
+}
+
+// TrainOptions are the local training options an offer's parameters ask
+// for.
+func TrainOptions(p *pb.TrainParams) train.Options {
+	return train.Options{
+		Epochs: int(p.GetLocalEpochs()), LearningRate: float64(p.GetLearningRate()),
+		BatchSize: int(p.GetBatchSize()), Seed: p.GetSeed(),
+		Optimizer: p.GetOptimizer(), AdamBeta1: p.GetAdamBeta1(), AdamBeta2: p.GetAdamBeta2(), AdamEps: p.GetAdamEps(),
+		PosWeight: p.GetPosWeight(), ProxMu: p.GetProxMu(),
+	}
+}
+
 // trainRound builds the offer's features from the local store, trains from
 // global and returns the update (not yet sent).
 func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []float32) (*pending, error) {
@@ -310,7 +337,7 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 		return nil, fmt.Errorf("job feature spec: %w", err)
 	}
 	ms := offer.GetModelSpec()
-	if ms.GetKind() != "logreg" || int(ms.GetNumFeatures()) != len(spec.GetFeatures()) || len(global) != int(ms.GetNumParams()) {
+	if int(ms.GetNumFeatures()) != len(spec.GetFeatures()) || len(global) != int(ms.GetNumParams()) {
 		return nil, fmt.Errorf("model spec %q with %d features and %d params does not fit the feature spec (%d features) and global model (%d params)",
 			ms.GetKind(), ms.GetNumFeatures(), ms.GetNumParams(), len(spec.GetFeatures()), len(global))
 	}
@@ -323,17 +350,14 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 	if minN := int(params.GetMinRecords()); tr.Rows < minN || tr.Rows == 0 {
 		return nil, fmt.Errorf("%w: %d training records, the job needs at least %d", ErrTooFewRecords, tr.Rows, minN)
 	}
-	model, err := train.NewLogReg(ds.Cols)
+	model, err := NewTrainer(ms, ds.Cols)
 	if err != nil {
 		return nil, err
 	}
 	if err := model.SetWeights(global); err != nil {
 		return nil, err
 	}
-	loss, err := model.Train(ctx, tr.X, tr.Y, tr.Rows, train.Options{
-		Epochs: int(params.GetLocalEpochs()), LearningRate: float64(params.GetLearningRate()),
-		BatchSize: int(params.GetBatchSize()), Seed: params.GetSeed(),
-	})
+	loss, err := model.Train(ctx, tr.X, tr.Y, tr.Rows, TrainOptions(params))
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}

@@ -226,19 +226,6 @@ func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
 
 // taskFor returns the offer for the first running job whose open round this
 // site has not contributed to, or nil.
-// modelSpecWire is the model's shape as offers carry it.
-func modelSpecWire(m ModelSpec) *pb.ModelSpec {
-	w := &pb.ModelSpec{Kind: m.Kind, NumFeatures: uint32(m.NumFeatures), NumParams: uint32(m.NumParams()),
-		Activation: m.Activation, Dropout: m.Dropout}
-	for _, h := range m.Hidden {
-		w.Hidden = append(w.Hidden, uint32(h))
-	}
-	if m.Kind == "mlp" && w.Activation == "" {
-		w.Activation = "relu"
-	}
-	return w
-}
-
 func (n *Node) taskFor(site string) *pb.TaskOffer {
 	var offer *pb.TaskOffer
 	n.fsm.view(func(st *state) {
@@ -276,7 +263,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				JobId:     id,
 				Round:     r.Number,
 				Model:     &pb.BlobRef{Sha256: j.Global.Digest, Size: uint64(j.Global.Size), Encoding: pb.Encoding_ENCODING_F32LE},
-				ModelSpec: modelSpecWire(sp.Model),
+				ModelSpec: sp.Model.Wire(),
 				Params:    params,
 				Features:  j.EffectiveFeatures(),
 			}

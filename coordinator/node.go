@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent/train/mlpspec"
 	"github.com/cohort-fl/cohort/coordinator/raftnet"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pki"
@@ -551,12 +552,31 @@ func (n *Node) CreateJob(spec JobSpec) error {
 	if exists {
 		return nil
 	}
-	w := make([]byte, spec.Model.ModelBytes())
+	w, err := initialWeights(spec)
+	if err != nil {
+		return err
+	}
 	ref, err := n.storeModel(w)
 	if err != nil {
 		return err
 	}
 	return n.propose(cmdEnsureJob, ensureJobBody{Spec: spec, Initial: ref})
+}
+
+// initialWeights is a new job's round-0 model: zeros for logistic
+// regression, a seeded Glorot/He draw for an MLP (which cannot learn from
+// all zeros). It depends only on the spec, so a retried creation proposes
+// the same model.
+func initialWeights(spec JobSpec) ([]byte, error) {
+	if spec.Model.Kind != "mlp" {
+		return make([]byte, spec.Model.ModelBytes()), nil
+	}
+	w, err := mlpspec.InitialWeights(spec.Model.NumFeatures,
+		mlpspec.Config{Hidden: spec.Model.Hidden, Activation: spec.Model.Activation, Dropout: spec.Model.Dropout}, spec.Train.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	return protocol.EncodeF32(w), nil
 }
 
 // ensureJobBody creates a job and names its initial model's blob.

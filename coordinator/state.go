@@ -51,8 +51,7 @@ type NodeInfo struct {
 // ModelSpec names a model architecture.
 type ModelSpec struct {
 	// Kind is the architecture: "logreg", or "mlp" (a multilayer
-	// perceptron; the coordinator aggregates it, site training of it is not
-	// built yet, and agents decline such jobs).
+	// perceptron, started from a seeded random initialization).
 	Kind string `json:"kind"`
 	// NumFeatures is the width of the feature vector.
 	NumFeatures int `json:"num_features"`
@@ -76,6 +75,19 @@ func (m ModelSpec) NumParams() int {
 		in = h
 	}
 	return n
+}
+
+// Wire is the model's shape as task offers carry it.
+func (m ModelSpec) Wire() *pb.ModelSpec {
+	w := &pb.ModelSpec{Kind: m.Kind, NumFeatures: uint32(m.NumFeatures), NumParams: uint32(m.NumParams()),
+		Activation: m.Activation, Dropout: m.Dropout}
+	for _, h := range m.Hidden {
+		w.Hidden = append(w.Hidden, uint32(h))
+	}
+	if m.Kind == "mlp" && w.Activation == "" {
+		w.Activation = "relu"
+	}
+	return w
 }
 
 // ModelBytes is the size of the model's flat float32 weight vector.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/cohort-fl/cohort/agent"
 	"github.com/cohort-fl/cohort/agent/features"
 	"github.com/cohort-fl/cohort/agent/fhir"
 	"github.com/cohort-fl/cohort/agent/store"
@@ -29,7 +30,7 @@ func loadDataset(ctx context.Context, dir string, spec *pb.FeatureSpec) (*datase
 }
 
 // scoreModel evaluates a committed global model on the test set.
-func scoreModel(ctx context.Context, node *coordinator.Node, m *coordinator.Model, test *dataset) (Metrics, error) {
+func scoreModel(ctx context.Context, node *coordinator.Node, spec coordinator.ModelSpec, m *coordinator.Model, test *dataset) (Metrics, error) {
 	if m == nil {
 		return Metrics{}, fmt.Errorf("committed model not found")
 	}
@@ -41,14 +42,14 @@ func scoreModel(ctx context.Context, node *coordinator.Node, m *coordinator.Mode
 	if err != nil {
 		return Metrics{}, err
 	}
-	lr, err := train.NewLogReg(test.Cols)
+	model, err := agent.NewTrainer(spec.Wire(), test.Cols)
 	if err != nil {
 		return Metrics{}, err
 	}
-	if err := lr.SetWeights(w); err != nil {
+	if err := model.SetWeights(w); err != nil {
 		return Metrics{}, err
 	}
-	return score(lr, test)
+	return score(model, test)
 }
 
 func score(model train.Trainer, test *dataset) (Metrics, error) {

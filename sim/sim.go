@@ -282,7 +282,7 @@ func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-c
 					}
 					w.test = test
 				}
-				m, err := scoreModel(ctx, nodes[0], j.ModelByDigest(r.Result), w.test)
+				m, err := scoreModel(ctx, nodes[0], j.Spec.Model, j.ModelByDigest(r.Result), w.test)
 				if err != nil {
 					return last, err
 				}
