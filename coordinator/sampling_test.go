@@ -72,12 +72,16 @@ func TestSamplingAndStragglers(t *testing.T) {
 	if got := leader.Stats().UpdatesLate.Load(); got != 1 {
 		t.Fatalf("late updates = %d", got)
 	}
-	j, _ := leader.Job("j1")
+	var j *Job
+	waitFor(t, leader, "round 2 to open", func() bool {
+		j, _ = leader.Job("j1")
+		return j.Current != nil
+	})
 	if c := j.Rounds[0].Contributors; len(c) != 1 || c[0] != asked {
 		t.Fatalf("round 1 aggregated %v, want only %s", c, asked)
 	}
-	if j.Current == nil || len(j.Current.Selected) != 1 {
-		t.Fatalf("round 2 asks %v", j.Current)
+	if len(j.Current.Selected) != 1 {
+		t.Fatalf("round 2 asks %v", j.Current.Selected)
 	}
 }
 
