@@ -14,18 +14,37 @@ var (
 	ErrEmpty = errors.New("round has no updates")
 	// ErrFinished means an update was added to a round that has finished.
 	ErrFinished = errors.New("round already finished")
+	// ErrState means optimizer state passed to Begin is malformed, or
+	// belongs to another rule, encoding version or model size.
+	ErrState = errors.New("invalid optimizer state")
+	// ErrParams means a strategy's name or parameters are invalid.
+	ErrParams = errors.New("invalid strategy parameters")
+	// ErrTooFew means a robust rule was asked to finish a round with fewer
+	// updates than its assumptions need (Krum: n > 2f+2). The round stays
+	// open.
+	ErrTooFew = errors.New("too few updates for the rule")
 )
 
 // Strategy turns one round's updates into the next global model.
 //
-// A Strategy value describes an aggregation rule and its hyper-parameters;
-// per-round state lives in the Round it returns.
+// A Strategy value describes an aggregation rule and its hyper-parameters.
+// It holds no mutable state and is safe to share: whatever a rule carries
+// from one round to the next (server momentum, Adam moments) travels as the
+// opaque bytes of Result.State, which the caller stores and hands back to
+// the next Begin. See DecodeState for the encoding.
 type Strategy interface {
 	// Name is a short stable identifier of the rule, such as "fedavg".
 	Name() string
-	// Begin starts a round from the current global weights. The Round keeps
-	// its own copy of global; the caller may reuse the slice.
-	Begin(global []float32) (Round, error)
+	// Begin starts a round from the current global weights and the state
+	// the previous round's Finish returned (nil for the first round, and
+	// always nil for stateless rules). The Round keeps its own copy of
+	// global and of the decoded state; the caller may reuse both slices.
+	//
+	// Begin fails with ErrParams when the strategy's parameters are
+	// invalid, ErrShape or ErrNotFinite when global is empty or not finite,
+	// and ErrState when state is malformed or was produced by another rule,
+	// encoding version or model size.
+	Begin(global []float32, state []byte) (Round, error)
 }
 
 // Round collects one round's updates.
@@ -35,14 +54,35 @@ type Strategy interface {
 type Round interface {
 	// AddPacked folds in one site's weight delta (packed little-endian
 	// float32, as produced by protocol.EncodeF32) with its sample count.
+	// The Round does not retain delta.
 	AddPacked(delta []byte, samples uint64) error
 	// Add folds in one site's weight delta with its sample count. The
 	// Round does not retain delta.
 	Add(delta []float32, samples uint64) error
-	// Count is the number of updates folded in so far.
+	// Count is the number of updates accepted so far.
 	Count() int
-	// Finish returns the new global weights. After a successful Finish the
-	// round accepts no more updates (ErrFinished); calling Finish again
-	// returns the same weights.
-	Finish() ([]float32, error)
+	// Finish returns the new global weights and the state to pass to the
+	// next round's Begin. After a successful Finish the round accepts no
+	// more updates (ErrFinished); calling Finish again returns an equal
+	// Result. When Finish fails (ErrEmpty, ErrTooFew, ErrNotFinite) the
+	// round stays open.
+	Finish() (Result, error)
+}
+
+// Result is the outcome of a round.
+type Result struct {
+	// Weights is the new global model. The caller owns it.
+	Weights []float32
+	// State is the rule's encoded optimizer state, to be passed to the
+	// next round's Begin; nil for stateless rules. The caller owns it.
+	State []byte
+}
+
+// clone returns a deep copy of r, so callers can own what Finish returns.
+func (r Result) clone() Result {
+	out := Result{Weights: append([]float32(nil), r.Weights...)}
+	if r.State != nil {
+		out.State = append([]byte(nil), r.State...)
+	}
+	return out
 }

@@ -1,69 +1,138 @@
 package aggregator
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"runtime"
+	"runtime/metrics"
+	"sync"
 	"testing"
-
-	"github.com/cohort-fl/cohort/protocol"
 )
 
-var benchSizes = []int{1_000, 100_000, 1_000_000}
+// memBytes is the size of the buffer the memory-bandwidth baseline reads,
+// and of the pool of distinct updates the aggregation benchmarks cycle
+// through: 4× the 32 MiB last-level cache of the benchmark machine, so that
+// both read from DRAM rather than from cache. See DESIGN.md.
+const memBytes = 128 << 20
 
-// BenchmarkFedAvgAddPacked measures folding one packed update into a
-// FedAvg round; MB/s is update bytes consumed per second.
+var (
+	poolOnce sync.Once
+	pool     []byte
+)
+
+// updatePool returns memBytes of packed little-endian float32 drawn from a
+// normal distribution, built once per process.
+func updatePool() []byte {
+	poolOnce.Do(func() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		pool = make([]byte, memBytes)
+		for i := 0; i < len(pool); i += 4 {
+			binary.LittleEndian.PutUint32(pool[i:], math.Float32bits(float32(rng.NormFloat64())))
+		}
+	})
+	return pool
+}
+
+// poolUpdates cuts the pool into distinct packed updates of n parameters
+// (at least two).
+func poolUpdates(n int) [][]byte {
+	p := updatePool()
+	k := max(2, len(p)/(4*n))
+	ups := make([][]byte, k)
+	for i := range ups {
+		if (i+1)*4*n <= len(p) {
+			ups[i] = p[i*4*n : (i+1)*4*n : (i+1)*4*n]
+		} else {
+			ups[i] = p[len(p)-4*n:]
+		}
+	}
+	return ups
+}
+
+var benchSizes = []int{1_000, 100_000, 1_000_000, 16_000_000}
+
+// BenchmarkFedAvgAddPacked measures folding packed updates into a FedAvg
+// round; MB/s is update bytes consumed per second. Each iteration folds the
+// next of a pool of distinct updates that together exceed the last-level
+// cache, as the updates of a real round arrive in distinct buffers, so the
+// update bytes come from memory. Run with -cpu 1,2 to see the split across
+// cores (models of 128K parameters and more).
 func BenchmarkFedAvgAddPacked(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("params=%d", n), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, uint64(n)))
-			delta := protocol.EncodeF32(randVec(rng, n))
-			r, err := FedAvg{}.Begin(make([]float32, n))
+			ups := poolUpdates(n)
+			r, err := FedAvg{}.Begin(make([]float32, n), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.SetBytes(int64(len(delta)))
+			b.SetBytes(int64(4 * n))
 			b.ReportAllocs()
+			i := 0
 			for b.Loop() {
-				if err := r.AddPacked(delta, 100); err != nil {
+				if err := r.AddPacked(ups[i%len(ups)], 100); err != nil {
 					b.Fatal(err)
 				}
+				i++
 			}
 		})
 	}
 }
 
-// BenchmarkMemoryBandwidth is the in-run baseline for
-// BenchmarkFedAvgAddPacked: it reads the same number of bytes, as a
-// []float32 of the same length, and sums them. "plain" is the obvious loop
-// (bound by the latency of its single accumulator); "unrolled8" uses eight
-// accumulators and comes closer to what the memory system can deliver.
+// BenchmarkMemoryBandwidth is the in-run baseline for the aggregation
+// benchmarks: it reads a buffer and sums it as uint64 with eight
+// accumulators (integer adds, so the loop itself can go faster than memory
+// and the figure is what the memory system delivers to one core).
+// bytes=128MiB reads from DRAM and is the baseline; bytes=4MiB fits in
+// cache and shows how much a cache-sized baseline would overstate it;
+// readers=2 splits the read across two goroutines. loop=float32 is the
+// previous baseline's loop (float32 sums, eight accumulators) over the same
+// 128 MiB, for reference: the float adder, not memory, limits it.
 func BenchmarkMemoryBandwidth(b *testing.B) {
-	for _, n := range benchSizes {
-		v := randVec(rand.New(rand.NewPCG(2, uint64(n))), n)
-		b.Run(fmt.Sprintf("plain/params=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(4 * n))
-			var sink float32
-			for b.Loop() {
-				var s float32
-				for _, x := range v {
-					s += x
+	p := updatePool()
+	for _, size := range []int{4 << 20, memBytes} {
+		u := make([]uint64, size/8)
+		for i := range u {
+			u[i] = binary.LittleEndian.Uint64(p[8*i%len(p):])
+		}
+		for _, readers := range []int{1, 2} {
+			if size != memBytes && readers != 1 {
+				continue
+			}
+			b.Run(fmt.Sprintf("bytes=%dMiB/readers=%d", size>>20, readers), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				var sink [2]uint64
+				for b.Loop() {
+					if readers == 1 {
+						sink[0] += sumU64x8(u)
+						continue
+					}
+					var wg sync.WaitGroup
+					h := len(u) / 2
+					wg.Go(func() { sink[1] += sumU64x8(u[h:]) })
+					sink[0] += sumU64x8(u[:h])
+					wg.Wait()
 				}
-				sink += s
-			}
-			_ = sink
-		})
-		b.Run(fmt.Sprintf("unrolled8/params=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(4 * n))
-			var sink float32
-			for b.Loop() {
-				sink += sumUnrolled8(v)
-			}
-			_ = sink
-		})
+				_ = sink
+			})
+		}
 	}
+	b.Run(fmt.Sprintf("bytes=%dMiB/loop=float32", memBytes>>20), func(b *testing.B) {
+		v, _ := f32view(p)
+		if v == nil {
+			b.Skip("needs a little-endian host")
+		}
+		b.SetBytes(memBytes)
+		var sink float32
+		for b.Loop() {
+			sink += sumF32x8(v)
+		}
+		_ = sink
+	})
 }
 
-func sumUnrolled8(v []float32) float32 {
+func sumF32x8(v []float32) float32 {
 	var s0, s1, s2, s3, s4, s5, s6, s7 float32
 	for len(v) >= 8 {
 		p := v[:8:8]
@@ -81,4 +150,124 @@ func sumUnrolled8(v []float32) float32 {
 		s0 += x
 	}
 	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
+}
+
+func sumU64x8(v []uint64) uint64 {
+	var s0, s1, s2, s3, s4, s5, s6, s7 uint64
+	for len(v) >= 8 {
+		p := v[:8:8]
+		s0 += p[0]
+		s1 += p[1]
+		s2 += p[2]
+		s3 += p[3]
+		s4 += p[4]
+		s5 += p[5]
+		s6 += p[6]
+		s7 += p[7]
+		v = v[8:]
+	}
+	for _, x := range v {
+		s0 += x
+	}
+	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
+}
+
+// BenchmarkRobust measures whole rounds of the buffering rules: Begin,
+// AddPacked of every update, Finish. MB/s is update bytes per second, as
+// for FedAvg.
+func BenchmarkRobust(b *testing.B) {
+	const n = 100_000
+	ups := poolUpdates(n)
+	for _, s := range []Strategy{Median{}, TrimmedMean{Beta: 0.1}, Krum{F: 1}} {
+		for _, sites := range []int{10, 50} {
+			b.Run(fmt.Sprintf("rule=%s/sites=%d/params=%d", s.Name(), sites, n), func(b *testing.B) {
+				b.SetBytes(int64(4 * n * sites))
+				i := 0
+				for b.Loop() {
+					r, err := s.Begin(make([]float32, n), nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for range sites {
+						if err := r.AddPacked(ups[i%len(ups)], 100); err != nil {
+							b.Fatal(err)
+						}
+						i++
+					}
+					if _, err := r.Finish(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkFedAvgMemory runs whole FedAvg rounds of a 1M-parameter model
+// with 10 and with 1,000 updates, and reports the peak growth of the heap
+// during a round (sampled after every update; peak-heap-B) and the bytes
+// allocated per round (B/op). Neither may grow with the number of updates.
+func BenchmarkFedAvgMemory(b *testing.B) {
+	const n = 1_000_000
+	ups := poolUpdates(n)
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	heap := func() int64 {
+		metrics.Read(sample)
+		return int64(sample[0].Value.Uint64())
+	}
+	for _, count := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("updates=%d/params=%d", count, n), func(b *testing.B) {
+			b.ReportAllocs()
+			var peak int64
+			for b.Loop() {
+				b.StopTimer()
+				runtime.GC()
+				base := heap()
+				b.StartTimer()
+				r, err := FedAvg{}.Begin(make([]float32, n), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for k := range count {
+					if err := r.AddPacked(ups[k%len(ups)], 100); err != nil {
+						b.Fatal(err)
+					}
+					peak = max(peak, heap()-base)
+				}
+				if _, err := r.Finish(); err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, heap()-base)
+			}
+			b.ReportMetric(float64(peak), "peak-heap-B")
+		})
+	}
+}
+
+// BenchmarkFoldKernel measures the inner loops on one 4096-parameter update
+// that stays in L1 cache, to separate compute from memory: "fused" is the
+// double-buffered validate-and-fold pass, "two-pass" validates and then
+// folds in place (the path above pingPongMax, and the previous design).
+func BenchmarkFoldKernel(b *testing.B) {
+	const n = 4096
+	x := randVec(rand.New(rand.NewPCG(3, 4)), n)
+	sum, spare := make([]float64, n), make([]float64, n)
+	b.Run("path=fused", func(b *testing.B) {
+		b.SetBytes(4 * n)
+		for b.Loop() {
+			if !foldTo(spare, sum, x, 3) {
+				b.Fatal("not finite")
+			}
+			sum, spare = spare, sum
+		}
+	})
+	b.Run("path=two-pass", func(b *testing.B) {
+		b.SetBytes(4 * n)
+		for b.Loop() {
+			if !finite32(x) {
+				b.Fatal("not finite")
+			}
+			foldIn(sum, x, 3)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -15,22 +16,63 @@ type update struct {
 	samples uint64
 }
 
-func begin(t *testing.T, global []float32) Round {
+func begin(t testing.TB, global []float32) Round {
 	t.Helper()
-	r, err := FedAvg{}.Begin(global)
+	return beginWith(t, FedAvg{}, global, nil)
+}
+
+func beginWith(t testing.TB, s Strategy, global []float32, state []byte) Round {
+	t.Helper()
+	r, err := s.Begin(global, state)
 	if err != nil {
-		t.Fatalf("Begin: %v", err)
+		t.Fatalf("%s Begin: %v", s.Name(), err)
 	}
 	return r
 }
 
-func finish(t *testing.T, r Round) []float32 {
+func finish(t testing.TB, r Round) []float32 {
+	t.Helper()
+	return finishResult(t, r).Weights
+}
+
+func finishResult(t testing.TB, r Round) Result {
 	t.Helper()
 	got, err := r.Finish()
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	return got
+}
+
+// kernelPaths runs f once per way meanAcc can fold an update: double
+// buffered or in place, on one goroutine or split, reading packed bytes in
+// place or decoding them. The tunables are restored afterwards.
+func kernelPaths(t *testing.T, f func(t *testing.T)) {
+	type tun struct {
+		name                 string
+		pingPong, chunk, max int
+		le                   bool
+	}
+	for _, c := range []tun{
+		{"default", pingPongMax, parallelChunk, maxWorkers, nativeLE},
+		{"in-place", 0, parallelChunk, maxWorkers, nativeLE},
+		{"parallel", pingPongMax, 8, 3, nativeLE},
+		{"parallel-in-place", 0, 8, 3, nativeLE},
+		{"portable", pingPongMax, parallelChunk, maxWorkers, false},
+		{"portable-in-place-parallel", 0, 8, 3, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			saved := []int{pingPongMax, parallelChunk, maxWorkers}
+			savedLE, savedProcs := nativeLE, gomaxprocs
+			t.Cleanup(func() {
+				pingPongMax, parallelChunk, maxWorkers = saved[0], saved[1], saved[2]
+				nativeLE, gomaxprocs = savedLE, savedProcs
+			})
+			pingPongMax, parallelChunk, maxWorkers, nativeLE = c.pingPong, c.chunk, c.max, c.le
+			gomaxprocs = func() int { return 3 }
+			f(t)
+		})
+	}
 }
 
 func randVec(rng *rand.Rand, n int) []float32 {
@@ -85,26 +127,43 @@ func TestFedAvgHandComputed(t *testing.T) {
 			want: []float32{1, 1.25, 0.25, 1, 1.75},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := begin(t, tt.global)
-			for _, u := range tt.updates {
-				if err := r.Add(u.delta, u.samples); err != nil {
-					t.Fatalf("Add: %v", err)
-				}
+	kernelPaths(t, func(t *testing.T) {
+		for _, tt := range tests {
+			for _, packed := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/packed=%v", tt.name, packed), func(t *testing.T) {
+					r := begin(t, tt.global)
+					for _, u := range tt.updates {
+						var err error
+						if packed {
+							err = r.AddPacked(protocol.EncodeF32(u.delta), u.samples)
+						} else {
+							err = r.Add(u.delta, u.samples)
+						}
+						if err != nil {
+							t.Fatalf("Add: %v", err)
+						}
+					}
+					if got := r.Count(); got != len(tt.updates) {
+						t.Errorf("Count = %d, want %d", got, len(tt.updates))
+					}
+					res := finishResult(t, r)
+					if !equalBits(res.Weights, tt.want) {
+						t.Errorf("Finish = %v, want %v", res.Weights, tt.want)
+					}
+					if res.State != nil {
+						t.Errorf("FedAvg returned state %x", res.State)
+					}
+				})
 			}
-			if got := r.Count(); got != len(tt.updates) {
-				t.Errorf("Count = %d, want %d", got, len(tt.updates))
-			}
-			got := finish(t, r)
-			if !equalBits(got, tt.want) {
-				t.Errorf("Finish = %v, want %v", got, tt.want)
-			}
-		})
-	}
+		}
+	})
 }
 
 func TestFedAvgIdenticalUpdates(t *testing.T) {
+	kernelPaths(t, testFedAvgIdenticalUpdates)
+}
+
+func testFedAvgIdenticalUpdates(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, dim := range []int{1, 3, 17, 1000} {
 		for _, sites := range []int{1, 2, 5, 40} {
@@ -156,17 +215,25 @@ func TestFedAvgPermutationInvariance(t *testing.T) {
 }
 
 func TestFedAvgAddPackedEqualsAdd(t *testing.T) {
+	kernelPaths(t, testFedAvgAddPackedEqualsAdd)
+}
+
+func testFedAvgAddPackedEqualsAdd(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, dim := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 1001} {
+	for _, dim := range []int{1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200, 1001} {
 		global := randVec(rng, dim)
 		a, p := begin(t, global), begin(t, global)
-		for range 4 {
+		for k := range 4 {
 			d := randVec(rng, dim)
 			n := 1 + rng.Uint64N(1000)
 			if err := a.Add(d, n); err != nil {
 				t.Fatalf("Add: %v", err)
 			}
-			if err := p.AddPacked(protocol.EncodeF32(d), n); err != nil {
+			b := protocol.EncodeF32(d)
+			if k%2 == 1 { // an unaligned buffer takes the decoding path
+				b = append(make([]byte, 1, len(b)+1), b...)[1:]
+			}
+			if err := p.AddPacked(b, n); err != nil {
 				t.Fatalf("AddPacked: %v", err)
 			}
 		}
@@ -177,6 +244,10 @@ func TestFedAvgAddPackedEqualsAdd(t *testing.T) {
 }
 
 func TestFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
+	kernelPaths(t, testFedAvgRejectedUpdateLeavesSumUnchanged)
+}
+
+func testFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 	nan := float32(math.NaN())
 	inf := float32(math.Inf(1))
 	good := update{[]float32{1, 2, 3, 4, 5, 6, 7, 8, 9}, 3}
@@ -211,9 +282,9 @@ func TestFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 				if err := r.Add(good.delta, good.samples); err != nil {
 					t.Fatalf("Add good: %v", err)
 				}
-				fr := r.(*fedAvgRound)
-				before := append([]float64(nil), fr.sum...)
-				total := fr.total
+				fr := r.(*meanRound)
+				before := append([]float64(nil), fr.acc.sum...)
+				total := fr.acc.total
 
 				var err error
 				if packed {
@@ -229,12 +300,12 @@ func TestFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
 				}
 				for i := range before {
-					if math.Float64bits(before[i]) != math.Float64bits(fr.sum[i]) {
-						t.Fatalf("sum[%d] changed from %v to %v", i, before[i], fr.sum[i])
+					if math.Float64bits(before[i]) != math.Float64bits(fr.acc.sum[i]) {
+						t.Fatalf("sum[%d] changed from %v to %v", i, before[i], fr.acc.sum[i])
 					}
 				}
-				if fr.total != total || r.Count() != 1 {
-					t.Fatalf("total %v count %d, want %v and 1", fr.total, r.Count(), total)
+				if fr.acc.total != total || r.Count() != 1 {
+					t.Fatalf("total %v count %d, want %v and 1", fr.acc.total, r.Count(), total)
 				}
 				if got := finish(t, r); !equalBits(got, good.delta) {
 					t.Errorf("Finish = %v, want %v", got, good.delta)
@@ -246,12 +317,12 @@ func TestFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 
 func TestFedAvgLifecycleErrors(t *testing.T) {
 	t.Run("begin empty", func(t *testing.T) {
-		if _, err := (FedAvg{}).Begin(nil); !errors.Is(err, ErrShape) {
+		if _, err := (FedAvg{}).Begin(nil, nil); !errors.Is(err, ErrShape) {
 			t.Errorf("err = %v, want ErrShape", err)
 		}
 	})
 	t.Run("begin non-finite", func(t *testing.T) {
-		if _, err := (FedAvg{}).Begin([]float32{0, float32(math.Inf(-1))}); !errors.Is(err, ErrNotFinite) {
+		if _, err := (FedAvg{}).Begin([]float32{0, float32(math.Inf(-1))}, nil); !errors.Is(err, ErrNotFinite) {
 			t.Errorf("err = %v, want ErrNotFinite", err)
 		}
 	})
@@ -305,6 +376,18 @@ func TestFedAvgLifecycleErrors(t *testing.T) {
 			t.Errorf("Finish = %v, want [1 1]", got)
 		}
 	})
+	t.Run("begin with state", func(t *testing.T) {
+		st, err := State{Rule: "fedavg", Vectors: [][]float32{{1}}}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := (FedAvg{}).Begin([]float32{1}, st); !errors.Is(err, ErrState) {
+			t.Errorf("err = %v, want ErrState", err)
+		}
+		if _, err := (FedAvg{}).Begin([]float32{1}, []byte{}); err != nil {
+			t.Errorf("empty state: %v", err)
+		}
+	})
 	t.Run("name", func(t *testing.T) {
 		if got := (FedAvg{}).Name(); got != "fedavg" {
 			t.Errorf("Name = %q", got)
@@ -313,6 +396,10 @@ func TestFedAvgLifecycleErrors(t *testing.T) {
 }
 
 func TestFedAvgConcurrentAdds(t *testing.T) {
+	kernelPaths(t, testFedAvgConcurrentAdds)
+}
+
+func testFedAvgConcurrentAdds(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	const dim, sites = 100, 16
 	global := randVec(rng, dim)

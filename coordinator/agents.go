@@ -252,7 +252,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				BatchSize: uint32(sp.Train.BatchSize), Seed: sp.Train.Seed + r.Number,
 				ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
 				Optimizer: sp.Train.Optimizer, AdamBeta1: sp.Train.AdamBeta1, AdamBeta2: sp.Train.AdamBeta2,
-				AdamEps: sp.Train.AdamEps, PosWeight: sp.Train.PosWeight,
+				AdamEps: sp.Train.AdamEps, PosWeight: sp.Train.PosWeight, ProxMu: sp.Strategy.ProxMu(),
 			}
 			if r.Kind == KindStats {
 				offer = &pb.TaskOffer{JobId: id, Round: r.Number, Kind: pb.TaskKind_TASK_KIND_STATS,

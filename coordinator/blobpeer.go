@@ -397,6 +397,9 @@ func (n *Node) referencedBlobs() (models, bodies map[string]bool) {
 			for _, m := range j.Models {
 				models[m.Digest] = true
 			}
+			if j.OptState != nil {
+				models[j.OptState.Digest] = true
+			}
 			if j.Current != nil {
 				for _, rc := range j.Current.Receipts {
 					if rc.Digest != "" {

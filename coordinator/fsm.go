@@ -82,8 +82,11 @@ type commitRoundBody struct {
 	Attempt int    `json:"attempt"`
 	// Digest and Size name the new model's blob, which a majority of
 	// voters held before this entry was proposed.
-	Digest       string   `json:"digest"`
-	Size         int64    `json:"size"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	// OptState names the rule's new state blob (replicated like the
+	// model); nil for stateless rules.
+	OptState     *BlobRef `json:"opt_state,omitempty"`
 	Contributors []string `json:"contributors"`
 	Samples      uint64   `json:"samples"`
 	MeanValAUROC float64  `json:"mean_val_auroc"`
@@ -323,6 +326,12 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if err := checkModelRef(b.Digest, b.Size, j.Spec.Model); err != nil {
 			return err
 		}
+		if b.OptState != nil {
+			if err := validDigest(b.OptState.Digest); err != nil || b.OptState.Size <= 0 {
+				return fmt.Errorf("%w: optimizer state reference", ErrBadCommand)
+			}
+		}
+		j.OptState = b.OptState
 		m := &Model{Digest: b.Digest, Round: b.Round, Size: b.Size}
 		j.Models = append(j.Models, m)
 		j.byDigest[m.Digest] = m

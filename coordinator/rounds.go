@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/protocol"
 )
 
@@ -114,6 +113,8 @@ type roundView struct {
 	// so far (seeding the sampling).
 	allSites []string
 	attempts int
+	// optState is the rule's state after the last committed round.
+	optState *BlobRef
 }
 
 func (n *Node) step() {
@@ -124,7 +125,8 @@ func (n *Node) step() {
 				continue
 			}
 			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global,
-				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds)}
+				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds),
+				optState: j.OptState}
 			if j.Current != nil {
 				c := *j.Current
 				c.Receipts = make(map[string]*Receipt, len(j.Current.Receipts))
@@ -247,7 +249,17 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	if err != nil {
 		return fmt.Errorf("decode global model: %w", err)
 	}
-	agg, err := aggregator.FedAvg{}.Begin(global)
+	strategy, err := v.spec.Strategy.Strategy()
+	if err != nil {
+		return fmt.Errorf("strategy: %w", err)
+	}
+	var state []byte
+	if v.optState != nil {
+		if state, err = n.ModelWeights(n.bgCtx, v.optState.Digest); err != nil {
+			return fmt.Errorf("%s state: %w", strategy.Name(), err)
+		}
+	}
+	agg, err := strategy.Begin(global, state)
 	if err != nil {
 		return err
 	}
@@ -268,17 +280,26 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples += rc.Samples
 		auroc += float64(rc.Samples) * rc.Metrics.ValAUROC
 	}
-	next, err := agg.Finish()
+	res, err := agg.Finish()
 	if err != nil {
-		return fmt.Errorf("aggregate: %w", err)
+		return fmt.Errorf("aggregate (%s): %w", strategy.Name(), err)
 	}
-	// A majority holds the new model before the entry naming it exists.
-	m, err := n.storeModel(protocol.EncodeF32(next))
+	// A majority holds the new model (and the rule's state) before the
+	// entry naming them exists.
+	m, err := n.storeModel(protocol.EncodeF32(res.Weights))
 	if err != nil {
 		return fmt.Errorf("round %d: %w", r.Number, err)
 	}
+	var optState *BlobRef
+	if res.State != nil {
+		sm, err := n.storeModel(res.State)
+		if err != nil {
+			return fmt.Errorf("round %d: %s state: %w", r.Number, strategy.Name(), err)
+		}
+		optState = &BlobRef{Digest: sm.Digest, Size: sm.Size}
+	}
 	if err := n.propose(cmdCommitRound, commitRoundBody{
-		Job: v.job, Round: r.Number, Attempt: r.Attempt, Digest: m.Digest, Size: m.Size,
+		Job: v.job, Round: r.Number, Attempt: r.Attempt, Digest: m.Digest, Size: m.Size, OptState: optState,
 		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples),
 	}); err != nil {
 		return fmt.Errorf("commit round %d: %w", r.Number, err)

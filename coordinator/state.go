@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/protocol/featurespec"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"google.golang.org/protobuf/proto"
@@ -173,14 +175,66 @@ type JobSpec struct {
 	RoundTimeout Duration `json:"round_timeout"`
 	// MaxAttempts bounds the failed attempts of one round before the job fails.
 	MaxAttempts int `json:"max_attempts"`
-	// Strategy is the aggregation rule; "fedavg" for now.
-	Strategy string `json:"strategy"`
+	// Strategy is the aggregation rule and its parameters: a name
+	// ("fedavg") or {"name", "params", "norm_bound"}; see
+	// aggregator.Names and aggregator.Defaults.
+	Strategy StrategySpec `json:"strategy"`
 	// Sampling chooses the sites asked to take part in each round; the
 	// zero value asks every enrolled site.
 	Sampling Sampling    `json:"sampling,omitzero"`
 	Model    ModelSpec   `json:"model"`
 	Train    TrainParams `json:"train"`
 	Features FeatureSpec `json:"features"`
+}
+
+// StrategySpec is a job's aggregation rule. In JSON it is a rule name
+// ("fedadam") or an object {"name", "params", "norm_bound"}.
+type StrategySpec struct{ aggregator.Spec }
+
+// UnmarshalJSON reads a name or an object, refusing unknown fields.
+func (s *StrategySpec) UnmarshalJSON(b []byte) error {
+	var name string
+	if json.Unmarshal(b, &name) == nil {
+		s.Spec = aggregator.Spec{Name: name}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var sp aggregator.Spec
+	if err := dec.Decode(&sp); err != nil {
+		return fmt.Errorf("strategy: want a rule name or {\"name\", \"params\", \"norm_bound\"}: %w", err)
+	}
+	s.Spec = sp
+	return nil
+}
+
+// MarshalJSON writes a bare name when there is nothing else to say.
+func (s StrategySpec) MarshalJSON() ([]byte, error) {
+	if len(s.Params) == 0 && s.NormBound == 0 {
+		return json.Marshal(s.Name)
+	}
+	return json.Marshal(s.Spec)
+}
+
+// Strategy builds the rule.
+func (s StrategySpec) Strategy() (aggregator.Strategy, error) { return aggregator.New(s.Spec) }
+
+func (s StrategySpec) check(minSites int) error {
+	st, err := s.Strategy()
+	if err != nil {
+		return err
+	}
+	return aggregator.CheckByzantine(st, minSites)
+}
+
+// ProxMu is the FedProx proximal coefficient sites train with (0 unless
+// the rule is fedprox).
+func (s StrategySpec) ProxMu() float64 {
+	st, err := s.Strategy()
+	if err != nil {
+		return 0
+	}
+	return aggregator.ProximalMu(st)
 }
 
 // Sampling chooses which sites a round asks. At most one of Fraction and
@@ -214,7 +268,7 @@ func DefaultJobSpec() JobSpec {
 		MinSites:     1,
 		RoundTimeout: Duration(2 * time.Minute),
 		MaxAttempts:  3,
-		Strategy:     "fedavg",
+		Strategy:     StrategySpec{aggregator.Spec{Name: "fedavg"}},
 		Model:        ModelSpec{Kind: "logreg"},
 		Train: TrainParams{
 			LocalEpochs:        5,
@@ -242,8 +296,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: round_timeout must be positive", ErrInvalidJob)
 	case s.MaxAttempts < 1:
 		return fmt.Errorf("%w: max_attempts must be at least 1", ErrInvalidJob)
-	case s.Strategy != "fedavg":
-		return fmt.Errorf("%w: strategy %q is not supported (supported: fedavg)", ErrInvalidJob, s.Strategy)
+	case s.Strategy.check(s.MinSites) != nil:
+		return fmt.Errorf("%w: strategy: %w", ErrInvalidJob, s.Strategy.check(s.MinSites))
 	case s.Model.Kind != "logreg" && s.Model.Kind != "mlp":
 		return fmt.Errorf("%w: model kind %q is not supported (supported: logreg, mlp)", ErrInvalidJob, s.Model.Kind)
 	case s.Model.NumFeatures < 1 || s.Model.NumFeatures > maxLayerWidth:
@@ -389,6 +443,12 @@ type Model struct {
 	Size   int64  `json:"size"`
 }
 
+// BlobRef names a blob by digest and size.
+type BlobRef struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
 // Job is a job's replicated state.
 type Job struct {
 	Spec JobSpec `json:"spec"`
@@ -401,8 +461,12 @@ type Job struct {
 	FailReason string         `json:"fail_reason,omitempty"`
 	Rounds     []*Round       `json:"rounds"`
 	Models     []*Model       `json:"models"`
-	Current    *Round         `json:"-"`
-	Global     *Model         `json:"-"`
+	// OptState is the aggregation rule's state after the last committed
+	// round (server momentum, Adam moments), a blob like the models; nil
+	// for stateless rules.
+	OptState   *BlobRef `json:"opt_state,omitempty"`
+	Current    *Round   `json:"-"`
+	Global     *Model   `json:"-"`
 	byDigest   map[string]*Model
 	attempts   map[uint64]int
 	committedN uint64

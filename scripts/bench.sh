@@ -10,7 +10,9 @@ out="${1:-bench.out}"
 if [ "${BENCH_REUSE:-}" != 1 ]; then
 {
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(go version) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 ./aggregator/
+  go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 -cpu 1,2 ./aggregator/
+  go test -run '^$' -bench 'Robust' -benchtime 3x -count 3 ./aggregator/
+  go test -run '^$' -bench 'FedAvgMemory' -benchtime 2x -count 1 ./aggregator/
   go test -run '^$' -bench 'RoundLatency' -benchtime 20x -count 1 ./sim/
   go test -run '^$' -bench 'LeaderFailover' -benchtime 1x -count 1 ./sim/
   go test -run '^$' -bench 'ModelReplication' -benchtime 5x -count 3 ./coordinator/
@@ -21,15 +23,48 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
 } > "$out"
 fi
 
-echo "## FedAvg aggregation throughput (MB/s of update data; best of 3)"
+echo "## FedAvg aggregation throughput (MB/s of update data, updates read from memory; best of 3)"
 echo
-echo "| params | FedAvg AddPacked | read loop, 8 accumulators | ratio | read loop, 1 accumulator | ratio |"
-echo "|---|---|---|---|---|---|"
+echo "| params | FedAvg, 1 core | FedAvg, 2 cores | 2 cores / 1 core | ratio to memory read, 1 core | ratio to memory read, 2 cores | ratio to memory read with 2 readers, 2 cores |"
+echo "|---|---|---|---|---|---|---|"
 awk '
-  /^BenchmarkFedAvgAddPacked\/params=/ { split($1,a,"[=-]"); p=a[2]; if ($5>f[p]) f[p]=$5 }
-  /^BenchmarkMemoryBandwidth\/unrolled8\/params=/ { split($1,a,"[=-]"); p=a[2]; if ($5>u[p]) u[p]=$5 }
-  /^BenchmarkMemoryBandwidth\/plain\/params=/ { split($1,a,"[=-]"); p=a[2]; if ($5>m[p]) m[p]=$5 }
-  END { for (p in f) printf "%d | %.0f | %.0f | %.2f | %.0f | %.2f |\n", p, f[p], u[p], f[p]/u[p], m[p], f[p]/m[p] }
+  /^BenchmarkFedAvgAddPacked\/params=/ { n=split($1,a,"[=-]"); p=a[2]; c=(n>2)?a[3]:1; if ($5>f[p,c]) f[p,c]=$5; ps[p]=1 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=2-2/ { if ($5>m2) m2=$5 }
+  END { for (p in ps) printf "%d | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n", p, f[p,1], f[p,2], f[p,2]/f[p,1], f[p,1]/m1, f[p,2]/m1, f[p,2]/m2 }
+' "$out" | sort -n | sed 's/^/| /'
+echo
+awk '
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=2-2/ { if ($5>m2) m2=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=4MiB\/readers=1/ { if ($5>c1) c1=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/loop=float32/ { if ($5>f1) f1=$5 }
+  END {
+    printf "| memory read | MB/s | ratio |\n|---|---|---|\n"
+    printf "| 128 MiB (4x the last-level cache) summed as uint64 with 8 accumulators, 1 core: the baseline | %.0f | 1.00 |\n", m1
+    printf "| the same, split across 2 cores | %.0f | %.2f |\n", m2, m2/m1
+    printf "| the same loop over 4 MiB, in cache (what a cache-sized baseline would claim) | %.0f | %.2f |\n", c1, c1/m1
+    printf "| 128 MiB summed as float32 with 8 accumulators (the previous baseline loop; the float adder limits it) | %.0f | %.2f |\n", f1, f1/m1
+  }' "$out"
+echo
+echo "## Robust aggregation throughput (whole rounds of 100,000-parameter updates; MB/s of update data; best of 3)"
+echo
+echo "| rule | sites | MB/s | ratio to memory read, 1 core | ratio to FedAvg, 1 core |"
+echo "|---|---|---|---|---|"
+awk '
+  /^BenchmarkRobust\/rule=/ { split($1,a,"[=/-]"); k=a[3] " | " a[5]; if ($5>r[k]) r[k]=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
+  /^BenchmarkFedAvgAddPacked\/params=100000[ \t]/ { if ($5>fa) fa=$5 }
+  END { for (k in r) printf "%s | %.0f | %.3f | %.3f |\n", k, r[k], r[k]/m1, r[k]/fa }
+' "$out" | sort -t'|' -k1,1 -k2n | sed 's/^/| /'
+echo
+echo "## Streaming FedAvg memory per round (1,000,000-parameter model, 4 MB updates)"
+echo
+echo "| updates per round | peak heap growth | allocated per round | ratio to 10 updates (peak) |"
+echo "|---|---|---|---|"
+awk '
+  /^BenchmarkFedAvgMemory\/updates=/ { split($1,a,"[=/-]"); u=a[3]; for (i=1;i<=NF;i++) { if ($(i+1)=="peak-heap-B") pk[u]=$i; if ($(i+1)=="B/op") al[u]=$i } }
+  END { for (u in pk) printf "%d | %.1f MiB | %.1f MiB | %.2f |\n", u, pk[u]/1048576, al[u]/1048576, pk[u]/pk[10] }
 ' "$out" | sort -n | sed 's/^/| /'
 echo
 echo "## Round latency against the number of sites (3 coordinators, 200 patients per site, 20 rounds)"

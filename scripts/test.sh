@@ -91,6 +91,7 @@ fuzz FuzzSealedStoreGet ./agent/device
 fuzz FuzzParseStay ./agent/physionet
 fuzz FuzzReadOutcomes ./agent/physionet
 fuzz FuzzAddPacked ./aggregator
+fuzz FuzzDecodeState ./aggregator
 
 echo
 echo "all checks passed"

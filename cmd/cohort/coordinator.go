@@ -182,7 +182,7 @@ func defaultFeatures(j *coordinator.JobSpec) {
 	if j.Model.NumFeatures == 0 {
 		j.Model.NumFeatures = len(j.Features.GetFeatures())
 	}
-	if j.Strategy == "" {
+	if j.Strategy.Name == "" {
 		j.Strategy = def.Strategy
 	}
 	if j.Rounds == 0 {

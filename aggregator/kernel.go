@@ -1,0 +1,373 @@
+package aggregator
+
+import (
+	"encoding/binary"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// This file holds the inner loops of the streaming weighted sum. See
+// "Streaming mean" and "Throughput" in DESIGN.md for how they were chosen
+// and measured.
+
+// Tunables, variables so that tests can force every path on small inputs.
+var (
+	// pingPongMax is the largest model (in parameters) whose running sum
+	// is double-buffered: an update is then validated and folded in one
+	// pass, writing sum+w·Δ into the spare buffer, and the buffers swap
+	// only when every value was finite. Above it (both buffers together
+	// pass 16 MiB, half a typical last-level cache) the write to the spare
+	// buffer costs more memory traffic than reading the update twice, so
+	// an update is validated in one pass and folded in place in a second.
+	pingPongMax = 1 << 20
+	// parallelChunk is the unit of work, in parameters, when an update is
+	// split across cores (a multiple of 8, so that no two goroutines write
+	// the same cache line of a float64 sum). An update is split from four
+	// chunks up, with at least two chunks per goroutine.
+	parallelChunk = 32 << 10
+	// maxWorkers caps the goroutines one update is split across (at most
+	// 16); a few cores already saturate the memory bus on common servers.
+	maxWorkers = 8
+	// gomaxprocs is runtime.GOMAXPROCS(0), replaceable by tests.
+	gomaxprocs = func() int { return runtime.GOMAXPROCS(0) }
+	// nativeLE reports whether packed little-endian float32 can be read in
+	// place as []float32 (false forces the portable decoding path).
+	nativeLE = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+)
+
+// workers is the number of goroutines an n-parameter update is split
+// across.
+func workers(n int) int {
+	if n < 4*parallelChunk {
+		return 1 // without asking the scheduler, which takes a lock
+	}
+	return max(1, min(gomaxprocs(), maxWorkers, n/(2*parallelChunk)))
+}
+
+// parallel runs f over [0, n) split into w contiguous ranges of whole
+// chunks (parallelChunk parameters), one per goroutine: the caller's and
+// w-1 helpers. Each goroutine claims the chunks of its own range in order,
+// so that across updates every core keeps working on the same part of the
+// sum (still in its cache), and then claims what is left of the others': a
+// helper that starts late, because its core is busy elsewhere, leaves its
+// share to the others rather than holding them up, as a fixed split would.
+// It reports whether every call returned true; after a false the remaining
+// chunks are skipped.
+func parallel(n, w int, f func(lo, hi int) bool) bool {
+	chunks := (n + parallelChunk - 1) / parallelChunk
+	var next, end [16]atomic.Int64 // next chunk and end of each range
+	w = min(w, chunks, len(next))
+	for r := range w {
+		next[r].Store(int64(r * chunks / w))
+		end[r].Store(int64((r + 1) * chunks / w))
+	}
+	var bad atomic.Bool
+	work := func(home int) {
+		for k := range w {
+			r := (home + k) % w
+			for !bad.Load() {
+				c := next[r].Add(1) - 1
+				if c >= end[r].Load() {
+					break
+				}
+				lo := int(c) * parallelChunk
+				if !f(lo, min(lo+parallelChunk, n)) {
+					bad.Store(true)
+				}
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for r := 1; r < w; r++ {
+		wg.Go(func() { work(r) })
+	}
+	work(0)
+	wg.Wait()
+	return !bad.Load()
+}
+
+// f32view returns the packed little-endian float32s in b as a []float32
+// aliasing b, when the host is little-endian and b is 4-byte aligned
+// (network and file buffers are); otherwise ok is false and the caller
+// decodes.
+func f32view(b []byte) (v []float32, ok bool) {
+	if !nativeLE || len(b) < 4 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4), true
+}
+
+// foldTo sets dst = src + w·x and reports whether every x was finite (when
+// it is not, dst holds garbage and the caller discards it). The three
+// slices have the same length; w is positive and finite.
+//
+// Here and wherever a product is added, the explicit float64 conversion
+// rounds the product and so forbids fusing it into a multiply-add (which
+// Go does by default on arm64 and with GOAMD64=v3): results are the same
+// bits on every architecture and build.
+//
+// The finiteness check rides on the float multiplier: c starts at 0 and
+// c·o stays ±0 for a finite new sum o, but becomes NaN (and stays NaN) once
+// o is infinite or NaN, which happens exactly when w·x is (src is finite,
+// and |o| <= count·2^64·2^128 stays far below the float64 range). That
+// keeps the check off the adder, which the float32 to float64 conversions
+// already load (see DESIGN.md).
+func foldTo(dst, src []float64, x []float32, w float64) bool {
+	n := len(dst)
+	src = src[:n]
+	x = x[:n]
+	var c0, c1, c2, c3 float64
+	i := 0
+	for ; i <= n-8; i += 8 {
+		d := dst[i : i+8 : i+8]
+		s := src[i : i+8 : i+8]
+		p := x[i : i+8 : i+8]
+		// Each product has one use, its add, so the add can read s
+		// straight from memory; the check multiplies the sums, which are
+		// finite exactly when the products are (|sum| stays far below
+		// the float64 range).
+		o0 := float64(w*float64(p[0])) + s[0]
+		o1 := float64(w*float64(p[1])) + s[1]
+		o2 := float64(w*float64(p[2])) + s[2]
+		o3 := float64(w*float64(p[3])) + s[3]
+		o4 := float64(w*float64(p[4])) + s[4]
+		o5 := float64(w*float64(p[5])) + s[5]
+		o6 := float64(w*float64(p[6])) + s[6]
+		o7 := float64(w*float64(p[7])) + s[7]
+		d[0], d[1], d[2], d[3] = o0, o1, o2, o3
+		d[4], d[5], d[6], d[7] = o4, o5, o6, o7
+		c0 = c0 * o0 * o4
+		c1 = c1 * o1 * o5
+		c2 = c2 * o2 * o6
+		c3 = c3 * o3 * o7
+	}
+	for ; i < n; i++ {
+		o := float64(w*float64(x[i])) + src[i]
+		dst[i] = o
+		c0 *= o
+	}
+	return (c0*c1)*(c2*c3) == 0
+}
+
+// foldIn adds w·x to sum in place; x must already be known finite.
+func foldIn(sum []float64, x []float32, w float64) {
+	n := len(sum)
+	x = x[:n]
+	i := 0
+	for ; i <= n-8; i += 8 {
+		d := sum[i : i+8 : i+8]
+		p := x[i : i+8 : i+8]
+		d[0] += float64(w * float64(p[0]))
+		d[1] += float64(w * float64(p[1]))
+		d[2] += float64(w * float64(p[2]))
+		d[3] += float64(w * float64(p[3]))
+		d[4] += float64(w * float64(p[4]))
+		d[5] += float64(w * float64(p[5]))
+		d[6] += float64(w * float64(p[6]))
+		d[7] += float64(w * float64(p[7]))
+	}
+	for ; i < n; i++ {
+		sum[i] += float64(w * float64(x[i]))
+	}
+}
+
+// finite32 reports whether every value in x is finite, with the same
+// multiplier trick as foldTo (0·x is ±0 for finite x, NaN otherwise).
+func finite32(x []float32) bool {
+	var c0, c1, c2, c3 float32
+	i := 0
+	for ; i <= len(x)-8; i += 8 {
+		p := x[i : i+8 : i+8]
+		c0 = c0 * p[0] * p[4]
+		c1 = c1 * p[1] * p[5]
+		c2 = c2 * p[2] * p[6]
+		c3 = c3 * p[3] * p[7]
+	}
+	for ; i < len(x); i++ {
+		c0 *= x[i]
+	}
+	return (c0*c1)*(c2*c3) == 0
+}
+
+// decodeChunk is the number of float32s the portable path decodes at a
+// time into a stack buffer.
+const decodeChunk = 512
+
+// foldToPacked is foldTo reading x as packed little-endian bytes
+// (len(b) == 4·len(dst)), for big-endian hosts and unaligned buffers.
+func foldToPacked(dst, src []float64, b []byte, w float64) bool {
+	var buf [decodeChunk]float32
+	ok := true
+	for lo := 0; lo < len(dst); lo += decodeChunk {
+		hi := min(lo+decodeChunk, len(dst))
+		x := decodeF32(buf[:hi-lo], b[4*lo:4*hi])
+		ok = foldTo(dst[lo:hi], src[lo:hi], x, w) && ok
+	}
+	return ok
+}
+
+// foldInPacked is foldIn reading x as packed little-endian bytes.
+func foldInPacked(sum []float64, b []byte, w float64) {
+	var buf [decodeChunk]float32
+	for lo := 0; lo < len(sum); lo += decodeChunk {
+		hi := min(lo+decodeChunk, len(sum))
+		foldIn(sum[lo:hi], decodeF32(buf[:hi-lo], b[4*lo:4*hi]), w)
+	}
+}
+
+// decodeF32 decodes len(dst) little-endian float32s from b into dst and
+// returns dst.
+func decodeF32(dst []float32, b []byte) []float32 {
+	b = b[:4*len(dst)]
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return dst
+}
+
+// Finite check on raw bits: a float32 is NaN or infinite exactly when its
+// eight exponent bits are all ones. Masking the exponent of each 32-bit lane
+// and adding 1 to its lowest exponent bit carries into the lane's top bit
+// only for an all-ones exponent, and never crosses into the next lane, so
+// two float32s are checked per uint64 without branches.
+const (
+	expMask2 = 0x7f800000_7f800000
+	expOne2  = 0x00800000_00800000
+	topBits2 = 0x80000000_80000000
+)
+
+// packedFinite reports whether every little-endian float32 in b (whose
+// length is a multiple of 4) is finite. It reads b as bytes, so it works on
+// any host and alignment.
+func packedFinite(b []byte) bool {
+	var acc uint64
+	for len(b) >= 32 {
+		p := b[:32:32]
+		u0 := binary.LittleEndian.Uint64(p[0:8])
+		u1 := binary.LittleEndian.Uint64(p[8:16])
+		u2 := binary.LittleEndian.Uint64(p[16:24])
+		u3 := binary.LittleEndian.Uint64(p[24:32])
+		acc |= (u0&expMask2 + expOne2) | (u1&expMask2 + expOne2) |
+			(u2&expMask2 + expOne2) | (u3&expMask2 + expOne2)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		acc |= binary.LittleEndian.Uint64(b)&expMask2 + expOne2
+		b = b[8:]
+	}
+	if len(b) >= 4 {
+		acc |= uint64(binary.LittleEndian.Uint32(b))&expMask2 + expOne2
+	}
+	return acc&topBits2 == 0
+}
+
+// firstNonFinitePacked returns the index of the first NaN or infinite
+// float32 in b, or -1.
+func firstNonFinitePacked(b []byte) int {
+	for i := 0; 4*i+4 <= len(b); i++ {
+		if binary.LittleEndian.Uint32(b[4*i:])&0x7f800000 == 0x7f800000 {
+			return i
+		}
+	}
+	return -1
+}
+
+// firstNonFinite returns the index of the first NaN or infinite value in v,
+// or -1.
+func firstNonFinite(v []float32) int {
+	for i, x := range v {
+		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
+			return i
+		}
+	}
+	return -1
+}
+
+// meanAcc is the running sample-weighted sum Σ nᵢ·Δᵢ of a round, shared by
+// every rule that aggregates the weighted mean delta (FedAvg, FedProx,
+// FedAvgM, FedAdam, FedYogi, FedAdagrad). It is not safe for concurrent
+// use; its owner serializes calls.
+type meanAcc struct {
+	sum   []float64 // Σ nᵢ·Δᵢ
+	spare []float64 // the double buffer; nil above pingPongMax
+	total float64   // Σ nᵢ
+	count int
+}
+
+func newMeanAcc(dim int) meanAcc {
+	a := meanAcc{sum: make([]float64, dim)}
+	if dim <= pingPongMax {
+		a.spare = make([]float64, dim)
+	}
+	return a
+}
+
+// add folds w·x into the sum (len(x) == len(sum)) and reports whether it
+// did; when x holds a NaN or infinity it returns false and the sum is
+// bit-for-bit unchanged.
+func (a *meanAcc) add(x []float32, w float64) bool {
+	n := len(a.sum)
+	var ok bool
+	switch nw := workers(n); {
+	case a.spare != nil && nw == 1:
+		ok = foldTo(a.spare, a.sum, x, w)
+	case a.spare != nil:
+		dst, src := a.spare, a.sum
+		ok = parallel(n, nw, func(lo, hi int) bool { return foldTo(dst[lo:hi], src[lo:hi], x[lo:hi], w) })
+	case nw == 1:
+		if ok = finite32(x); ok {
+			foldIn(a.sum, x, w)
+		}
+	default:
+		sum := a.sum
+		if ok = parallel(n, nw, func(lo, hi int) bool { return finite32(x[lo:hi]) }); ok {
+			parallel(n, nw, func(lo, hi int) bool { foldIn(sum[lo:hi], x[lo:hi], w); return true })
+		}
+	}
+	if !ok {
+		return false
+	}
+	if a.spare != nil {
+		a.sum, a.spare = a.spare, a.sum
+	}
+	a.total += w
+	a.count++
+	return true
+}
+
+// addPacked is add for packed little-endian float32 (len(b) == 4·len(sum)).
+func (a *meanAcc) addPacked(b []byte, w float64) bool {
+	if x, ok := f32view(b); ok {
+		return a.add(x, w)
+	}
+	n := len(a.sum)
+	var ok bool
+	switch nw := workers(n); {
+	case a.spare != nil && nw == 1:
+		ok = foldToPacked(a.spare, a.sum, b, w)
+	case a.spare != nil:
+		dst, src := a.spare, a.sum
+		ok = parallel(n, nw, func(lo, hi int) bool { return foldToPacked(dst[lo:hi], src[lo:hi], b[4*lo:4*hi], w) })
+	case nw == 1:
+		if ok = packedFinite(b); ok {
+			foldInPacked(a.sum, b, w)
+		}
+	default:
+		sum := a.sum
+		if ok = parallel(n, nw, func(lo, hi int) bool { return packedFinite(b[4*lo : 4*hi]) }); ok {
+			parallel(n, nw, func(lo, hi int) bool { foldInPacked(sum[lo:hi], b[4*lo:4*hi], w); return true })
+		}
+	}
+	if !ok {
+		return false
+	}
+	if a.spare != nil {
+		a.sum, a.spare = a.spare, a.sum
+	}
+	a.total += w
+	a.count++
+	return true
+}
