@@ -36,6 +36,8 @@ type federationConfig struct {
 	// Seed derives each site's pseudonym key, so that a run is
 	// reproducible (pseudonyms decide the local validation split).
 	Seed uint64
+	// Adversaries rewrite the updates of Byzantine sites, by site id.
+	Adversaries map[string]func(job string, round uint64, delta []float32)
 }
 
 // federation is a running cluster and its agents, all in this process.
@@ -177,6 +179,7 @@ func (f *federation) addAgent(site string, edit func(*agent.Config)) (*agent.Age
 	if tap := f.cfg.EgressTap; tap != nil {
 		c.EgressTap = func(b []byte) { tap(site, b) }
 	}
+	c.Adversary = f.cfg.Adversaries[site]
 	if edit != nil {
 		edit(&c)
 	}

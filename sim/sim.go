@@ -11,12 +11,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol/pb"
 )
@@ -61,6 +67,57 @@ type Config struct {
 	Logger *slog.Logger
 	// EgressTap sees every byte every agent sends, by site.
 	EgressTap func(site string, b []byte)
+	// Strategy is the job's aggregation rule (default fedavg).
+	Strategy aggregator.Spec
+	// Byzantine makes some sites attack; zero means none.
+	Byzantine Byzantine
+}
+
+// Byzantine describes attacking sites: the last Sites sites rewrite every
+// update they send.
+type Byzantine struct {
+	// Sites is how many sites attack.
+	Sites int `json:"sites,omitempty"`
+	// Attack is "signflip" (send -Scale times the update), "scale" (Scale
+	// times the update) or "noise" (Gaussian noise of standard deviation
+	// Scale instead of the update).
+	Attack string `json:"attack,omitempty"`
+	// Scale is the attack's factor or noise level (default 10 for scale
+	// and signflip, 1 for noise).
+	Scale float64 `json:"scale,omitempty"`
+}
+
+// Attacks are the Byzantine attacks the simulator knows.
+var Attacks = []string{"signflip", "scale", "noise"}
+
+// adversary returns the update rewriter of one attacking site.
+func (b Byzantine) adversary(seed uint64, site string) func(job string, round uint64, delta []float32) {
+	scale := b.Scale
+	if scale == 0 {
+		scale = 10
+		if b.Attack == "noise" {
+			scale = 1
+		}
+	}
+	return func(job string, round uint64, delta []float32) {
+		switch b.Attack {
+		case "signflip":
+			for i := range delta {
+				delta[i] *= float32(-scale)
+			}
+		case "scale":
+			for i := range delta {
+				delta[i] *= float32(scale)
+			}
+		case "noise":
+			h := fnv.New64a()
+			fmt.Fprintf(h, "%s/%s/%d", site, job, round)
+			rng := rand.New(rand.NewPCG(seed, h.Sum64()))
+			for i := range delta {
+				delta[i] = float32(rng.NormFloat64() * scale)
+			}
+		}
+	}
 }
 
 // DefaultConfig is what `cohort sim` runs with no flags.
@@ -102,6 +159,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sim: dataset %q: use %s or %s", c.Dataset, DatasetSynthetic, DatasetPhysioNet)
 	case c.Normalization != "" && c.Normalization != "given" && c.Normalization != "federated":
 		return fmt.Errorf("sim: normalization %q: use given or federated", c.Normalization)
+	case c.Byzantine.Sites < 0 || c.Byzantine.Sites >= c.Sites && c.Byzantine.Sites > 0:
+		return fmt.Errorf("sim: %d Byzantine sites of %d: at least one site must be honest", c.Byzantine.Sites, c.Sites)
+	case c.Byzantine.Sites > 0 && !slices.Contains(Attacks, c.Byzantine.Attack):
+		return fmt.Errorf("sim: attack %q: use one of %s", c.Byzantine.Attack, strings.Join(Attacks, ", "))
+	case c.Byzantine.Scale < 0 || math.IsNaN(c.Byzantine.Scale) || math.IsInf(c.Byzantine.Scale, 0):
+		return errors.New("sim: the attack's scale must be a non-negative number")
+	}
+	if c.Strategy.Name != "" {
+		if _, err := aggregator.New(c.Strategy); err != nil {
+			return fmt.Errorf("sim: strategy: %w", err)
+		}
 	}
 	return nil
 }
@@ -130,7 +198,10 @@ type RoundLine struct {
 // Report is the outcome of a run (`cohort sim --report-json`).
 type Report struct {
 	// Dataset names the data the sites held.
-	Dataset           string      `json:"dataset"`
+	Dataset string `json:"dataset"`
+	// Strategy is the aggregation rule; ByzantineSites the attacking sites.
+	Strategy          string      `json:"strategy"`
+	ByzantineSites    []string    `json:"byzantine_sites,omitempty"`
 	RoundsCompleted   int         `json:"rounds_completed"`
 	Sites             int         `json:"sites"`
 	Coordinators      int         `json:"coordinators"`
@@ -140,6 +211,13 @@ type Report struct {
 	BytesSentByAgents int64       `json:"bytes_sent_by_agents"`
 	WallSeconds       float64     `json:"wall_seconds"`
 	Rounds            []RoundLine `json:"rounds"`
+}
+
+func describeScale(b Byzantine) string {
+	if b.Scale == 0 {
+		return "default scale"
+	}
+	return fmt.Sprintf("scale %g", b.Scale)
 }
 
 // Run builds the testbed, runs the job to completion and computes the
@@ -183,6 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	fmt.Fprintf(out, "cohort sim: %d coordinators, %d sites (%s), %d rounds, seed %d\n",
 		cfg.Coordinators, len(data.sites), data.describe(), cfg.Rounds, cfg.Seed)
+	rep := &Report{}
 
 	job := coordinator.DefaultJobSpec()
 	job.ID = data.jobID
@@ -196,18 +275,36 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	job.Train.BatchSize = cfg.BatchSize
 	job.Train.Seed = cfg.Seed
 	job.Train.ValidationFraction = cfg.ValidationFraction
+	if cfg.Strategy.Name != "" {
+		job.Strategy = coordinator.StrategySpec{Spec: cfg.Strategy}
+	}
+	if err := job.Validate(0); err != nil {
+		return nil, err
+	}
+	rep.Strategy = job.Strategy.Name
+	var adversaries map[string]func(string, uint64, []float32)
+	if b := cfg.Byzantine; b.Sites > 0 {
+		adversaries = map[string]func(string, uint64, []float32){}
+		ids := data.siteIDs()
+		for _, s := range ids[len(ids)-b.Sites:] {
+			adversaries[s] = b.adversary(cfg.Seed, s)
+			rep.ByzantineSites = append(rep.ByzantineSites, s)
+		}
+		fmt.Fprintf(out, "byzantine: %s attack (%s) from %s\n", b.Attack, describeScale(b), strings.Join(rep.ByzantineSites, ", "))
+	}
 
 	siteIDs := data.siteIDs()
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
 		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: cfg.EgressTap, Seed: cfg.Seed,
+		Adversaries: adversaries,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer fed.stop()
 
-	rep := &Report{Sites: len(siteIDs), Coordinators: cfg.Coordinators, Dataset: data.name}
+	rep.Sites, rep.Coordinators, rep.Dataset = len(siteIDs), cfg.Coordinators, data.name
 	// The held-out test population is featurized exactly as the sites do,
 	// with the spec they train with (under federated normalization: once
 	// the statistics round committed).
@@ -315,7 +412,7 @@ func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-c
 }
 
 func printSummary(out io.Writer, rep *Report) {
-	fmt.Fprintf(out, "\n%-22s auroc %.4f  accuracy %.4f\n", "federated (FedAvg)", rep.Federated.AUROC, rep.Federated.Accuracy)
+	fmt.Fprintf(out, "\n%-22s auroc %.4f  accuracy %.4f\n", "federated ("+rep.Strategy+")", rep.Federated.AUROC, rep.Federated.Accuracy)
 	fmt.Fprintf(out, "%-22s auroc %.4f  accuracy %.4f\n", "centralized (pooled)", rep.Centralized.AUROC, rep.Centralized.Accuracy)
 	fmt.Fprintf(out, "%-22s mean auroc %.4f\n", "local only", rep.LocalOnly.MeanAUROC)
 	for _, s := range sortedKeys(rep.LocalOnly.Sites) {

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
+	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/sim"
 )
 
@@ -33,6 +36,16 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.PhysioNetDir, "physionet-dir", def.PhysioNetDir, "`directory` with PhysioNet 2012 set-a.tar.gz and Outcomes-a.txt")
 	fs.StringVar(&cfg.Normalization, "normalization", def.Normalization, "synthetic data: given (reference centers and scales) or federated (a statistics round first)")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep certificates, data and stores in this `directory` (default: a temporary one, removed)")
+	fs.StringVar(&cfg.Strategy.Name, "strategy", "fedavg", "aggregation rule: "+strings.Join(aggregator.Names(), ", "))
+	var params stringList
+	fs.Var(&params, "strategy-param", "a rule parameter as `name=value` (repeatable), e.g. server_lr=0.03 for fedadam, f=1 for krum")
+	fs.Float64Var(&cfg.Strategy.NormBound, "norm-bound", 0, "clip every update to this L2 norm on the coordinator (0 = off)")
+	compare := fs.String("compare", "", "run once per `rules` (comma-separated; parameters after colons, e.g. fedavg,fedadam:server_lr=0.1) and seed, and print a comparison table")
+	seedList := fs.String("seeds", "1", "with --compare: the `seeds`, comma-separated")
+	markdown := fs.String("markdown", "", "with --compare: also write the table as Markdown to this `file`")
+	fs.IntVar(&cfg.Byzantine.Sites, "byzantine", 0, "how many sites attack (the last ones)")
+	fs.StringVar(&cfg.Byzantine.Attack, "attack", "signflip", "the Byzantine sites' attack: "+strings.Join(sim.Attacks, ", "))
+	fs.Float64Var(&cfg.Byzantine.Scale, "attack-scale", 0, "the attack's factor (signflip, scale; default 10) or noise level (noise; default 1)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: cohort sim [flags]
 
@@ -40,7 +53,8 @@ Runs a whole federation in one process: a Raft cluster of coordinators and
 several hospital agents over real QUIC with mutual TLS on loopback. Each
 agent ingests its own synthetic FHIR R4 patients (non-IID sites) into an
 encrypted store and trains logistic regression locally; the coordinators
-average the updates (FedAvg). One line is printed per round with the global
+aggregate the updates (FedAvg by default; --strategy picks another rule,
+and --byzantine makes some sites attack). One line is printed per round with the global
 model's AUROC and accuracy on a held-out test population; at the end it
 prints AUROC and accuracy for centralized training on the pooled data, and
 AUROC for each site alone (and their mean), all trained by the same trainer
@@ -56,12 +70,26 @@ Flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sim: unexpected argument %q", fs.Arg(0))
 	}
+	for _, p := range params {
+		k, v, ok := strings.Cut(p, "=")
+		x, err := strconv.ParseFloat(v, 64)
+		if !ok || k == "" || err != nil {
+			return fmt.Errorf("sim: --strategy-param %q: want name=number", p)
+		}
+		if cfg.Strategy.Params == nil {
+			cfg.Strategy.Params = map[string]float64{}
+		}
+		cfg.Strategy.Params[k] = x
+	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
 	cfg.Out = stdout
+	if *compare != "" {
+		return runCompare(ctx, cfg, *compare, *seedList, *markdown, args, stdout)
+	}
 	rep, err := sim.Run(ctx, cfg)
 	if *reportJSON != "" && rep != nil {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
@@ -73,4 +101,46 @@ Flags:
 		}
 	}
 	return err
+}
+
+// runCompare runs `cohort sim --compare`.
+func runCompare(ctx context.Context, cfg sim.Config, compare, seedList, markdown string, args []string, stdout io.Writer) error {
+	var rules []aggregator.Spec
+	for _, item := range strings.Split(compare, ",") {
+		parts := strings.Split(strings.TrimSpace(item), ":")
+		r := aggregator.Spec{Name: parts[0], NormBound: cfg.Strategy.NormBound}
+		for _, p := range parts[1:] {
+			k, v, ok := strings.Cut(p, "=")
+			x, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil {
+				return fmt.Errorf("sim: --compare %q: want rule:name=number", item)
+			}
+			if r.Params == nil {
+				r.Params = map[string]float64{}
+			}
+			r.Params[k] = x
+		}
+		rules = append(rules, r)
+	}
+	var seeds []uint64
+	for _, f := range strings.Split(seedList, ",") {
+		x, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return fmt.Errorf("sim: --seeds %q: %w", seedList, err)
+		}
+		seeds = append(seeds, x)
+	}
+	c, err := sim.Compare(ctx, cfg, rules, seeds, stdout)
+	if err != nil {
+		return err
+	}
+	md := c.Markdown("cohort sim " + strings.Join(args, " "))
+	fmt.Fprintln(stdout)
+	fmt.Fprint(stdout, md)
+	if markdown != "" {
+		if err := os.WriteFile(markdown, []byte(md), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", markdown, err)
+		}
+	}
+	return nil
 }
