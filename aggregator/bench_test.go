@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -76,6 +77,34 @@ func BenchmarkFedAvgAddPacked(b *testing.B) {
 				}
 				i++
 			}
+		})
+	}
+}
+
+// BenchmarkFedAvgConcurrent adds updates to one round from GOMAXPROCS
+// goroutines at once, as the coordinator does with a round's bodies: each
+// folds into its own shard. Compare it with the memory read split across
+// as many readers (BenchmarkMemoryBandwidth/.../readers=2 on 2 cores).
+func BenchmarkFedAvgConcurrent(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("params=%d", n), func(b *testing.B) {
+			ups := poolUpdates(n)
+			r, err := FedAvg{}.Begin(make([]float32, n), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(4 * n))
+			b.ReportAllocs()
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := int(next.Add(1))
+					if err := r.AddPacked(ups[i%len(ups)], 100); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
 		})
 	}
 }

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 )
 
@@ -74,7 +75,9 @@ func beginMean(rule string, global []float32, state []byte, st stepper) (Round, 
 	}
 	g := make([]float32, len(global))
 	copy(g, global)
-	return &meanRound{rule: rule, global: g, acc: newMeanAcc(len(global)), step: st}, nil
+	r := &meanRound{rule: rule, global: g, step: st, maxShards: max(1, runtime.GOMAXPROCS(0))}
+	r.idle = sync.NewCond(&r.mu)
+	return r, nil
 }
 
 // checkGlobal checks that global is non-empty and finite.
@@ -89,14 +92,65 @@ func checkGlobal(rule string, global []float32) error {
 }
 
 // meanRound is a streaming round over the weighted mean delta.
+//
+// Updates added concurrently fold into separate accumulators (shards), up
+// to GOMAXPROCS of them, so that several cores aggregate at once; Finish
+// merges the shards in creation order. Memory is one accumulator per shard,
+// whatever the number of updates. Updates added one after another all go
+// to the one shard they create, so the result is then the same bits
+// whatever the machine; concurrent adds may change the last bits with the
+// interleaving.
 type meanRound struct {
-	rule   string
-	global []float32 // immutable after Begin
-	step   stepper   // nil for FedAvg and FedProx
+	rule      string
+	global    []float32 // immutable after Begin
+	step      stepper   // nil for FedAvg and FedProx
+	maxShards int
 
 	mu     sync.Mutex // guards the fields below
-	acc    meanAcc
-	result *Result // set by a successful Finish
+	idle   *sync.Cond // signalled when a shard is returned
+	shards []*meanAcc // every shard, in creation order
+	free   []*meanAcc // shards not in use, most recently returned last
+	busy   int        // shards in use
+	count  int        // updates accepted
+	result *Result    // set by a successful Finish
+}
+
+// take returns a shard for one add, waiting for one to be free when all
+// GOMAXPROCS are in use; it fails once the round has finished.
+func (r *meanRound) take() (*meanAcc, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if r.result != nil {
+			return nil, fmt.Errorf("%s: add: %w", r.rule, ErrFinished)
+		}
+		if n := len(r.free); n > 0 {
+			a := r.free[n-1]
+			r.free = r.free[:n-1]
+			r.busy++
+			return a, nil
+		}
+		if len(r.shards) < r.maxShards {
+			a := newMeanAcc(len(r.global))
+			r.shards = append(r.shards, &a)
+			r.busy++
+			return &a, nil
+		}
+		r.idle.Wait()
+	}
+}
+
+// give returns a shard after an add, counting the update if it was
+// accepted.
+func (r *meanRound) give(a *meanAcc, accepted bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.free = append(r.free, a)
+	r.busy--
+	if accepted {
+		r.count++
+	}
+	r.idle.Broadcast()
 }
 
 // AddPacked implements Round. Validation and folding are one pass (see
@@ -108,12 +162,13 @@ func (r *meanRound) AddPacked(delta []byte, samples uint64) error {
 	if samples == 0 {
 		return fmt.Errorf("%s: add: %w", r.rule, ErrNoSamples)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.result != nil {
-		return fmt.Errorf("%s: add: %w", r.rule, ErrFinished)
+	a, err := r.take()
+	if err != nil {
+		return err
 	}
-	if !r.acc.addPacked(delta, float64(samples)) {
+	ok := a.addPacked(delta, float64(samples))
+	r.give(a, ok)
+	if !ok {
 		return fmt.Errorf("%s: add: %w: delta element %d", r.rule, ErrNotFinite, firstNonFinitePacked(delta))
 	}
 	return nil
@@ -127,12 +182,13 @@ func (r *meanRound) Add(delta []float32, samples uint64) error {
 	if samples == 0 {
 		return fmt.Errorf("%s: add: %w", r.rule, ErrNoSamples)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.result != nil {
-		return fmt.Errorf("%s: add: %w", r.rule, ErrFinished)
+	a, err := r.take()
+	if err != nil {
+		return err
 	}
-	if !r.acc.add(delta, float64(samples)) {
+	ok := a.add(delta, float64(samples))
+	r.give(a, ok)
+	if !ok {
 		return fmt.Errorf("%s: add: %w: delta element %d", r.rule, ErrNotFinite, firstNonFinite(delta))
 	}
 	return nil
@@ -142,7 +198,27 @@ func (r *meanRound) Add(delta []float32, samples uint64) error {
 func (r *meanRound) Count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.acc.count
+	return r.count
+}
+
+// merged waits until no add is in flight and returns the shards' summed
+// sums and totals (the first shard's own slice when there is one shard).
+// r.mu is held.
+func (r *meanRound) merged() ([]float64, float64) {
+	for r.busy > 0 {
+		r.idle.Wait()
+	}
+	sum, total := r.shards[0].sum, r.shards[0].total
+	if len(r.shards) > 1 {
+		sum = append([]float64(nil), sum...)
+		for _, a := range r.shards[1:] {
+			for i, v := range a.sum {
+				sum[i] += v
+			}
+			total += a.total
+		}
+	}
+	return sum, total
 }
 
 // Finish implements Round. It fails with ErrEmpty when no update was added
@@ -151,11 +227,14 @@ func (r *meanRound) Count() int {
 func (r *meanRound) Finish() (Result, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for r.result == nil && r.busy > 0 {
+		r.idle.Wait()
+	}
 	if r.result == nil {
-		if r.acc.count == 0 {
+		if r.count == 0 {
 			return Result{}, fmt.Errorf("%s: finish: %w", r.rule, ErrEmpty)
 		}
-		sum, total := r.acc.sum, r.acc.total
+		sum, total := r.merged()
 		var res Result
 		if r.step == nil {
 			out := make([]float32, len(r.global))
@@ -176,7 +255,8 @@ func (r *meanRound) Finish() (Result, error) {
 		r.result = &res
 		// The sums are no longer needed; let them go before the caller
 		// drops the round.
-		r.acc.sum, r.acc.spare = nil, nil
+		r.shards, r.free = nil, nil
+		r.idle.Broadcast()
 	}
 	return r.result.clone(), nil
 }

@@ -283,8 +283,8 @@ func testFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 					t.Fatalf("Add good: %v", err)
 				}
 				fr := r.(*meanRound)
-				before := append([]float64(nil), fr.acc.sum...)
-				total := fr.acc.total
+				before := append([]float64(nil), fr.shards[0].sum...)
+				total := fr.shards[0].total
 
 				var err error
 				if packed {
@@ -300,12 +300,12 @@ func testFedAvgRejectedUpdateLeavesSumUnchanged(t *testing.T) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
 				}
 				for i := range before {
-					if math.Float64bits(before[i]) != math.Float64bits(fr.acc.sum[i]) {
-						t.Fatalf("sum[%d] changed from %v to %v", i, before[i], fr.acc.sum[i])
+					if math.Float64bits(before[i]) != math.Float64bits(fr.shards[0].sum[i]) {
+						t.Fatalf("sum[%d] changed from %v to %v", i, before[i], fr.shards[0].sum[i])
 					}
 				}
-				if fr.acc.total != total || r.Count() != 1 {
-					t.Fatalf("total %v count %d, want %v and 1", fr.acc.total, r.Count(), total)
+				if fr.shards[0].total != total || r.Count() != 1 {
+					t.Fatalf("total %v count %d, want %v and 1", fr.shards[0].total, r.Count(), total)
 				}
 				if got := finish(t, r); !equalBits(got, good.delta) {
 					t.Errorf("Finish = %v, want %v", got, good.delta)

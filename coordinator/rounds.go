@@ -7,7 +7,10 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
@@ -268,14 +271,32 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples uint64
 		auroc   float64
 	)
+	// Bodies are read and folded by one worker per core: the rule's round
+	// keeps a shard per concurrent add.
+	errs := make([]error, len(ready))
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(len(ready), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(ready); i = int(next.Add(1)) - 1 {
+				rc := ready[i]
+				body, err := n.blob.get(rc.Digest)
+				if err == nil {
+					err = agg.AddPacked(body, rc.Samples)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("update of site %s: %w", rc.Site, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("aggregate: %w", err)
+	}
 	for _, rc := range ready {
-		body, err := n.blob.get(rc.Digest)
-		if err != nil {
-			return fmt.Errorf("update of site %s: %w", rc.Site, err)
-		}
-		if err := agg.AddPacked(body, rc.Samples); err != nil {
-			return fmt.Errorf("aggregate update of site %s: %w", rc.Site, err)
-		}
 		sites = append(sites, rc.Site)
 		samples += rc.Samples
 		auroc += float64(rc.Samples) * rc.Metrics.ValAUROC

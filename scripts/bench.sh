@@ -11,6 +11,7 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
 {
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(go version) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 -cpu 1,2 ./aggregator/
+  go test -run '^$' -bench 'FedAvgConcurrent' -benchtime 1s -count 3 -cpu 2 ./aggregator/
   go test -run '^$' -bench 'Robust' -benchtime 3x -count 3 ./aggregator/
   go test -run '^$' -bench 'FedAvgMemory' -benchtime 2x -count 1 ./aggregator/
   go test -run '^$' -bench 'RoundLatency' -benchtime 20x -count 1 ./sim/
@@ -46,6 +47,17 @@ awk '
     printf "| the same loop over 4 MiB, in cache (what a cache-sized baseline would claim) | %.0f | %.2f |\n", c1, c1/m1
     printf "| 128 MiB summed as float32 with 8 accumulators (the previous baseline loop; the float adder limits it) | %.0f | %.2f |\n", f1, f1/m1
   }' "$out"
+echo
+echo "## FedAvg with concurrent adds (one goroutine per core folding into its own shard, as the coordinator folds a round's bodies; best of 3)"
+echo
+echo "| params | FedAvg, 2 concurrent adders | ratio to memory read, 1 core | ratio to memory read with 2 readers |"
+echo "|---|---|---|---|"
+awk '
+  /^BenchmarkFedAvgConcurrent\/params=/ { split($1,a,"[=-]"); p=a[2]; if ($5>f[p]) f[p]=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=2-2/ { if ($5>m2) m2=$5 }
+  END { for (p in f) printf "%d | %.0f | %.2f | %.2f |\n", p, f[p], f[p]/m1, f[p]/m2 }
+' "$out" | sort -n | sed 's/^/| /'
 echo
 echo "## Robust aggregation throughput (whole rounds of 100,000-parameter updates; MB/s of update data; best of 3)"
 echo
