@@ -121,17 +121,7 @@ func TestLargeModelSurvivesLeaderLoss(t *testing.T) {
 	// The leader is lost; a survivor takes over and serves the model,
 	// fetching it from a peer if its background sync has not.
 	li := indexOf(tc.nodes, leader)
-	tc.stop(li, true)
-	var next *Node
-	waitFor(t, tc.nodes[(li+1)%3], "a new leader", func() bool {
-		for i, n := range tc.nodes {
-			if i != li && n.isReady() {
-				next = n
-				return true
-			}
-		}
-		return false
-	})
+	next := tc.crashLeader(t, li)
 	round(next, 2, 0.25)
 	j, _ := next.Job("big")
 	if j.State != JobDone {

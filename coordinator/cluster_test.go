@@ -222,6 +222,36 @@ func (tc *testCluster) leader(t testing.TB) (leader *Node, followers []*Node) {
 	return leader, followers
 }
 
+// offerFor connects to n as site, says hello and asks for a task (waiting
+// up to 10 s); it returns the connection and the offer (nil if none).
+func (tc *testCluster) offerFor(t *testing.T, n *Node, site string) (*rawAgent, *pb.TaskOffer) {
+	t.Helper()
+	a, err := dialRaw(t, n.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.call(t, hello())
+	return a, a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+}
+
+// crashLeader crash-stops node dead (the leader) and returns the next
+// ready leader among the others.
+func (tc *testCluster) crashLeader(t *testing.T, dead int) *Node {
+	t.Helper()
+	tc.stop(dead, true)
+	var next *Node
+	waitFor(t, tc.nodes[(dead+1)%len(tc.nodes)], "a new leader", func() bool {
+		for i, n := range tc.nodes {
+			if i != dead && n.isReady() {
+				next = n
+				return true
+			}
+		}
+		return false
+	})
+	return next
+}
+
 // rawAgent speaks the wire protocol directly, without the agent package.
 type rawAgent struct {
 	conn *quic.Conn
@@ -383,12 +413,7 @@ func uploadRaw(t *testing.T, a *rawAgent, hdr *pb.UpdateUpload, body []byte) *pb
 func TestBadUpdatesAreRefusedAndCounted(t *testing.T) {
 	tc := startCluster(t, 1, []string{"st-mary"}, []JobSpec{testJob("j1", 1, 1)})
 	leader, _ := tc.leader(t)
-	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-mary"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.call(t, hello())
-	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	a, offer := tc.offerFor(t, leader, "st-mary")
 	good := protocol.EncodeF32([]float32{1, 2, 3, 4})
 	nan := protocol.EncodeF32([]float32{1, 2, 3, 4})
 	nan[0], nan[1], nan[2], nan[3] = 0, 0, 0xc0, 0x7f // NaN

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/protocol/pki"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -21,12 +20,7 @@ func TestInterruptedUploadResumes(t *testing.T) {
 	job.Model.NumFeatures = 3
 	tc := startCluster(t, 1, []string{"st-mary"}, []JobSpec{job})
 	leader, _ := tc.leader(t)
-	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-mary"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.call(t, hello())
-	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	a, offer := tc.offerFor(t, leader, "st-mary")
 	global := download(t, a, offer)
 
 	// A download from byte 4 gets the last three weights.

@@ -94,17 +94,7 @@ func TestServerOptimizerStateSurvivesFailover(t *testing.T) {
 	}
 	first := j.OptState.Digest
 	li := indexOf(tc.nodes, leader)
-	tc.stop(li, true)
-	var next *Node
-	waitFor(t, tc.nodes[(li+1)%3], "a new leader", func() bool {
-		for i, n := range tc.nodes {
-			if i != li && n.isReady() {
-				next = n
-				return true
-			}
-		}
-		return false
-	})
+	next := tc.crashLeader(t, li)
 	j = round(next, 2)
 	if j.OptState == nil || j.OptState.Digest == first {
 		t.Fatalf("round 2 state %+v: the new leader did not carry the moments forward", j.OptState)
@@ -125,12 +115,7 @@ func TestFedProxMuReachesSites(t *testing.T) {
 	job.Strategy = StrategySpec{aggregator.Spec{Name: "fedprox", Params: map[string]float64{"mu": 0.5}}}
 	tc := startCluster(t, 1, []string{"st-mary"}, []JobSpec{job})
 	leader, _ := tc.leader(t)
-	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-mary"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.call(t, hello())
-	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	_, offer := tc.offerFor(t, leader, "st-mary")
 	if mu := offer.GetParams().GetProxMu(); mu != 0.5 {
 		t.Fatalf("offer carries prox_mu %v, want 0.5", mu)
 	}
