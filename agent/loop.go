@@ -92,13 +92,19 @@ func (a *Agent) loadOutbox() ([]*pending, error) {
 // loop keeps a session to the leader and serves tasks until ctx ends.
 func (a *Agent) loop(ctx context.Context) error {
 	hint := ""
-	for {
+	for sessions := 0; ; sessions++ {
 		s, err := a.connect(ctx, hint)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+		if sessions > 0 {
+			// Every session after the first replaces a lost one.
+			a.mu.Lock()
+			a.stats.Reconnects++
+			a.mu.Unlock()
 		}
 		hint = ""
 		err = a.serve(ctx, s)

@@ -256,6 +256,9 @@ func TestAgentResumesInterruptedTransfers(t *testing.T) {
 		t.Errorf("upload offsets %v for a %d-byte update, want [0, its half]", c.uploadOffsets, n)
 	}
 	st := a.Stats()
+	if st.Reconnects < 1 {
+		t.Errorf("status counts %d reconnects; the cut connection was replaced", st.Reconnects)
+	}
 	if st.DownloadsResumed != 1 || st.UploadsResumed != 1 {
 		t.Errorf("status counts %d resumed downloads and %d resumed uploads, want 1 and 1", st.DownloadsResumed, st.UploadsResumed)
 	}

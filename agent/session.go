@@ -149,12 +149,7 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 		hint = ""
 		s, err := a.dialAny(ctx, targets)
 		if err == nil {
-			if attempt > 0 {
-				a.mu.Lock()
-				a.stats.Reconnects++
-				a.mu.Unlock()
-			}
-			a.log.Info("connected to coordinator", "addr", s.addr)
+			a.log.Info("connected to coordinator", "addr", s.addr, "passes", attempt+1)
 			return s, nil
 		}
 		if isRefusal(err) {
