@@ -103,6 +103,30 @@ func (b *blobStore) write(digest string, size int64, r io.Reader) (written bool,
 	return true, nil
 }
 
+// create stores data under the digest it hashes to, hashing it once while
+// writing, and returns that digest.
+func (b *blobStore) create(data []byte) (string, error) {
+	f, err := os.CreateTemp(b.dir, ".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("blob create: %w", err)
+	}
+	defer os.Remove(f.Name()) // a no-op once renamed
+	h := sha256.New()
+	_, werr := io.Copy(io.MultiWriter(f, h), bytes.NewReader(data))
+	serr := f.Sync()
+	if err := errors.Join(werr, serr, f.Close()); err != nil {
+		return "", fmt.Errorf("blob create: %w", err)
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if b.has(digest) {
+		return digest, nil
+	}
+	if err := os.Rename(f.Name(), filepath.Join(b.dir, digest)); err != nil {
+		return "", fmt.Errorf("blob create: %w", err)
+	}
+	return digest, nil
+}
+
 // open returns the blob's file and size. The caller closes it.
 func (b *blobStore) open(digest string) (*os.File, int64, error) {
 	p, err := b.path(digest)

@@ -588,10 +588,11 @@ type ensureJobBody struct {
 // storeModel writes a model blob here and replicates it to a majority of
 // voters, so that an entry naming it can be proposed.
 func (n *Node) storeModel(w []byte) (Model, error) {
-	m := Model{Digest: protocol.Digest(w), Size: int64(len(w))}
-	if err := n.blob.put(m.Digest, w); err != nil {
+	digest, err := n.blob.create(w)
+	if err != nil {
 		return Model{}, err
 	}
+	m := Model{Digest: digest, Size: int64(len(w))}
 	ctx, cancel := context.WithTimeout(n.bgCtx, blobTransferTimeout(m.Size))
 	defer cancel()
 	if err := n.replicateBlob(ctx, m.Digest, m.Size); err != nil {
