@@ -1,12 +1,14 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/cohort-fl/cohort/aggregator"
+	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
@@ -99,14 +101,47 @@ func TestServerOptimizerStateSurvivesFailover(t *testing.T) {
 	if j.OptState == nil || j.OptState.Digest == first {
 		t.Fatalf("round 2 state %+v: the new leader did not carry the moments forward", j.OptState)
 	}
-	// The weights moved by FedAdam's step, not by the raw delta.
-	w, err := next.ModelWeights(t.Context(), j.Models[2].Digest)
+	// The committed model is two FedAdam steps computed here, the second
+	// from the first's state: the new leader continued from the moments
+	// the old one replicated (starting over from no state gives another
+	// model).
+	d := []float32{1, -1, 0.5, 2}
+	w1, s1 := fedAdamStep(t, make([]float32, len(d)), nil, d)
+	w2, _ := fedAdamStep(t, w1, s1, d)
+	restarted, _ := fedAdamStep(t, w1, nil, d)
+	want := protocol.EncodeF32(w2)
+	got, err := next.ModelWeights(t.Context(), j.Models[2].Digest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(w) != 16 {
-		t.Fatalf("model of %d bytes", len(w))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("round 2 model %v, want two chained FedAdam steps %v", got, want)
 	}
+	if bytes.Equal(want, protocol.EncodeF32(restarted)) {
+		t.Fatal("the check cannot tell a continued optimizer from a restarted one")
+	}
+}
+
+// fedAdamStep is one FedAdam round of update d (10 samples) from weights w
+// and state.
+func fedAdamStep(t *testing.T, w []float32, state []byte, d []float32) ([]float32, []byte) {
+	t.Helper()
+	st, err := aggregator.New(aggregator.Spec{Name: "fedadam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Begin(w, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add(d, 10); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Weights, res.State
 }
 
 // A FedProx job's offers carry its mu, which sites add to their loss.
