@@ -152,6 +152,18 @@ func readBlobStatus(r io.Reader) (byte, error) {
 	return blobErr, fmt.Errorf("peer: %s", msg)
 }
 
+// expectStatus reads a status and fails unless it is ok or one of also.
+func expectStatus(r io.Reader, also ...byte) (byte, error) {
+	st, err := readBlobStatus(r)
+	if err != nil {
+		return 0, err
+	}
+	if st != blobOK && !slices.Contains(also, st) {
+		return 0, fmt.Errorf("peer answered status %d", st)
+	}
+	return st, nil
+}
+
 func (n *Node) blobRequest(ctx context.Context, addr string, op byte, digest string, arg uint64) (net.Conn, error) {
 	c, err := n.stream.DialProtocol(ctx, addr, BlobALPN)
 	if err != nil {
@@ -190,14 +202,10 @@ func (n *Node) fetchBlobFrom(ctx context.Context, addr, digest string) error {
 		return err
 	}
 	defer c.Close()
-	st, err := readBlobStatus(c)
-	switch {
-	case err != nil:
+	if st, err := expectStatus(c, blobMissing); err != nil {
 		return err
-	case st == blobMissing:
+	} else if st == blobMissing {
 		return errBlobMissing
-	case st != blobOK:
-		return fmt.Errorf("peer answered status %d", st)
 	}
 	var sz [8]byte
 	if _, err := io.ReadFull(c, sz[:]); err != nil {
@@ -229,22 +237,14 @@ func (n *Node) pushBlobTo(ctx context.Context, addr, digest string) error {
 		return err
 	}
 	defer c.Close()
-	st, err := readBlobStatus(c)
-	switch {
-	case err != nil:
+	if st, err := expectStatus(c, blobHave); err != nil || st == blobHave {
 		return err
-	case st == blobHave:
-		return nil
-	case st != blobOK:
-		return fmt.Errorf("peer answered status %d", st)
 	}
 	if _, err := io.Copy(c, f); err != nil {
 		return err
 	}
-	if st, err = readBlobStatus(c); err != nil {
+	if _, err := expectStatus(c); err != nil {
 		return err
-	} else if st != blobOK {
-		return fmt.Errorf("peer answered status %d", st)
 	}
 	n.stats.BlobBytesPushed.Add(size)
 	return nil
