@@ -13,6 +13,7 @@ import (
 const (
 	DatasetSynthetic = "synthetic"
 	DatasetPhysioNet = "physionet"
+	DatasetSynthea   = "synthea"
 )
 
 // prepared is a testbed's data: one FHIR input directory per site (under

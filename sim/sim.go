@@ -42,6 +42,14 @@ type Config struct {
 	Dataset string
 	// PhysioNetDir holds set-a.tar.gz and Outcomes-a.txt.
 	PhysioNetDir string
+	// Split is how a real dataset is divided into sites: for PhysioNet
+	// "icu" (the default: one site per ICU type), "random" (Sites sites of
+	// similar size, stays assigned by a seeded hash) or "skewed" (Sites
+	// sites of unequal size and outcome rate, seeded); Synthea is split
+	// "random" or "skewed".
+	Split string
+	// SyntheaDir holds the Synthea R4 sample (its ndjson/ folder).
+	SyntheaDir string
 	// Normalization of the synthetic job's features: "given" (the
 	// generator's reference centers and scales) or "federated" (a
 	// statistics round first). PhysioNet jobs are always federated.
