@@ -20,9 +20,18 @@ type Record struct {
 	// Logit is the true log-odds of sepsis, including the site's
 	// prevalence shift.
 	Logit float64
-	// Septic is true when the patient has a sepsis Condition.
+	// Septic is true when the patient has a sepsis Condition: the
+	// recorded label, which label noise (Site.LabelNoise) may have
+	// flipped.
 	Septic bool
+	// TrueSeptic is the patient's true outcome, drawn with probability
+	// sigmoid(Logit). It differs from Septic exactly when label noise
+	// flipped the recorded label.
+	TrueSeptic bool
 
+	num        int         // the patient's number at the site
+	start      time.Time   // start of the encounter
+	meas       measurement // how the patient's vitals are measured
 	ident      identity
 	birthDate  string
 	visits     []visit
@@ -92,15 +101,18 @@ func Generate(site Site, truth Truth) ([]Record, error) {
 		return nil, err
 	}
 	var weights []float64
+	meas := []measurement{site.measurement()}
 	if len(site.Mix) > 0 {
 		total := 0
 		for _, m := range site.Mix {
 			total += m.Patients
 		}
 		acc := 0.0
+		meas = meas[:0]
 		for _, m := range site.Mix {
 			acc += float64(m.Patients) / float64(total)
 			weights = append(weights, acc)
+			meas = append(meas, m.measurement())
 		}
 	}
 	c := newCodes(site)
@@ -108,23 +120,39 @@ func Generate(site Site, truth Truth) ([]Record, error) {
 	recs := make([]Record, site.Patients)
 	for i := range recs {
 		r := rand.New(rand.NewPCG(mix64(site.Seed^mix64(uint64(i))), mix64(uint64(i)+site.Seed)))
-		dist := site
+		dist, k := site, 0
 		if len(weights) > 0 {
 			u := r.Float64()
-			k := 0
 			for k < len(weights)-1 && u >= weights[k] {
 				k++
 			}
 			dist = site.Mix[k]
 		}
-		recs[i] = generatePatient(i, dist, truth, c, births, r)
+		recs[i] = generatePatient(i, dist, &meas[k], truth, c, births, r, stream(site.Seed, i, saltMeasure))
 	}
 	return recs, nil
 }
 
-// generatePatient draws patient number i from dist's distribution.
-func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bool, r *rand.Rand) Record {
+// Salts of the per-patient random streams other than the main one. Draws
+// for the knobs added after the first version (extra noise, label noise,
+// telemetry) come from these streams, never from the main one, so with the
+// knobs at zero the main stream, and hence every file, is as before.
+const (
+	saltMeasure   = 0x6d65_6173_7572_6521 // extra noise, label flips
+	saltTelemetry = 0x7465_6c65_6d65_7472 // device readings
+)
+
+// stream returns patient i's random stream with the given salt.
+func stream(seed uint64, i int, salt uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(mix64(seed^salt^mix64(uint64(i))), mix64(uint64(i)+seed)^salt))
+}
+
+// generatePatient draws patient number i from dist's distribution, measured
+// as meas says. r is the patient's main random stream; aux, its stream for
+// extra noise and label noise.
+func generatePatient(i int, dist Site, meas *measurement, truth Truth, c codes, births map[int64]bool, r, aux *rand.Rand) Record {
 	var rec Record
+	rec.num, rec.meas = i, *meas
 	rec.ID = newUUID(r)
 	p := &rec.Profile
 	p.Female = r.Float64() < dist.FemaleFrac
@@ -132,6 +160,7 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 
 	// The encounter, and a birth date not yet used at this site.
 	start := baseTime().Add(time.Duration(r.IntN(365*24*60)) * time.Minute)
+	rec.start = start
 	birth := start.Add(-time.Duration(age * 365.25 * 24 * float64(time.Hour))).Truncate(24 * time.Hour)
 	for k := 0; k < birthDateTries; k++ {
 		// Alternate earlier and later: 0, -1, +1, -2, +2, ... days.
@@ -166,12 +195,13 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 	p.BMI = clampVital(vBMI, 27.5-0.6*a+5*r.NormFloat64())
 
 	rec.Logit = truth.Logit(*p) + dist.PrevalenceShift
-	rec.Septic = r.Float64() < sigmoid(rec.Logit)
+	rec.TrueSeptic = r.Float64() < sigmoid(rec.Logit)
 
 	// Measurements: one to three times within the encounter, each vital
-	// missing with probability dist.Missing; BMI is taken once.
-	state := [numVitals]float64{p.HeartRate, p.RespRate, p.Systolic, p.Diastolic, p.Temperature, p.SpO2, p.BMI}
-	noise := [numVitals]float64{4, 1.2, 6, 4, 0.15, 0.8, 0.2}
+	// missing with probability dist.Missing; BMI is taken once. Each value
+	// has the ordinary measurement error, then the site's calibration
+	// offset and extra noise.
+	state := p.state()
 	n := 1 + r.IntN(maxVisits)
 	at := start.Add(time.Duration(5+r.IntN(25)) * time.Minute)
 	rec.visits = make([]visit, n)
@@ -185,7 +215,7 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 			} else {
 				v.have[k] = r.Float64() >= dist.Missing && (vital(k) != vBMI || j == 0)
 			}
-			v.value[k] = roundVital(vital(k), state[k]+noise[k]*r.NormFloat64())
+			v.value[k] = meas.measure(vital(k), state[k]+vitals[k].sd*r.NormFloat64(), aux.NormFloat64())
 			if v.have[k] && vital(k) != vDiastolic {
 				v.ids[k] = newUUID(r)
 			}
@@ -204,9 +234,22 @@ func generatePatient(i int, dist Site, truth Truth, c codes, births map[int64]bo
 			rec.conditions = append(rec.conditions, condition{newUUID(r), cm.code, cm.display, onset})
 		}
 	}
-	if rec.Septic {
+	// The recorded outcome: the truth, flipped with probability
+	// dist.LabelNoise. A true case's diagnosis is drawn from r whether or
+	// not it is recorded, a false positive's from aux, so that a flip
+	// changes nothing but the Condition's presence.
+	rec.Septic = rec.TrueSeptic != (aux.Float64() < dist.LabelNoise)
+	sepsis := func(r *rand.Rand) condition {
 		onset := last.Add(time.Duration(60+r.IntN(11*60)) * time.Minute)
-		rec.conditions = append(rec.conditions, condition{newUUID(r), CodeSepsis, sepsisDisplay, onset})
+		return condition{newUUID(r), CodeSepsis, sepsisDisplay, onset}
+	}
+	switch {
+	case rec.TrueSeptic:
+		if diag := sepsis(r); rec.Septic {
+			rec.conditions = append(rec.conditions, diag)
+		}
+	case rec.Septic:
+		rec.conditions = append(rec.conditions, sepsis(aux))
 	}
 	rec.ident = c.makeIdentity(i, p.Female, r)
 	return rec

@@ -104,6 +104,15 @@ func syllable(k int) string {
 	return string([]byte{consonants[k/len(vowels)], vowels[k%len(vowels)]})
 }
 
+// siteSyllables spells a site index, 0 <= k < syllables², as one syllable
+// below syllables and two from there on.
+func siteSyllables(k int) string {
+	if k < syllables {
+		return syllable(k)
+	}
+	return syllable(k/syllables) + syllable(k%syllables)
+}
+
 // codes holds a site's bijection offsets, drawn once from the site seed.
 type codes struct {
 	index                   int
@@ -130,13 +139,14 @@ func (c codes) makeIdentity(i int, female bool, r *rand.Rand) identity {
 	} else {
 		given = maleNames[r.IntN(len(maleNames))]
 	}
-	// The suffix is four syllables: the patient's code in base syllables,
-	// then the site's. Every syllable has two letters, so distinct
-	// (code, site) pairs give distinct suffixes.
+	// The suffix is the patient's code in three base-syllables digits,
+	// then the site's index: one syllable below syllables, two from there
+	// (the first of them never "ba"). Every syllable has two letters, so
+	// distinct (code, site) pairs give distinct suffixes.
 	suffix := syllable(code/(syllables*syllables)) +
 		syllable(code/syllables%syllables) +
 		syllable(code%syllables) +
-		syllable(c.index)
+		siteSyllables(c.index)
 	family := surnames[r.IntN(len(surnames))] + "-" + strings.ToUpper(suffix[:1]) + suffix[1:]
 
 	m := metros[c.index%len(metros)]

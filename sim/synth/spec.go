@@ -48,17 +48,28 @@ type vitalDef struct {
 	fill     float64 // a normal value, used when the vital is missing
 	decimals int
 	min, max float64 // physiological clamp
+	sd       float64 // standard deviation of one measurement's error
 }
 
 // vitals is indexed by vital.
 var vitals = [numVitals]vitalDef{
-	vHeartRate:   {"heart_rate", "8867-4", "Heart rate", "/min", 85, 15, 78, 0, 35, 200},
-	vRespRate:    {"resp_rate", "9279-1", "Respiratory rate", "/min", 18, 4, 16, 0, 8, 50},
-	vSystolic:    {"sbp", "8480-6", "Systolic blood pressure", "mm[Hg]", 125, 20, 120, 0, 60, 230},
-	vDiastolic:   {"dbp", "8462-4", "Diastolic blood pressure", "mm[Hg]", 75, 12, 75, 0, 30, 140},
-	vTemperature: {"temp", "8310-5", "Body temperature", "Cel", 37.0, 0.7, 36.9, 1, 33.5, 42},
-	vSpO2:        {"spo2", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 96, 3, 97, 0, 70, 100},
-	vBMI:         {"bmi", "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 27.5, 5.5, 26, 1, 15, 65},
+	vHeartRate:   {"heart_rate", "8867-4", "Heart rate", "/min", 85, 15, 78, 0, 35, 200, 4},
+	vRespRate:    {"resp_rate", "9279-1", "Respiratory rate", "/min", 18, 4, 16, 0, 8, 50, 1.2},
+	vSystolic:    {"sbp", "8480-6", "Systolic blood pressure", "mm[Hg]", 125, 20, 120, 0, 60, 230, 6},
+	vDiastolic:   {"dbp", "8462-4", "Diastolic blood pressure", "mm[Hg]", 75, 12, 75, 0, 30, 140, 4},
+	vTemperature: {"temp", "8310-5", "Body temperature", "Cel", 37.0, 0.7, 36.9, 1, 33.5, 42, 0.15},
+	vSpO2:        {"spo2", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 96, 3, 97, 0, 70, 100, 0.8},
+	vBMI:         {"bmi", "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 27.5, 5.5, 26, 1, 15, 65, 0.2},
+}
+
+// vitalByName returns the vital whose feature name is name.
+func vitalByName(name string) (vital, bool) {
+	for k, v := range vitals {
+		if v.name == name {
+			return vital(k), true
+		}
+	}
+	return 0, false
 }
 
 // DefaultFeatureSpec returns the feature spec of a sepsis job on data from

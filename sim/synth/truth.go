@@ -25,6 +25,11 @@ type Profile struct {
 	BMI float64
 }
 
+// state returns the patient's true value of each vital.
+func (p *Profile) state() [numVitals]float64 {
+	return [numVitals]float64{p.HeartRate, p.RespRate, p.Systolic, p.Diastolic, p.Temperature, p.SpO2, p.BMI}
+}
+
 // Truth is the ground-truth logistic risk model of sepsis. Coefficients
 // apply to standardized values, (raw - center) / scale, with the centers and
 // scales of DefaultFeatureSpec; female sex is coded as +1 and male as -1,

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -58,13 +60,30 @@ type Manifest struct {
 	// BirthDates are the birth dates, YYYY-MM-DD; unique within a site of
 	// up to a few thousand patients, after which dates may repeat.
 	BirthDates []string
+	// PatientIDs are the Patient resource ids (random UUIDs, unique), the
+	// pseudonymous key by which Observations, Conditions and device
+	// telemetry name the patient. They never leave a site either.
+	PatientIDs []string
+	// LabelFlips is the number of patients whose recorded outcome (a
+	// sepsis Condition or none) differs from the truth (Site.LabelNoise).
+	LabelFlips int
+	// Telemetry is the number of messages in the telemetry file; 0 when
+	// none was written.
+	Telemetry int
+	// Devices are the ids of the bedside monitors in the telemetry file,
+	// "BM-<Site.Index>-<nnnn>", in order. They are equipment serials: a
+	// monitor serves one patient after another.
+	Devices []string
 }
 
 // WriteSite generates the site's patients and writes them to dir (created if
 // needed) as FHIR R4: PatientFile, ObservationFile and ConditionFile in bulk
 // export NDJSON, and BundleFile, a transaction Bundle holding the last
-// BundlePatients patients with urn:uuid references. Existing files of those
-// names are replaced. The same site and truth give byte-identical files. Errors wrap ErrInvalidSite or ErrWrite.
+// BundlePatients patients with urn:uuid references. With
+// Site.TelemetryMinutes set it also writes the site's bedside-monitor
+// telemetry to TelemetryPath(dir); without, it removes a telemetry file
+// left there. Existing files of those names are replaced. The same site and
+// truth give byte-identical files. Errors wrap ErrInvalidSite or ErrWrite.
 func WriteSite(dir string, site Site, truth Truth) (*Manifest, error) {
 	recs, err := Generate(site, truth)
 	if err != nil {
@@ -82,8 +101,12 @@ func WriteSite(dir string, site Site, truth Truth) (*Manifest, error) {
 		m.Emails = append(m.Emails, r.ident.email)
 		m.Addresses = append(m.Addresses, r.ident.line)
 		m.BirthDates = append(m.BirthDates, r.birthDate)
+		m.PatientIDs = append(m.PatientIDs, r.ID)
 		if r.Septic {
 			m.Positives++
+		}
+		if r.Septic != r.TrueSeptic {
+			m.LabelFlips++
 		}
 	}
 	split := len(recs) - min(BundlePatients, len(recs))
@@ -140,6 +163,21 @@ func WriteSite(dir string, site Site, truth Truth) (*Manifest, error) {
 		enc.SetIndent("", "  ")
 		return enc.Encode(b)
 	})
+	if err != nil {
+		return nil, err
+	}
+
+	tpath := TelemetryPath(dir)
+	if site.TelemetryMinutes == 0 {
+		if err := os.Remove(tpath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+		}
+		return m, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(tpath), 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	err = writeFile(tpath, false, func(w io.Writer) error { return writeTelemetry(w, recs, site, m) })
 	if err != nil {
 		return nil, err
 	}
