@@ -167,7 +167,10 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "send hello first"), true
 	}
 	if !n.IsLeader() {
-		return n.redirect(), false
+		// An upload's body follows its header on the stream: stop
+		// reading there rather than take the body for the next frame.
+		_, upload := env.GetBody().(*pb.Envelope_UpdateUpload)
+		return n.redirect(), upload
 	}
 	n.lastSeen.Store(ac.site, n.now())
 	switch b := env.GetBody().(type) {

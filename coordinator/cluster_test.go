@@ -309,6 +309,22 @@ func TestFollowerRedirectsAndLeaderRunsRound(t *testing.T) {
 		t.Fatalf("follower answered %v, want a redirect to %s", red, leader.AgentAddr())
 	}
 
+	// A follower (a leader that has just lost its leadership) redirects
+	// an upload from a site that said hello to it, and stops reading the
+	// stream there: the upload's body follows its header and must not be
+	// read as the next frame.
+	ac := &agentConn{site: "st-mary"}
+	ac.hello.Store(true)
+	resp, done := followers[0].dispatch(context.Background(), ac, nil,
+		&pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: &pb.UpdateUpload{JobId: "j1", Round: 1}}})
+	if resp.GetRedirect() == nil || !done {
+		t.Fatalf("a follower answered an upload with %v (stream done %v), want a redirect that ends the stream", resp, done)
+	}
+	if _, done := followers[0].dispatch(context.Background(), ac, nil,
+		&pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{}}}); done {
+		t.Fatal("a follower ended a request stream after its redirect")
+	}
+
 	a, err := dialRaw(t, leader.AgentAddr(), site)
 	if err != nil {
 		t.Fatal(err)
