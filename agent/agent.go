@@ -94,6 +94,10 @@ type Config struct {
 	// noise). It cannot be set from a config file. The egress guard still
 	// checks what it produces.
 	Adversary func(job string, round uint64, delta []float32) `json:"-"`
+	// Straggle, if set, returns how long the agent waits after training a
+	// round before it keeps and sends the update: the simulator's slow
+	// sites. It cannot be set from a config file.
+	Straggle func(job string, round uint64) time.Duration `json:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `json:"-"`
 }

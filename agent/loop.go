@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cohort-fl/cohort/agent/features"
 	"github.com/cohort-fl/cohort/agent/fhir"
@@ -297,6 +298,17 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 		}
 		a.cfg.Adversary(offer.GetJobId(), offer.GetRound(), d)
 		p.Delta = protocol.EncodeF32(d)
+	}
+	if a.cfg.Straggle != nil {
+		if d := a.cfg.Straggle(offer.GetJobId(), offer.GetRound()); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
 	}
 	p.Base = ref.GetSha256()
 	if err := a.saveOutbox(p); err != nil {

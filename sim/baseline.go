@@ -12,6 +12,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/fhir"
 	"github.com/cohort-fl/cohort/agent/store"
 	"github.com/cohort-fl/cohort/agent/train"
+	"github.com/cohort-fl/cohort/agent/train/mlpspec"
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
@@ -30,26 +31,29 @@ func loadDataset(ctx context.Context, dir string, spec *pb.FeatureSpec) (*datase
 }
 
 // scoreModel evaluates a committed global model on the test set.
-func scoreModel(ctx context.Context, node *coordinator.Node, spec coordinator.ModelSpec, m *coordinator.Model, test *dataset) (Metrics, error) {
+// scoreModel evaluates a committed global model on the test set and
+// returns its weights too.
+func scoreModel(ctx context.Context, node *coordinator.Node, spec coordinator.ModelSpec, m *coordinator.Model, test *dataset) (Metrics, []float32, error) {
 	if m == nil {
-		return Metrics{}, fmt.Errorf("committed model not found")
+		return Metrics{}, nil, fmt.Errorf("committed model not found")
 	}
 	b, err := node.ModelWeights(ctx, m.Digest)
 	if err != nil {
-		return Metrics{}, err
+		return Metrics{}, nil, err
 	}
 	w, err := protocol.DecodeF32(b)
 	if err != nil {
-		return Metrics{}, err
+		return Metrics{}, nil, err
 	}
 	model, err := agent.NewTrainer(spec.Wire(), test.Cols)
 	if err != nil {
-		return Metrics{}, err
+		return Metrics{}, nil, err
 	}
 	if err := model.SetWeights(w); err != nil {
-		return Metrics{}, err
+		return Metrics{}, nil, err
 	}
-	return score(model, test)
+	met, err := score(model, test)
+	return met, w, err
 }
 
 func score(model train.Trainer, test *dataset) (Metrics, error) {
@@ -67,29 +71,45 @@ func score(model train.Trainer, test *dataset) (Metrics, error) {
 type baselineResult struct {
 	central Metrics
 	local   LocalOnly
+	// federated is the final global model's AUROC on each site's own
+	// held-out validation records (absent when it cannot be scored).
+	federated map[string]float64
 }
 
 // baselines trains a centralized model on the pooled training splits and a
-// local-only model per site, with the same trainer, options and epoch
-// budget as the federation (Rounds x LocalEpochs), and scores them on the
-// test set. Each site's data is read back from its agent's encrypted store
-// (after the agents stopped) and split exactly as the agent split it, so the
-// baselines train on the very records the federation trained on.
-func baselines(ctx context.Context, dir string, sites []string, spec *pb.FeatureSpec, test *dataset, cfg Config, job string) (*baselineResult, error) {
-	opts := train.Options{Epochs: cfg.Rounds * cfg.LocalEpochs, LearningRate: cfg.LearningRate, BatchSize: cfg.BatchSize, Seed: cfg.Seed}
-	res := &baselineResult{local: LocalOnly{Sites: make(map[string]float64)}}
+// local-only model per site, with the job's model, trainer, options and
+// epoch budget (Rounds x LocalEpochs), and scores them on the test set.
+// Each site's data is read back from its agent's encrypted store (after
+// the agents stopped) and split exactly as the agent split it, so the
+// baselines train on the very records the federation trained on. final,
+// when set, is the federation's final model, scored on each site's
+// validation split too.
+func baselines(ctx context.Context, dir string, sites []string, spec *pb.FeatureSpec, test *dataset, job coordinator.JobSpec, final []float32) (*baselineResult, error) {
+	opts := agent.TrainOptions(&pb.TrainParams{
+		LocalEpochs: uint32(job.Rounds * job.Train.LocalEpochs), LearningRate: float32(job.Train.LearningRate),
+		BatchSize: uint32(job.Train.BatchSize), Seed: job.Train.Seed, Optimizer: job.Train.Optimizer,
+		AdamBeta1: job.Train.AdamBeta1, AdamBeta2: job.Train.AdamBeta2, AdamEps: job.Train.AdamEps, PosWeight: job.Train.PosWeight,
+	})
+	res := &baselineResult{local: LocalOnly{Sites: make(map[string]float64)}, federated: map[string]float64{}}
 	var pooled *dataset
 	for _, s := range sites {
 		ds, err := agentDataset(filepath.Join(dir, "agents", s), spec)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", s, err)
 		}
-		tr, _ := features.Split(ds, cfg.ValidationFraction, job)
-		m, err := fit(ctx, tr, test, opts)
+		tr, val := features.Split(ds, job.Train.ValidationFraction, job.ID)
+		m, err := fit(ctx, job, tr, test, opts)
 		if err != nil {
 			return nil, fmt.Errorf("local-only %s: %w", s, err)
 		}
 		res.local.Sites[s] = m.AUROC
+		if final != nil && val != nil && val.Rows > 0 {
+			if model, err := newModel(job, val.Cols); err == nil && model.SetWeights(final) == nil {
+				if fm, err := score(model, val); err == nil {
+					res.federated[s] = fm.AUROC
+				}
+			}
+		}
 		if pooled, err = concat(pooled, tr); err != nil {
 			return nil, err
 		}
@@ -99,7 +119,7 @@ func baselines(ctx context.Context, dir string, sites []string, spec *pb.Feature
 		sum += v
 	}
 	res.local.MeanAUROC = sum / float64(len(res.local.Sites))
-	central, err := fit(ctx, pooled, test, opts)
+	central, err := fit(ctx, job, pooled, test, opts)
 	if err != nil {
 		return nil, fmt.Errorf("centralized: %w", err)
 	}
@@ -133,16 +153,37 @@ func agentDataset(agentDir string, spec *pb.FeatureSpec) (*dataset, error) {
 	return features.Build(spec, patients)
 }
 
-// fit trains a fresh logistic regression on tr and scores it on test.
-func fit(ctx context.Context, tr, test *dataset, opts train.Options) (Metrics, error) {
-	lr, err := train.NewLogReg(tr.Cols)
+// newModel builds the job's model for cols features, from the job's
+// initial weights (a seeded draw for an MLP, as the coordinator starts it).
+func newModel(job coordinator.JobSpec, cols int) (train.Trainer, error) {
+	ms := job.Model
+	ms.NumFeatures = cols
+	model, err := agent.NewTrainer(ms.Wire(), cols)
+	if err != nil {
+		return nil, err
+	}
+	if ms.Kind == "mlp" {
+		w, err := mlpspec.InitialWeights(cols, mlpspec.Config{Hidden: ms.Hidden, Activation: ms.Activation, Dropout: ms.Dropout}, job.Train.Seed)
+		if err != nil {
+			return nil, err
+		}
+		if err := model.SetWeights(w); err != nil {
+			return nil, err
+		}
+	}
+	return model, nil
+}
+
+// fit trains a fresh model of the job's kind on tr and scores it on test.
+func fit(ctx context.Context, job coordinator.JobSpec, tr, test *dataset, opts train.Options) (Metrics, error) {
+	model, err := newModel(job, tr.Cols)
 	if err != nil {
 		return Metrics{}, err
 	}
-	if _, err := lr.Train(ctx, tr.X, tr.Y, tr.Rows, opts); err != nil {
+	if _, err := model.Train(ctx, tr.X, tr.Y, tr.Rows, opts); err != nil {
 		return Metrics{}, err
 	}
-	return score(lr, test)
+	return score(model, test)
 }
 
 func concat(a, b *dataset) (*dataset, error) {

@@ -24,6 +24,9 @@ type prepared struct {
 	sites   []siteData
 	testDir string
 	spec    *pb.FeatureSpec
+	// canaries are identifiers planted in the sites' patients, by kind
+	// (synthetic data only).
+	canaries map[string][]string
 }
 
 type siteData struct {
@@ -51,9 +54,9 @@ func (p *prepared) describe() string {
 // population drawn from their mixture.
 func prepareSynthetic(dir string, cfg Config) (*prepared, error) {
 	truth := synth.DefaultTruth()
-	sites := synth.DefaultSites(cfg.Sites, cfg.Seed)
+	sites := cfg.syntheticSites()
 	p := &prepared{name: DatasetSynthetic, jobID: "sepsis-risk", testDir: filepath.Join(dir, "data", "test"),
-		spec: synth.DefaultFeatureSpec()}
+		spec: synth.DefaultFeatureSpec(), canaries: map[string][]string{}}
 	if cfg.Normalization == "federated" {
 		p.spec.Normalization = pb.Normalization_NORMALIZATION_FEDERATED
 		for _, f := range p.spec.GetFeatures() {
@@ -61,8 +64,13 @@ func prepareSynthetic(dir string, cfg Config) (*prepared, error) {
 		}
 	}
 	for _, s := range sites {
-		if _, err := synth.WriteSite(filepath.Join(dir, "data", s.Name), s, truth); err != nil {
+		m, err := synth.WriteSite(filepath.Join(dir, "data", s.Name), s, truth)
+		if err != nil {
 			return nil, fmt.Errorf("generate site %s: %w", s.Name, err)
+		}
+		for kind, vs := range map[string][]string{"name": m.Names, "mrn": m.MRNs, "phone": m.Phones,
+			"email": m.Emails, "address": m.Addresses, "birth date": m.BirthDates} {
+			p.canaries[kind] = append(p.canaries[kind], vs...)
 		}
 		p.sites = append(p.sites, siteData{name: s.Name, patients: s.Patients})
 	}

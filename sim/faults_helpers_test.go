@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
-	"github.com/cohort-fl/cohort/coordinator/raftnet"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/sim/synth"
@@ -33,7 +32,6 @@ type faultFed struct {
 	ids    []string
 	egress *egressRecorder
 	logs   *lockedBuffer
-	plan   faults // the injected faults; only the test goroutine uses it
 }
 
 // startFaultFederation writes data for nSites default sites (200 patients
@@ -112,64 +110,22 @@ func (f *faultFed) currentLeader(t *testing.T) *coordinator.Node {
 	return l
 }
 
-// faults is what the injected faults do: cut the nodes of side off from
-// the others, and delay every write to and from the slow node.
-type faults struct {
-	side  map[string]bool
-	slow  string
-	delay time.Duration
-}
-
-// inject installs f.plan on every node.
-func (f *faultFed) inject() {
-	p := f.plan
-	for _, n := range f.nodes {
-		self := n.ID()
-		n.InjectFault(func(peer string) raftnet.Fault {
-			var ft raftnet.Fault
-			if p.side != nil && peer != "" && p.side[peer] != p.side[self] {
-				ft.Drop = true
-			}
-			if p.slow != "" && peer != "" && (self == p.slow || peer == p.slow) {
-				ft.Delay = p.delay
-			}
-			return ft
-		})
-	}
-}
-
 // partition cuts the Raft and blob traffic between the nodes of side and
 // every other node, in both directions (a slow node stays slow).
 func (f *faultFed) partition(side ...*coordinator.Node) {
-	f.plan.side = map[string]bool{}
+	var ids []string
 	for _, n := range side {
-		f.plan.side[n.ID()] = true
+		ids = append(ids, n.ID())
 	}
-	f.inject()
+	f.federation.partition(ids...)
 }
 
 // slow delays every write between n and its peers by d, both ways.
-func (f *faultFed) slow(n *coordinator.Node, d time.Duration) {
-	f.plan.slow, f.plan.delay = n.ID(), d
-	f.inject()
-}
-
-// heal removes every injected fault.
-func (f *faultFed) heal() {
-	f.plan = faults{}
-	for _, n := range f.nodes {
-		n.InjectFault(nil)
-	}
-}
+func (f *faultFed) slow(n *coordinator.Node, d time.Duration) { f.slowNode(n.ID(), d) }
 
 // crash cuts node n off from its peers and then stops it without a
-// leadership transfer. Cutting it first makes the crash instantaneous for
-// the other coordinators: killNode alone leaves its Raft (and blob server)
-// running while its agent server and engine wind down.
-func (f *faultFed) crash(n *coordinator.Node) {
-	f.partition(n)
-	f.killNode(f.nodeIndex(n))
-}
+// leadership transfer.
+func (f *faultFed) crash(n *coordinator.Node) { f.federation.crash(f.nodeIndex(n)) }
 
 // within polls cond every 10 ms until it holds, failing the test after d.
 func within(t *testing.T, d time.Duration, what string, cond func() bool) {

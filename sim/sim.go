@@ -25,6 +25,7 @@ import (
 	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/sim/synth"
 )
 
 // Config is a testbed run.
@@ -79,6 +80,110 @@ type Config struct {
 	Strategy aggregator.Spec
 	// Byzantine makes some sites attack; zero means none.
 	Byzantine Byzantine
+	// Model is the job's model (default logistic regression); its
+	// NumFeatures comes from the data. The baselines train the same model.
+	Model coordinator.ModelSpec
+	// Optimizer is the local optimizer: sgd (default) or adam.
+	Optimizer string
+	// MinSites is how many updates close a round (0: every site);
+	// MaxAttempts bounds a round's failed attempts (0: the default).
+	MinSites    int
+	MaxAttempts int
+	// Sampling chooses the sites each round asks (zero: all of them).
+	Sampling coordinator.Sampling
+	// PatientsPerSite, when positive, sets the size of every default
+	// synthetic hospital (for testbeds of many small sites).
+	PatientsPerSite int
+	// SiteSpecs, when set, are the synthetic hospitals (their number
+	// overrides Sites); an empty Name, Index or Seed is derived from the
+	// position.
+	SiteSpecs []synth.Site
+	// Links are the agent links' conditions from the start. With them, or
+	// any link fault in Faults, every agent reaches every coordinator
+	// through its own lossy UDP relay (sim/relay).
+	Links Link
+	// Faults is the fault timeline.
+	Faults []Fault
+	// Processes runs each site's agent as a separate process, started
+	// with AgentCommand (the cohort binary and "agent"; the CLI sets it).
+	// Byzantine sites, stragglers and the PHI check need in-process
+	// agents.
+	Processes    bool
+	AgentCommand []string
+	// CheckPHI scans every byte agents send for the identifiers planted
+	// in the synthetic patients (Report.PHIFound).
+	CheckPHI bool
+	// Progress, when a terminal, shows a progress bar (not in CI).
+	Progress io.Writer
+}
+
+// outWriter is Out, or a writer that discards.
+func (c Config) outWriter() io.Writer {
+	if c.Out == nil {
+		return io.Discard
+	}
+	return c.Out
+}
+
+// relays reports whether the testbed needs relays on its agent links.
+func (c Config) relays() bool {
+	if !c.Links.zero() {
+		return true
+	}
+	for _, f := range c.Faults {
+		if f.usesLinks() {
+			return true
+		}
+	}
+	return false
+}
+
+// siteNames are the sites' names as the data will name them.
+func (c Config) siteNames() []string {
+	var names []string
+	switch {
+	case c.Dataset == DatasetPhysioNet && (c.Split == "" || c.Split == "icu"):
+		for _, s := range icuSites {
+			names = append(names, s.name)
+		}
+	case c.Dataset == DatasetPhysioNet || c.Dataset == DatasetSynthea:
+		for i := range c.Sites {
+			names = append(names, fmt.Sprintf("site-%d", i+1))
+		}
+	default:
+		for _, s := range c.syntheticSites() {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+// syntheticSites are the synthetic hospitals: SiteSpecs with their blanks
+// filled in, or the defaults.
+func (c Config) syntheticSites() []synth.Site {
+	if len(c.SiteSpecs) == 0 {
+		sites := synth.DefaultSites(c.Sites, c.Seed)
+		if c.PatientsPerSite > 0 {
+			for i := range sites {
+				sites[i].Patients = c.PatientsPerSite
+			}
+		}
+		return sites
+	}
+	def := synth.DefaultSites(len(c.SiteSpecs), c.Seed)
+	sites := slices.Clone(c.SiteSpecs)
+	for i := range sites {
+		if sites[i].Name == "" {
+			sites[i].Name = fmt.Sprintf("site-%d", i+1)
+		}
+		if sites[i].Index == 0 {
+			sites[i].Index = i + 1
+		}
+		if sites[i].Seed == 0 && i < len(def) {
+			sites[i].Seed = def[i].Seed
+		}
+	}
+	return sites
 }
 
 // Byzantine describes attacking sites: the last Sites sites rewrite every
@@ -144,6 +249,7 @@ func DefaultConfig() Config {
 		ValidationFraction: 0.2,
 		Dataset:            DatasetSynthetic,
 		PhysioNetDir:       filepath.Join("..", "shared", "data", "physionet2012"),
+		SyntheaDir:         filepath.Join("..", "shared", "data", "synthea-r4"),
 		Normalization:      "given",
 	}
 }
@@ -163,8 +269,14 @@ func (c Config) Validate() error {
 		return errors.New("sim: local_epochs >= 1, learning_rate > 0 and batch_size >= 0 are required")
 	case c.RoundTimeout <= 0:
 		return errors.New("sim: round timeout must be positive")
-	case c.Dataset != "" && c.Dataset != DatasetSynthetic && c.Dataset != DatasetPhysioNet:
-		return fmt.Errorf("sim: dataset %q: use %s or %s", c.Dataset, DatasetSynthetic, DatasetPhysioNet)
+	case c.Dataset != "" && c.Dataset != DatasetSynthetic && c.Dataset != DatasetPhysioNet && c.Dataset != DatasetSynthea:
+		return fmt.Errorf("sim: dataset %q: use %s, %s or %s", c.Dataset, DatasetSynthetic, DatasetPhysioNet, DatasetSynthea)
+	case c.Dataset == DatasetPhysioNet && c.Split != "" && c.Split != SplitICU && c.Split != SplitRandom && c.Split != SplitSkewed:
+		return fmt.Errorf("sim: split %q of the physionet dataset: use %s (one site per ICU type), %s or %s", c.Split, SplitICU, SplitRandom, SplitSkewed)
+	case c.Dataset == DatasetSynthea && c.Split != "" && c.Split != SplitRandom && c.Split != SplitSkewed:
+		return fmt.Errorf("sim: split %q of the synthea dataset: use %s or %s", c.Split, SplitRandom, SplitSkewed)
+	case (c.Dataset == "" || c.Dataset == DatasetSynthetic) && c.Split != "":
+		return fmt.Errorf("sim: split %q: the synthetic dataset generates one hospital per site and takes no split", c.Split)
 	case c.Normalization != "" && c.Normalization != "given" && c.Normalization != "federated":
 		return fmt.Errorf("sim: normalization %q: use given or federated", c.Normalization)
 	case c.Byzantine.Sites < 0 || c.Byzantine.Sites >= c.Sites && c.Byzantine.Sites > 0:
@@ -174,9 +286,56 @@ func (c Config) Validate() error {
 	case c.Byzantine.Scale < 0 || math.IsNaN(c.Byzantine.Scale) || math.IsInf(c.Byzantine.Scale, 0):
 		return errors.New("sim: the attack's scale must be a non-negative number")
 	}
+	names := c.siteNames()
 	if c.Strategy.Name != "" {
-		if _, err := aggregator.New(c.Strategy); err != nil {
+		st, err := aggregator.New(c.Strategy)
+		if err != nil {
 			return fmt.Errorf("sim: strategy: %w", err)
+		}
+		minSites := len(names)
+		if c.MinSites > 0 {
+			minSites = min(c.MinSites, minSites)
+		}
+		if err := aggregator.CheckByzantine(st, minSites); err != nil {
+			return fmt.Errorf("sim: strategy: %w", err)
+		}
+	}
+	switch {
+	case c.MinSites < 0 || c.MinSites > c.Sites && len(c.SiteSpecs) == 0 && c.Dataset == DatasetSynthetic:
+		return fmt.Errorf("sim: min_sites %d: between 0 (every site) and the number of sites", c.MinSites)
+	case c.PatientsPerSite < 0 || c.PatientsPerSite > synth.MaxPatients:
+		return fmt.Errorf("sim: patients per site %d: between 0 (the defaults) and %d", c.PatientsPerSite, synth.MaxPatients)
+	case c.Sites > synth.MaxSiteIndex-1 && c.Dataset == DatasetSynthetic:
+		return fmt.Errorf("sim: at most %d synthetic sites", synth.MaxSiteIndex-1)
+	case c.Processes && (c.Byzantine.Sites > 0 || c.CheckPHI || slices.ContainsFunc(c.Faults, func(f Fault) bool { return f.Action == ActStraggle })):
+		return errors.New("sim: byzantine sites, stragglers and the PHI check need in-process agents, not processes")
+	case c.MaxAttempts < 0:
+		return errors.New("sim: max_attempts must not be negative")
+	case c.Optimizer != "" && c.Optimizer != "sgd" && c.Optimizer != "adam":
+		return fmt.Errorf("sim: optimizer %q: use sgd or adam", c.Optimizer)
+	case c.Model.Kind != "" && c.Model.Kind != "logreg" && c.Model.Kind != "mlp":
+		return fmt.Errorf("sim: model kind %q: use logreg or mlp", c.Model.Kind)
+	}
+	if err := c.Links.validate(); err != nil {
+		return fmt.Errorf("sim: links: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			return fmt.Errorf("sim: two sites are named %q", n)
+		}
+		seen[n] = true
+	}
+	if len(c.SiteSpecs) > 0 {
+		for _, s := range c.syntheticSites() {
+			if err := s.Validate(); err != nil {
+				return fmt.Errorf("sim: site %s: %w", s.Name, err)
+			}
+		}
+	}
+	for i, f := range c.Faults {
+		if err := f.validate(c.Coordinators, names); err != nil {
+			return fmt.Errorf("sim: fault %d (%s, %s): %w", i+1, f.Action, f.trigger(), err)
 		}
 	}
 	return nil
@@ -200,7 +359,27 @@ type RoundLine struct {
 	Sites    int     `json:"sites"`
 	AUROC    float64 `json:"auroc"`
 	Accuracy float64 `json:"accuracy"`
-	Elapsed  float64 `json:"elapsed_seconds"`
+	// Elapsed is the commit time, in seconds since the federation started.
+	Elapsed float64 `json:"elapsed_seconds"`
+	// Latency is the round's open-to-commit time in seconds (of its last
+	// attempt).
+	Latency float64 `json:"latency_seconds"`
+	// BytesUp were sent by all agents, and BytesDown by all coordinators to
+	// agents, since the previous committed round.
+	BytesUp   int64 `json:"bytes_up"`
+	BytesDown int64 `json:"bytes_down"`
+}
+
+// SiteInfo describes one site of a run.
+type SiteInfo struct {
+	Name     string `json:"name"`
+	Patients int    `json:"patients"`
+	// LocalOnlyAUROC is its model trained alone, on the test population;
+	// FederatedAUROC the final global model on the site's own validation
+	// records (0 when they cannot be scored).
+	LocalOnlyAUROC float64 `json:"local_only_auroc"`
+	FederatedAUROC float64 `json:"federated_auroc,omitempty"`
+	Byzantine      bool    `json:"byzantine,omitempty"`
 }
 
 // Report is the outcome of a run (`cohort sim --report-json`).
@@ -209,6 +388,7 @@ type Report struct {
 	Dataset string `json:"dataset"`
 	// Strategy is the aggregation rule; ByzantineSites the attacking sites.
 	Strategy          string      `json:"strategy"`
+	Seed              uint64      `json:"seed"`
 	ByzantineSites    []string    `json:"byzantine_sites,omitempty"`
 	RoundsCompleted   int         `json:"rounds_completed"`
 	Sites             int         `json:"sites"`
@@ -219,6 +399,23 @@ type Report struct {
 	BytesSentByAgents int64       `json:"bytes_sent_by_agents"`
 	WallSeconds       float64     `json:"wall_seconds"`
 	Rounds            []RoundLine `json:"rounds"`
+	// SiteInfo describes each site.
+	SiteInfo []SiteInfo `json:"site_info,omitempty"`
+	// Faults are the timeline's events as they happened.
+	Faults []FaultEvent `json:"faults,omitempty"`
+	// UpdatesLate are updates the coordinators discarded because their
+	// round had closed.
+	UpdatesLate int64 `json:"updates_late"`
+	// DatagramsDropped are the datagrams the link relays dropped (loss,
+	// outages, full queues).
+	DatagramsDropped int64 `json:"datagrams_dropped,omitempty"`
+	// PHIChecked is how many planted identifiers were looked for in the
+	// agents' egress (CheckPHI), and PHIFound the kinds of those found.
+	PHIChecked int      `json:"phi_identifiers_checked,omitempty"`
+	PHIFound   []string `json:"phi_found,omitempty"`
+	// PeakHeapBytes is the largest Go heap seen during the run (the whole
+	// testbed: coordinators, agents and the sim).
+	PeakHeapBytes uint64 `json:"peak_heap_bytes,omitempty"`
 }
 
 func describeScale(b Byzantine) string {
@@ -228,8 +425,9 @@ func describeScale(b Byzantine) string {
 	return fmt.Sprintf("scale %g", b.Scale)
 }
 
-// Run builds the testbed, runs the job to completion and computes the
-// baselines. It returns an error if the job fails.
+// Run builds the testbed, runs the job to completion while firing the
+// fault timeline, and computes the baselines. It returns an error if the
+// job fails; the report holds what was measured until then.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -252,6 +450,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
+	heap := startHeapWatch()
+	defer heap.stop()
 
 	// Data: one input directory per site and a held-out test population.
 	var (
@@ -261,6 +461,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch cfg.Dataset {
 	case DatasetPhysioNet:
 		data, err = preparePhysioNet(ctx, dir, cfg, out)
+	case DatasetSynthea:
+		data, err = prepareSynthea(ctx, dir, cfg, out)
 	default:
 		data, err = prepareSynthetic(dir, cfg)
 	}
@@ -269,13 +471,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	fmt.Fprintf(out, "cohort sim: %d coordinators, %d sites (%s), %d rounds, seed %d\n",
 		cfg.Coordinators, len(data.sites), data.describe(), cfg.Rounds, cfg.Seed)
-	rep := &Report{}
+	rep := &Report{Seed: cfg.Seed}
 
 	job := coordinator.DefaultJobSpec()
 	job.ID = data.jobID
 	job.Rounds = cfg.Rounds
 	job.MinSites = len(data.sites)
+	if cfg.MinSites > 0 {
+		job.MinSites = min(cfg.MinSites, len(data.sites))
+	}
+	if cfg.MaxAttempts > 0 {
+		job.MaxAttempts = cfg.MaxAttempts
+	}
+	job.Sampling = cfg.Sampling
 	job.RoundTimeout = coordinator.Duration(cfg.RoundTimeout)
+	if cfg.Model.Kind != "" {
+		job.Model = cfg.Model
+	}
 	job.Model.NumFeatures = len(data.spec.GetFeatures())
 	job.Features = coordinator.FeatureSpec{FeatureSpec: data.spec}
 	job.Train.LocalEpochs = cfg.LocalEpochs
@@ -283,6 +495,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	job.Train.BatchSize = cfg.BatchSize
 	job.Train.Seed = cfg.Seed
 	job.Train.ValidationFraction = cfg.ValidationFraction
+	job.Train.Optimizer = cfg.Optimizer
 	if cfg.Strategy.Name != "" {
 		job.Strategy = coordinator.StrategySpec{Spec: cfg.Strategy}
 	}
@@ -300,55 +513,111 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		fmt.Fprintf(out, "byzantine: %s attack (%s) from %s\n", b.Attack, describeScale(b), strings.Join(rep.ByzantineSites, ", "))
 	}
+	tap := cfg.EgressTap
+	var phi *phiScanner
+	if cfg.CheckPHI {
+		phi = newPHIScanner(data.canaries)
+		tap = phi.wrap(tap)
+	}
 
+	var agentCommand []string
+	if cfg.Processes {
+		if len(cfg.AgentCommand) == 0 {
+			return nil, errors.New("sim: processes: no agent command (run it from the cohort binary)")
+		}
+		agentCommand = cfg.AgentCommand
+		fmt.Fprintf(out, "agents run as %d separate processes\n", len(data.sites))
+	}
 	siteIDs := data.siteIDs()
+	fedStart := time.Now()
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
-		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: cfg.EgressTap, Seed: cfg.Seed,
-		Adversaries: adversaries,
+		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: tap, Seed: cfg.Seed,
+		Adversaries: adversaries, Relays: cfg.relays(), AgentCommand: agentCommand,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer fed.stop()
+	if !cfg.Links.zero() {
+		if err := fed.setLink(nil, cfg.Links.relay()); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "links: loss %.0f%%, latency %s, jitter %s on every agent link\n",
+			100*cfg.Links.Loss, time.Duration(cfg.Links.Latency), time.Duration(cfg.Links.Jitter))
+	}
 
 	rep.Sites, rep.Coordinators, rep.Dataset = len(siteIDs), cfg.Coordinators, data.name
+	// The fault timeline runs beside the watcher until the job ends.
+	tctx, stopTimeline := context.WithCancel(ctx)
+	tl := &timeline{fed: fed, job: job.ID, start: fedStart, base: cfg.Links, out: out, pending: slices.Clone(cfg.Faults)}
+	events := make(chan []FaultEvent, 1)
+	go func() { events <- tl.run(tctx) }()
+	finishTimeline := func() {
+		stopTimeline()
+		rep.Faults = <-events
+		recoveries(rep.Faults, rep.Rounds)
+		events <- rep.Faults // a second call returns the same events
+	}
 	// The held-out test population is featurized exactly as the sites do,
 	// with the spec they train with (under federated normalization: once
 	// the statistics round committed).
-	w := &watcher{job: job.ID, rounds: cfg.Rounds, start: start, out: out, rep: rep,
+	w := &watcher{job: job.ID, rounds: cfg.Rounds, start: fedStart, out: out, rep: rep, fed: fed,
+		bar:      newProgress(cfg.Progress, cfg.Rounds, "cohort sim"),
 		loadTest: func(spec *pb.FeatureSpec) (*dataset, error) { return loadDataset(ctx, data.testDir, spec) }}
-	final, err := w.watch(ctx, fed.nodes, fed.errC)
+	bytes := startByteSeries(func() (int64, int64) {
+		return fed.bytesSent(), fed.coordinatorStat(func(s *coordinator.Stats) int64 { return s.BytesSent.Load() })
+	})
+	final, finalWeights, err := w.watch(ctx)
+	w.bar.Done()
+	bytes.stop()
+	bytes.perRound(fedStart, rep.Rounds)
+	finishTimeline()
+	rep.BytesSentByAgents = fed.bytesSent()
+	rep.UpdatesLate = fed.coordinatorStat(func(s *coordinator.Stats) int64 { return s.UpdatesLate.Load() })
+	rep.DatagramsDropped = fed.datagramsDropped()
+	if phi != nil {
+		rep.PHIChecked, rep.PHIFound = phi.result()
+	}
 	if err != nil {
+		rep.WallSeconds = time.Since(start).Seconds()
+		rep.PeakHeapBytes = heap.peak()
 		return rep, err
 	}
 	rep.Federated = final
 	if err := fed.stop(); err != nil {
 		return rep, fmt.Errorf("stop federation: %w", err)
 	}
-	rep.BytesSentByAgents = fed.bytesSent()
 
 	// Baselines, trained by the same trainer on the same training splits.
 	fmt.Fprintf(out, "baselines: training centralized and local-only models (%d epochs each)\n", cfg.Rounds*cfg.LocalEpochs)
-	base, err := baselines(ctx, dir, siteIDs, w.spec, w.test, cfg, job.ID)
+	base, err := baselines(ctx, dir, siteIDs, w.spec, w.test, job, finalWeights)
 	if err != nil {
 		return rep, err
 	}
 	rep.Centralized = base.central
 	rep.LocalOnly = base.local
+	for _, s := range data.sites {
+		rep.SiteInfo = append(rep.SiteInfo, SiteInfo{Name: s.name, Patients: s.patients,
+			LocalOnlyAUROC: base.local.Sites[s.name], FederatedAUROC: base.federated[s.name],
+			Byzantine: slices.Contains(rep.ByzantineSites, s.name)})
+	}
 	rep.WallSeconds = time.Since(start).Seconds()
+	rep.PeakHeapBytes = heap.peak()
 	printSummary(out, rep)
 	return rep, nil
 }
 
-// watcher follows the job on the cluster, scores each committed global
-// model on the test set and prints a line per round.
+// watcher follows the job on the cluster's live coordinators, scores each
+// committed global model on the test set and prints a line per round.
 type watcher struct {
 	job      string
 	rounds   int
 	start    time.Time
 	out      io.Writer
 	rep      *Report
+	fed      *federation
+	bar      progress
 	loadTest func(*pb.FeatureSpec) (*dataset, error)
 
 	// spec and test are set at the first committed training round.
@@ -356,14 +625,39 @@ type watcher struct {
 	test *dataset
 }
 
-func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-chan error) (Metrics, error) {
-	var last Metrics
+// view returns the job as the most advanced live coordinator sees it.
+func (w *watcher) view() (*coordinator.Node, *coordinator.Job) {
+	var (
+		bestN *coordinator.Node
+		bestJ *coordinator.Job
+	)
+	for _, n := range w.fed.live() {
+		j, ok := n.Job(w.job)
+		if ok && (bestJ == nil || j.CommittedRounds() > bestJ.CommittedRounds() || j.State != coordinator.JobRunning && bestJ.State == coordinator.JobRunning) {
+			bestN, bestJ = n, j
+		}
+	}
+	return bestN, bestJ
+}
+
+// watch returns the final model's metrics and weights once the job is
+// done.
+func (w *watcher) watch(ctx context.Context) (Metrics, []float32, error) {
+	var (
+		last        Metrics
+		lastWeights []float32
+	)
 	seen := uint64(0)
 	statsSeen := false
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		changed := nodes[0].Changed()
-		j, ok := nodes[0].Job(w.job)
-		if ok {
+		var changed <-chan struct{}
+		if live := w.fed.live(); len(live) > 0 {
+			changed = live[0].Changed()
+		}
+		node, j := w.view()
+		if j != nil {
 			if j.Norm != nil && !statsSeen {
 				statsSeen = true
 				var closed time.Time
@@ -383,38 +677,42 @@ func (w *watcher) watch(ctx context.Context, nodes []*coordinator.Node, errC <-c
 					w.spec = j.EffectiveFeatures()
 					test, err := w.loadTest(w.spec)
 					if err != nil {
-						return last, fmt.Errorf("test set: %w", err)
+						return last, nil, fmt.Errorf("test set: %w", err)
 					}
 					w.test = test
 				}
-				m, err := scoreModel(ctx, nodes[0], j.Spec.Model, j.ModelByDigest(r.Result), w.test)
+				m, weights, err := scoreModel(ctx, node, j.Spec.Model, j.ModelByDigest(r.Result), w.test)
 				if err != nil {
-					return last, err
+					return last, nil, err
 				}
 				// The round's commit time (the leader's clock, in the log),
 				// not when this watcher got to it.
 				line := RoundLine{Round: r.Number, Sites: len(r.Contributors), AUROC: m.AUROC, Accuracy: m.Accuracy,
-					Elapsed: r.Closed.Sub(w.start).Seconds()}
+					Elapsed: r.Closed.Sub(w.start).Seconds(), Latency: r.Closed.Sub(r.Opened).Seconds()}
 				w.rep.Rounds = append(w.rep.Rounds, line)
 				w.rep.RoundsCompleted = int(r.Number)
-				fmt.Fprintf(w.out, "round %2d/%d  sites %d  auroc %.4f  accuracy %.4f  elapsed %5.1fs\n",
-					line.Round, w.rounds, line.Sites, line.AUROC, line.Accuracy, line.Elapsed)
+				if !w.bar.Enabled() {
+					fmt.Fprintf(w.out, "round %2d/%d  sites %d  auroc %.4f  accuracy %.4f  elapsed %5.1fs\n",
+						line.Round, w.rounds, line.Sites, line.AUROC, line.Accuracy, line.Elapsed)
+				}
+				w.bar.Set(int(r.Number), fmt.Sprintf("round %d  auroc %.4f", r.Number, m.AUROC))
 				seen = r.Number
-				last = m
+				last, lastWeights = m, weights
 			}
 			switch j.State {
 			case coordinator.JobDone:
-				return last, nil
+				return last, lastWeights, nil
 			case coordinator.JobFailed:
-				return last, fmt.Errorf("job failed: %s", j.FailReason)
+				return last, nil, fmt.Errorf("job failed: %s", j.FailReason)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return last, ctx.Err()
-		case err := <-errC:
-			return last, err
+			return last, nil, ctx.Err()
+		case err := <-w.fed.errC:
+			return last, nil, err
 		case <-changed:
+		case <-tick.C:
 		}
 	}
 }
@@ -426,5 +724,15 @@ func printSummary(out io.Writer, rep *Report) {
 	for _, s := range sortedKeys(rep.LocalOnly.Sites) {
 		fmt.Fprintf(out, "  %-20s auroc %.4f\n", s, rep.LocalOnly.Sites[s])
 	}
-	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, wall %.1fs\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.WallSeconds)
+	for _, e := range rep.Faults {
+		rec := ""
+		switch {
+		case e.Recovery > 0:
+			rec = fmt.Sprintf("  next commit after %.1fs", e.Recovery)
+		case e.Recovery < 0:
+			rec = "  no commit followed"
+		}
+		fmt.Fprintf(out, "fault at %5.1fs  %-16s %s%s\n", e.At, e.Action, e.Detail, rec)
+	}
+	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, late updates %d, wall %.1fs\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.UpdatesLate, rep.WallSeconds)
 }

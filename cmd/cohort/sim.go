@@ -27,19 +27,28 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&cfg.Sites, "sites", def.Sites, "hospital agents, each with its own synthetic patients")
 	fs.IntVar(&cfg.Rounds, "rounds", def.Rounds, "federated rounds")
 	fs.Uint64Var(&cfg.Seed, "seed", def.Seed, "seed for the synthetic hospitals and training")
+	fs.StringVar(&cfg.Model.Kind, "model", "logreg", "model: logreg (logistic regression) or mlp (multilayer perceptron)")
+	hidden := fs.String("hidden", "32,16", "with --model mlp: the hidden layers' widths, comma-separated")
+	fs.StringVar(&cfg.Optimizer, "optimizer", "sgd", "local optimizer: sgd or adam")
+	fs.BoolVar(&cfg.Processes, "processes", false, "run each site's agent as a separate `cohort agent` process (coordinators stay in this one)")
+	fs.IntVar(&cfg.PatientsPerSite, "patients-per-site", 0, "synthetic data: patients at every site (0 = each default hospital's own size: 200 to 900)")
 	fs.IntVar(&cfg.TestPatients, "test-patients", def.TestPatients, "size of the held-out test population")
 	fs.IntVar(&cfg.LocalEpochs, "local-epochs", def.LocalEpochs, "local training epochs per round")
 	fs.Float64Var(&cfg.LearningRate, "lr", def.LearningRate, "local learning rate")
 	fs.IntVar(&cfg.BatchSize, "batch-size", def.BatchSize, "local mini-batch size (0 = full batch)")
 	fs.DurationVar(&cfg.RoundTimeout, "round-timeout", def.RoundTimeout, "deadline of each round")
-	fs.StringVar(&cfg.Dataset, "dataset", def.Dataset, "site data: synthetic (generated hospitals) or physionet (PhysioNet 2012 ICU stays split by ICU type; predicts in-hospital death)")
+	fs.StringVar(&cfg.Dataset, "dataset", def.Dataset, "site data: synthetic (generated hospitals), physionet (PhysioNet 2012 ICU stays; predicts in-hospital death) or synthea (the 100-patient Synthea R4 sample, 2 sites at most; predicts prediabetes)")
 	fs.StringVar(&cfg.PhysioNetDir, "physionet-dir", def.PhysioNetDir, "`directory` with PhysioNet 2012 set-a.tar.gz and Outcomes-a.txt")
+	fs.StringVar(&cfg.SyntheaDir, "synthea-dir", def.SyntheaDir, "`directory` of the Synthea R4 sample (its ndjson/ folder of Bulk Data files)")
+	fs.StringVar(&cfg.Split, "split", def.Split, "how physionet or synthea data is divided into sites: icu (physionet default: one site per ICU type, --sites ignored), random (synthea default: --sites sites of similar size and outcome rate) or skewed (--sites sites of unequal size and outcome rate)")
 	fs.StringVar(&cfg.Normalization, "normalization", def.Normalization, "synthetic data: given (reference centers and scales) or federated (a statistics round first)")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep certificates, data and stores in this `directory` (default: a temporary one, removed)")
 	fs.StringVar(&cfg.Strategy.Name, "strategy", "fedavg", "aggregation rule: "+strings.Join(aggregator.Names(), ", "))
 	var params stringList
 	fs.Var(&params, "strategy-param", "a rule parameter as `name=value` (repeatable), e.g. server_lr=0.03 for fedadam, f=1 for krum")
 	fs.Float64Var(&cfg.Strategy.NormBound, "norm-bound", 0, "clip every update to this L2 norm on the coordinator (0 = off)")
+	scenario := fs.String("scenario", "", "run the scenario in this YAML `file`, or every *.yaml in this directory, and check its expectations (other job flags are ignored)")
+	reportDir := fs.String("report-dir", "", "write a report (report.md, report.json and PNG charts) to this `directory`; with several scenarios, one subdirectory each")
 	compare := fs.String("compare", "", "run once per `rules` (comma-separated; parameters after colons, e.g. fedavg,fedadam:server_lr=0.1) and seed, and print a comparison table")
 	seedList := fs.String("seeds", "1", "with --compare: the `seeds`, comma-separated")
 	markdown := fs.String("markdown", "", "with --compare: also write the table as Markdown to this `file`")
@@ -70,6 +79,15 @@ Flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sim: unexpected argument %q", fs.Arg(0))
 	}
+	if cfg.Model.Kind == "mlp" {
+		for _, f := range strings.Split(*hidden, ",") {
+			h, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || h < 1 {
+				return fmt.Errorf("sim: --hidden %q: want positive widths, comma-separated", *hidden)
+			}
+			cfg.Model.Hidden = append(cfg.Model.Hidden, h)
+		}
+	}
 	for _, p := range params {
 		k, v, ok := strings.Cut(p, "=")
 		x, err := strconv.ParseFloat(v, 64)
@@ -87,6 +105,13 @@ Flags:
 	}
 	cfg.Logger = log
 	cfg.Out = stdout
+	cfg.Progress = stderr
+	if exe, err := os.Executable(); err == nil {
+		cfg.AgentCommand = []string{exe, "agent"}
+	}
+	if *scenario != "" {
+		return runScenarios(ctx, cfg, *scenario, *reportDir, args, stdout)
+	}
 	if *compare != "" {
 		return runCompare(ctx, cfg, *compare, *seedList, *markdown, args, stdout)
 	}
