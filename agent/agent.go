@@ -98,6 +98,12 @@ type Config struct {
 	// round before it keeps and sends the update: the simulator's slow
 	// sites. It cannot be set from a config file.
 	Straggle func(job string, round uint64) time.Duration `json:"-"`
+	// TrainGate, if set, is called before each local training and its
+	// release after: the simulator's many in-process sites share a few
+	// cores, so it lets them train a few at a time as separate gateways
+	// would, without starving the coordinators. It cannot be set from a
+	// config file.
+	TrainGate func(ctx context.Context) (release func(), err error) `json:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `json:"-"`
 }

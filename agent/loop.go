@@ -287,7 +287,14 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	if err != nil {
 		return fmt.Errorf("%w: global model: %w", errLocal, err)
 	}
+	release := func() {}
+	if a.cfg.TrainGate != nil {
+		if release, err = a.cfg.TrainGate(ctx); err != nil {
+			return err
+		}
+	}
 	p, err := a.trainRound(ctx, offer, global)
+	release()
 	if err != nil {
 		return a.decline(s, offer, err)
 	}

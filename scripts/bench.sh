@@ -21,6 +21,22 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
   go test -run '^$' -bench 'IngestEncrypted' -benchtime 3x -count 3 ./agent/store/
   go test -run '^$' -bench 'StoreMemory' -benchtime 1x -count 1 ./agent/store/
   go test -run '^$' -bench 'MosquittoPubSub|MosquittoEndToEnd/sink=store/paho=(sealed|memory)$' -benchtime 5x -count 3 ./agent/device/
+  go test -run '^$' -bench 'FoldKernel' -benchtime 1s -count 3 ./aggregator/
+  go test -run '^$' -bench 'LogRegTrain|MLPTrain|MLPPredict' -benchtime 3x -count 3 ./agent/train/
+  go test -run '^$' -bench 'PahoStore' -benchtime 5x -count 3 ./agent/device/
+  # Testbed scale: whole `cohort sim` runs, each next to a 10-site run of
+  # the same sites and model as its baseline. Each prints one "SCALE" line.
+  bin="$(mktemp -d)/cohort"
+  go build -o "$bin" ./cmd/cohort
+  scale() {
+    local name=$1; shift
+    CI=1 "$bin" sim --log-level off --test-patients 1000 --patients-per-site 40 --round-timeout 15m "$@" |
+      awk -v n="$name" '/^rounds [0-9]+, bytes sent by agents/ { gsub(",",""); print "SCALE", n, "rounds=" $2, "bytes=" $7, "wall=" $12, "heap_mib=" $15 }'
+  }
+  scale logreg-10 --sites 10 --rounds 3
+  scale logreg-1000 --sites 1000 --rounds 3
+  scale mlp1m-10 --sites 10 --rounds 2 --model mlp --hidden 1000,1000 --local-epochs 1 --batch-size 0
+  scale mlp1m-100 --sites 100 --rounds 2 --model mlp --hidden 1000,1000 --local-epochs 1 --batch-size 0
 } > "$out"
 fi
 
@@ -151,4 +167,23 @@ awk '
     printf "| per observation | per million observations |\n|---|---|\n"
     printf "| heap %.0f B | heap %.0f MiB |\n", h, h*1e6/1048576
     printf "| file %.0f B | file %.0f MiB |\n", f, f*1e6/1048576
+  }' "$out"
+echo
+echo "## Testbed scale (\`cohort sim\`, in-process: 3 coordinators, every site an agent with 40 synthetic patients, real QUIC and Raft)"
+echo
+echo "| run | sites | rounds | wall | per site-round | ratio to the 10-site run | peak Go heap | heap per site | agent bytes per round |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk '
+  /^SCALE/ { n=$2; for (i=3;i<=NF;i++) { split($i,kv,"="); v[n,kv[1]]=kv[2] } names[n]=1 }
+  function row(n, sites, base, model,   w, r, per, bper) {
+    if (!((n,"wall") in v)) return
+    w=v[n,"wall"]; sub("s$","",w); r=v[n,"rounds"]; per=w/(sites*r)
+    bw=v[base,"wall"]; sub("s$","",bw); bper=bw/(10*v[base,"rounds"])
+    printf "| %s | %d | %d | %.0f s | %.0f ms | %.2f | %d MiB | %.1f MiB | %.1f KiB |\n", model, sites, r, w, 1000*per, per/bper, v[n,"heap_mib"], v[n,"heap_mib"]/sites, v[n,"bytes"]/r/1024
+  }
+  END {
+    row("logreg-10", 10, "logreg-10", "logistic regression (10 parameters): the baseline")
+    row("logreg-1000", 1000, "logreg-10", "logistic regression (10 parameters)")
+    row("mlp1m-10", 10, "mlp1m-10", "MLP 9-1000-1000-1 (1,012,001 parameters): the baseline")
+    row("mlp1m-100", 100, "mlp1m-10", "MLP 9-1000-1000-1 (1,012,001 parameters)")
   }' "$out"

@@ -79,6 +79,12 @@ go test -race -short -count=1 ./...
 step "all tests, real-data runs included"
 go test -count=1 -timeout 20m ./...
 
+step "scenario suite (scenarios/*.yaml: faults, lossy links, real data; each checks its expectations)"
+reports="${COHORT_REPORT_DIR:-$(mktemp -d)}"
+go build -o "$reports/cohort" ./cmd/cohort
+CI=1 "$reports/cohort" sim --scenario scenarios --report-dir "$reports"
+echo "reports: $reports/<scenario>/report.md"
+
 step "fuzz targets (${FUZZTIME} each)"
 fuzz() { go test -run '^$' -fuzz "^$1\$" -fuzztime "$FUZZTIME" "$2" 2>&1 | tail -1; }
 fuzz FuzzReadFrame ./protocol
@@ -92,6 +98,8 @@ fuzz FuzzParseStay ./agent/physionet
 fuzz FuzzReadOutcomes ./agent/physionet
 fuzz FuzzAddPacked ./aggregator
 fuzz FuzzDecodeState ./aggregator
+fuzz FuzzParseScenario ./sim
+fuzz FuzzParseMessage ./sim/synth
 
 echo
 echo "all checks passed"

@@ -42,10 +42,20 @@ func (p *prepared) siteIDs() []string {
 	return ids
 }
 
+// describe lists the sites with their sizes; past eight sites, the first
+// six, then how many more and their total.
 func (p *prepared) describe() string {
-	parts := make([]string, len(p.sites))
+	var parts []string
+	total := 0
 	for i, s := range p.sites {
-		parts[i] = fmt.Sprintf("%s %d", s.name, s.patients)
+		if i < 6 || len(p.sites) <= 8 {
+			parts = append(parts, fmt.Sprintf("%s %d", s.name, s.patients))
+		} else {
+			total += s.patients
+		}
+	}
+	if more := len(p.sites) - len(parts); more > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more with %d patients", more, total))
 	}
 	return strings.Join(parts, ", ")
 }

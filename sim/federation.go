@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -91,6 +92,9 @@ type federation struct {
 	retired []*coordinator.Node
 	// procs are the agent processes (AgentCommand).
 	procs procAgents
+	// trainSem lets as many in-process agents train at once as there are
+	// cores (large testbeds only; nil otherwise).
+	trainSem chan struct{}
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -168,9 +172,9 @@ func startFederation(ctx context.Context, cfg federationConfig) (f *federation, 
 		c.ElectionTimeout = coordinator.Duration(300 * time.Millisecond)
 		c.LeaderLeaseTimeout = coordinator.Duration(200 * time.Millisecond)
 		if len(cfg.Sites) > 50 {
-			c.HeartbeatTimeout = coordinator.Duration(time.Second)
-			c.ElectionTimeout = coordinator.Duration(time.Second)
-			c.LeaderLeaseTimeout = coordinator.Duration(500 * time.Millisecond)
+			c.HeartbeatTimeout = coordinator.Duration(5 * time.Second)
+			c.ElectionTimeout = coordinator.Duration(5 * time.Second)
+			c.LeaderLeaseTimeout = coordinator.Duration(2500 * time.Millisecond)
 		}
 		c.TickInterval = coordinator.Duration(50 * time.Millisecond)
 		c.Logger = log.With("component", "coordinator")
@@ -201,7 +205,25 @@ func startFederation(ctx context.Context, cfg federationConfig) (f *federation, 
 			}
 		}
 	}
-	for _, s := range cfg.Sites {
+	// A large testbed starts its agents once the cluster has a leader, a
+	// batch at a time: a thousand agents ingesting and handshaking at
+	// once on two cores starve Raft's heartbeats, so that no leader is
+	// ever elected, and time out each other's handshakes.
+	const batch, pause = 20, 500 * time.Millisecond
+	if len(cfg.Sites) > 50 {
+		f.trainSem = make(chan struct{}, runtime.GOMAXPROCS(0))
+		if err := f.waitJobs(ctx); err != nil {
+			return f, err
+		}
+	}
+	for i, s := range cfg.Sites {
+		if i > 0 && i%batch == 0 && len(cfg.Sites) > 50 {
+			select {
+			case <-ctx.Done():
+				return f, ctx.Err()
+			case <-time.After(pause):
+			}
+		}
 		if _, err := f.addAgent(s, nil); err != nil {
 			return f, err
 		}
@@ -482,6 +504,12 @@ func (f *federation) addAgent(site string, edit func(*agent.Config)) (*agent.Age
 	c.PollWait = agent.Duration(2 * time.Second)
 	c.BackoffMin = agent.Duration(50 * time.Millisecond)
 	c.BackoffMax = agent.Duration(time.Second)
+	if n := len(f.cfg.Sites); n > 50 {
+		// Hundreds of agents retrying handshakes every second on two
+		// cores time each other out; the defaults spread them.
+		c.BackoffMin = agent.Duration(time.Duration(n) * time.Millisecond)
+		c.BackoffMax = agent.DefaultConfig().BackoffMax
+	}
 	c.Logger = f.log.With("component", "agent")
 	if tap := f.cfg.EgressTap; tap != nil {
 		c.EgressTap = func(b []byte) { tap(site, b) }
@@ -491,6 +519,16 @@ func (f *federation) addAgent(site string, edit func(*agent.Config)) (*agent.Age
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.straggle[site]
+	}
+	if f.trainSem != nil {
+		c.TrainGate = func(ctx context.Context) (func(), error) {
+			select {
+			case f.trainSem <- struct{}{}:
+				return func() { <-f.trainSem }, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 	}
 	if edit != nil {
 		edit(&c)
@@ -580,6 +618,33 @@ func (f *federation) leader(ctx context.Context) (*coordinator.Node, error) {
 		case err := <-f.errC:
 			return nil, err
 		case <-tick.C:
+		}
+	}
+}
+
+// waitJobs waits until a leader has set up: it leads, has published its
+// address and holds every configured job.
+func (f *federation) waitJobs(ctx context.Context) error {
+	for {
+		l, err := f.leader(ctx)
+		if err != nil {
+			return err
+		}
+		ready := true
+		for _, j := range f.cfg.Jobs {
+			if _, ok := l.Job(j.ID); !ok {
+				ready = false
+			}
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-f.errC:
+			return err
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

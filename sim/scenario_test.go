@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -252,4 +253,29 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// Scenario files are user input: any bytes give a scenario or an error
+// wrapping ErrScenario, never a panic.
+func FuzzParseScenario(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("..", "scenarios", "*.yaml"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("faults:\n- {round: 1, action: link, loss: 2}\n"))
+	f.Add([]byte("{\"job\": {\"strategy\": {\"name\": \"krum\", \"params\": {\"f\": 1e308}}}}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sc, err := ParseScenario(b)
+		if err != nil {
+			if !errors.Is(err, ErrScenario) {
+				t.Fatalf("error %v does not wrap ErrScenario", err)
+			}
+			return
+		}
+		if _, err := sc.Config(DefaultConfig()); err != nil {
+			t.Fatalf("a parsed scenario does not configure: %v", err)
+		}
+	})
 }

@@ -734,5 +734,5 @@ func printSummary(out io.Writer, rep *Report) {
 		}
 		fmt.Fprintf(out, "fault at %5.1fs  %-16s %s%s\n", e.At, e.Action, e.Detail, rec)
 	}
-	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, late updates %d, wall %.1fs\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.UpdatesLate, rep.WallSeconds)
+	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, late updates %d, wall %.1fs, peak heap %.0f MiB\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.UpdatesLate, rep.WallSeconds, float64(rep.PeakHeapBytes)/(1<<20))
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -30,6 +31,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.Model.Kind, "model", "logreg", "model: logreg (logistic regression) or mlp (multilayer perceptron)")
 	hidden := fs.String("hidden", "32,16", "with --model mlp: the hidden layers' widths, comma-separated")
 	fs.StringVar(&cfg.Optimizer, "optimizer", "sgd", "local optimizer: sgd or adam")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this `file` (for scale work)")
 	fs.BoolVar(&cfg.Processes, "processes", false, "run each site's agent as a separate `cohort agent` process (coordinators stay in this one)")
 	fs.IntVar(&cfg.PatientsPerSite, "patients-per-site", 0, "synthetic data: patients at every site (0 = each default hospital's own size: 200 to 900)")
 	fs.IntVar(&cfg.TestPatients, "test-patients", def.TestPatients, "size of the held-out test population")
@@ -105,6 +107,17 @@ Flags:
 	}
 	cfg.Logger = log
 	cfg.Out = stdout
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Progress = stderr
 	if exe, err := os.Executable(); err == nil {
 		cfg.AgentCommand = []string{exe, "agent"}
