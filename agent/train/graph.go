@@ -109,6 +109,7 @@ func newLRGraph(d int, key lrKey) (*lrGraph, error) {
 		return nil, fmt.Errorf("%w: build graph: %w", ErrInternal, err)
 	}
 	lg.vm = gorgonia.NewTapeMachine(g, gorgonia.BindDualValues(lg.theta))
+	releasable(lg.vm)
 	return lg, nil
 }
 

@@ -150,6 +150,7 @@ func newMLPGraph(layers []mlpspec.Layer, act string, dropout float64, key mlpKey
 		return nil, fmt.Errorf("%w: build graph: %w", ErrInternal, err)
 	}
 	mg.vm = gorgonia.NewTapeMachine(g, gorgonia.BindDualValues(mg.params()...))
+	releasable(mg.vm)
 	return mg, nil
 }
 
