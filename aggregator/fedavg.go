@@ -12,8 +12,8 @@ import (
 // sample count.
 //
 // Its rounds stream: they keep a running float64 weighted sum of the
-// model's length (two, double-buffered, for models up to 2²⁰ parameters), so
-// memory does not grow with the number of updates. FedAvg is stateless.
+// model's length (two, double-buffered, for models up to 640K parameters),
+// so memory does not grow with the number of updates. FedAvg is stateless.
 type FedAvg struct{}
 
 var _ Strategy = FedAvg{}

@@ -46,33 +46,54 @@ func finishResult(t testing.TB, r Round) Result {
 
 // kernelPaths runs f once per way meanAcc can fold an update: double
 // buffered or in place, on one goroutine or split, reading packed bytes in
-// place or decoding them. The tunables are restored afterwards.
+// place or decoding them, each with the assembly kernels (where this build
+// and CPU have them) and with the Go loops. The tunables are restored
+// afterwards.
 func kernelPaths(t *testing.T, f func(t *testing.T)) {
 	type tun struct {
-		name                 string
-		pingPong, chunk, max int
-		le                   bool
+		name                           string
+		pingPong, chunk, minSplit, max int
+		le                             bool
 	}
 	for _, c := range []tun{
-		{"default", pingPongMax, parallelChunk, maxWorkers, nativeLE},
-		{"in-place", 0, parallelChunk, maxWorkers, nativeLE},
-		{"parallel", pingPongMax, 8, 3, nativeLE},
-		{"parallel-in-place", 0, 8, 3, nativeLE},
-		{"portable", pingPongMax, parallelChunk, maxWorkers, false},
-		{"portable-in-place-parallel", 0, 8, 3, false},
+		{"default", pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE},
+		{"in-place", 0, parallelChunk, parallelMin, maxWorkers, nativeLE},
+		{"parallel", pingPongMax, 8, 0, 3, nativeLE},
+		{"parallel-in-place", 0, 8, 0, 3, nativeLE},
+		{"portable", pingPongMax, parallelChunk, parallelMin, maxWorkers, false},
+		{"portable-in-place-parallel", 0, 8, 0, 3, false},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			saved := []int{pingPongMax, parallelChunk, maxWorkers}
-			savedLE, savedProcs := nativeLE, gomaxprocs
-			t.Cleanup(func() {
-				pingPongMax, parallelChunk, maxWorkers = saved[0], saved[1], saved[2]
-				nativeLE, gomaxprocs = savedLE, savedProcs
+		for _, asm := range kernelImpls() {
+			t.Run(c.name+"/"+implName(asm), func(t *testing.T) {
+				saved := []int{pingPongMax, parallelChunk, parallelMin, maxWorkers}
+				savedLE, savedProcs, savedAsm := nativeLE, gomaxprocs, useAsm
+				t.Cleanup(func() {
+					pingPongMax, parallelChunk, parallelMin, maxWorkers = saved[0], saved[1], saved[2], saved[3]
+					nativeLE, gomaxprocs, useAsm = savedLE, savedProcs, savedAsm
+				})
+				pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE = c.pingPong, c.chunk, c.minSplit, c.max, c.le
+				gomaxprocs = func() int { return 3 }
+				useAsm = asm
+				f(t)
 			})
-			pingPongMax, parallelChunk, maxWorkers, nativeLE = c.pingPong, c.chunk, c.max, c.le
-			gomaxprocs = func() int { return 3 }
-			f(t)
-		})
+		}
 	}
+}
+
+// kernelImpls returns the values of useAsm to test: true (when this build
+// and CPU have assembly kernels) and false.
+func kernelImpls() []bool {
+	if haveAsm {
+		return []bool{true, false}
+	}
+	return []bool{false}
+}
+
+func implName(asm bool) string {
+	if asm {
+		return "asm"
+	}
+	return "go"
 }
 
 func randVec(rng *rand.Rand, n int) []float32 {
@@ -489,13 +510,36 @@ func TestPackedFinite(t *testing.T) {
 }
 
 // FuzzAddPacked checks that AddPacked accepts exactly what
-// protocol.DecodeF32 accepts and then agrees with Add.
+// protocol.DecodeF32 accepts and then agrees bit for bit with Add. AddPacked
+// runs the default kernels (the assembly ones where this CPU has them) and
+// Add the Go loops; where there are assembly kernels, they are also
+// compared with the Go loops on the raw values (checkKernels).
 func FuzzAddPacked(f *testing.F) {
 	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64}, uint64(3))
 	f.Add([]byte{0, 0, 128, 127, 0, 0, 0, 64}, uint64(1))
 	f.Add([]byte{0, 0, 192, 255, 1, 2, 3, 4}, uint64(0))
 	f.Add([]byte{1, 2, 3}, uint64(1))
+	// Long enough for the assembly kernels' unrolled loops and tails.
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{37, 70} {
+		v := randVec(rng, n)
+		f.Add(protocol.EncodeF32(v), uint64(123456789012345))
+		v[n-3] = float32(math.Inf(-1))
+		f.Add(protocol.EncodeF32(v), uint64(7))
+	}
 	f.Fuzz(func(t *testing.T, b []byte, samples uint64) {
+		if haveAsm && len(b)%4 == 0 && samples > 0 {
+			// The kernels on the raw values, non-finite ones included,
+			// with a finite running sum.
+			x := decodeF32(make([]float32, len(b)/4), b)
+			src := make([]float64, len(x))
+			for i := range src {
+				if y := float64(x[len(x)-1-i]); !math.IsNaN(y) && !math.IsInf(y, 0) {
+					src[i] = y
+				}
+			}
+			checkKernels(t, src, x, 0, len(x), float64(samples))
+		}
 		dim := len(b) / 4
 		if dim == 0 {
 			dim = 1
@@ -513,6 +557,9 @@ func FuzzAddPacked(f *testing.F) {
 		if errP != nil {
 			t.Fatalf("AddPacked: %v", errP)
 		}
+		saved := useAsm
+		useAsm = false
+		defer func() { useAsm = saved }()
 		a := begin(t, global)
 		if err := a.Add(v, samples); err != nil {
 			t.Fatalf("Add: %v", err)
