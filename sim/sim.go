@@ -18,6 +18,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -115,6 +117,9 @@ type Config struct {
 	CheckPHI bool
 	// Progress, when a terminal, shows a progress bar (not in CI).
 	Progress io.Writer
+	// HeapProfile, when set, receives a heap profile taken when the job
+	// has finished, before the federation stops (for scale work).
+	HeapProfile io.Writer
 }
 
 // outWriter is Out, or a writer that discards.
@@ -570,6 +575,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	})
 	final, finalWeights, err := w.watch(ctx)
 	w.bar.Done()
+	if cfg.HeapProfile != nil {
+		runtime.GC()
+		runtime.GC() // and empty the pools' victim caches
+		if perr := pprof.WriteHeapProfile(cfg.HeapProfile); perr != nil {
+			fmt.Fprintf(out, "heap profile: %v\n", perr)
+		}
+	}
 	bytes.stop()
 	bytes.perRound(fedStart, rep.Rounds)
 	finishTimeline()

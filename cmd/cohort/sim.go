@@ -32,6 +32,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	hidden := fs.String("hidden", "32,16", "with --model mlp: the hidden layers' widths, comma-separated")
 	fs.StringVar(&cfg.Optimizer, "optimizer", "sgd", "local optimizer: sgd or adam")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this `file` (for scale work)")
+	memProfile := fs.String("memprofile", "", "write a heap profile, taken when the job has finished, to this `file` (for scale work)")
 	fs.BoolVar(&cfg.Processes, "processes", false, "run each site's agent as a separate `cohort agent` process (coordinators stay in this one)")
 	fs.IntVar(&cfg.PatientsPerSite, "patients-per-site", 0, "synthetic data: patients at every site (0 = each default hospital's own size: 200 to 900)")
 	fs.IntVar(&cfg.TestPatients, "test-patients", def.TestPatients, "size of the held-out test population")
@@ -117,6 +118,14 @@ Flags:
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.HeapProfile = f
 	}
 	cfg.Progress = stderr
 	if exe, err := os.Executable(); err == nil {
