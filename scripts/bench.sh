@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench.out}"
 if [ "${BENCH_REUSE:-}" != 1 ]; then
+. scripts/deps.sh   # Mosquitto for the device benchmarks
 {
   echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(go version) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   go test -run '^$' -bench 'FedAvgAddPacked|MemoryBandwidth' -benchtime 1s -count 3 -cpu 1,2 ./aggregator/
@@ -169,6 +170,37 @@ awk '
     printf "| file %.0f B | file %.0f MiB |\n", f, f*1e6/1048576
   }' "$out"
 echo
+echo "## FedAvg fold kernel alone (update and sum in L1; MB/s of update data; best of 3)"
+echo
+echo "| path | MB/s | ratio to memory read, 1 core |"
+echo "|---|---|---|"
+awk '
+  /^BenchmarkFoldKernel\/path=/ { split($1,a,"[=-]"); p=a[2]; if ($5>k[p]) k[p]=$5 }
+  /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
+  END {
+    printf "| validate and fold in one pass into the spare sum (models up to 640K parameters) | %.0f | %.2f |\n", k["fused"], k["fused"]/m1
+    printf "| validate, then fold in place (larger models) | %.0f | %.2f |\n", k["two"], k["two"]/m1
+  }' "$out"
+echo
+echo "## Local training (1,000 rows, 10 features, one epoch; rows per second; best of 3)"
+echo
+echo "| model | options | rows/s | ratio to logistic regression, batch 32 |"
+echo "|---|---|---|---|"
+awk '
+  /^Benchmark(LogRegTrain|MLPTrain)\// { split($1,a,"/"); m=(a[1]=="BenchmarkLogRegTrain")?"logistic regression":"MLP 10-32-16-1"; o=$1; sub("^[^/]*/","",o); sub("-[0-9]+$","",o); for (i=1;i<=NF;i++) if ($(i+1)=="rows/s" && $i>r[m " | " o]) r[m " | " o]=$i }
+  /^BenchmarkMLPPredict/ { for (i=1;i<=NF;i++) if ($(i+1)=="rows/s" && $i>r["MLP 10-32-16-1 | predict (forward pass only)"]) r["MLP 10-32-16-1 | predict (forward pass only)"]=$i }
+  END { base=r["logistic regression | batch=32"]; for (k in r) printf "%s | %.0f | %.2f |\n", k, r[k], r[k]/base }
+' "$out" | sort | sed 's/^/| /'
+echo
+echo "## MQTT in-flight message stores (a Put and a Del per operation; best of 3)"
+echo
+echo "| store | operations/s | ratio to paho's memory store |"
+echo "|---|---|---|"
+awk '
+  /^BenchmarkPahoStore\// { n=$1; sub("^[^/]*/","",n); sub("-[0-9]+$","",n); v=1e9/$3; if (v>r[n]) r[n]=v }
+  END { for (k in r) printf "%s | %.0f | %.3f |\n", k, r[k], r[k]/r["memory"] }
+' "$out" | sort | sed 's/^/| /'
+echo
 echo "## Testbed scale (\`cohort sim\`, in-process: 3 coordinators, every site an agent with 40 synthetic patients, real QUIC and Raft)"
 echo
 echo "| run | sites | rounds | wall | per site-round | ratio to the 10-site run | peak Go heap | heap per site | agent bytes per round |"
@@ -179,7 +211,8 @@ awk '
     if (!((n,"wall") in v)) return
     w=v[n,"wall"]; sub("s$","",w); r=v[n,"rounds"]; per=w/(sites*r)
     bw=v[base,"wall"]; sub("s$","",bw); bper=bw/(10*v[base,"rounds"])
-    printf "| %s | %d | %d | %.0f s | %.0f ms | %.2f | %d MiB | %.1f MiB | %.1f KiB |\n", model, sites, r, w, 1000*per, per/bper, v[n,"heap_mib"], v[n,"heap_mib"]/sites, v[n,"bytes"]/r/1024
+    b=v[n,"bytes"]/r; unit="KiB"; b/=1024; if (b>=1024) { b/=1024; unit="MiB" }
+    printf "| %s | %d | %d | %.0f s | %.0f ms | %.2f | %d MiB | %.1f MiB | %.1f %s |\n", model, sites, r, w, 1000*per, per/bper, v[n,"heap_mib"], v[n,"heap_mib"]/sites, b, unit
   }
   END {
     row("logreg-10", 10, "logreg-10", "logistic regression (10 parameters): the baseline")

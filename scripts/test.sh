@@ -21,22 +21,7 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 step() { printf '\n== %s\n' "$*"; }
 
 step "tools"
-need=()
-command -v protoc >/dev/null || need+=(protobuf-compiler)
-[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  # Install without starting Debian's mosquitto service: tests run their own.
-  printf '#!/bin/sh\nexit 101\n' > /tmp/cohort-policy-rc.d && chmod +x /tmp/cohort-policy-rc.d
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    $sudo cp /tmp/cohort-policy-rc.d /usr/sbin/policy-rc.d
-    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-  $sudo rm -f /usr/sbin/policy-rc.d
-  trap - EXIT
-fi
+. scripts/deps.sh
 protoc --version
 /usr/sbin/mosquitto -h 2>/dev/null | head -1 || true
 if ! protoc-gen-go --version 2>/dev/null | grep -q "${PROTOC_GEN_GO_VERSION}"; then

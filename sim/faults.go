@@ -333,6 +333,9 @@ func (t *timeline) do(ctx context.Context, f Fault) (detail string, undo *Fault,
 			return "", nil, fmt.Errorf("no leader: %w", err)
 		}
 		i := fed.indexOf(l)
+		if i < 0 {
+			return l.ID(), nil, errors.New("the leader was replaced while the fault fired")
+		}
 		if f.Action == ActPartitionLeader {
 			fed.partition(l.ID())
 			return l.ID(), &Fault{Action: ActHeal}, nil
