@@ -142,17 +142,18 @@ func ParseTopic(topic string) (site, deviceID string, err error) {
 	if len(parts) != 5 || parts[0] != TopicPrefix || parts[2] != "devices" || parts[4] != TopicSuffix {
 		return "", "", fmt.Errorf("%w: not %s", ErrBadTopic, Topic("<site>", "<device-id>"))
 	}
-	if !validName(parts[1]) {
+	if !ValidID(parts[1]) {
 		return "", "", fmt.Errorf("%w: bad site id", ErrBadTopic)
 	}
-	if !validName(parts[3]) {
+	if !ValidID(parts[3]) {
 		return "", "", fmt.Errorf("%w: bad device id", ErrBadTopic)
 	}
 	return parts[1], parts[3], nil
 }
 
-// validName reports whether s is a valid site or device id.
-func validName(s string) bool {
+// ValidID reports whether s is a valid site or device id: 1 to MaxIDLen
+// characters from [A-Za-z0-9._:-].
+func ValidID(s string) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {
 		return false
 	}

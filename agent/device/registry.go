@@ -102,7 +102,7 @@ func NewRegistry(as []Assignment) (*Registry, error) {
 	}
 	byDevice := make(map[string][]indexed)
 	for i, a := range as {
-		if !validName(a.DeviceID) {
+		if !ValidID(a.DeviceID) {
 			return nil, fmt.Errorf("%w: entry %d: bad device id", ErrInvalidRegistry, i)
 		}
 		id, err := PatientID(a.Patient)

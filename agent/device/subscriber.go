@@ -142,9 +142,9 @@ func (c Config) Validate() error {
 		return bad("broker: %v", err)
 	}
 	switch {
-	case !validName(c.ClientID):
+	case !ValidID(c.ClientID):
 		return bad("client id must be 1 to %d characters from [A-Za-z0-9._:-]", MaxIDLen)
-	case !validName(c.Site):
+	case !ValidID(c.Site):
 		return bad("site must be 1 to %d characters from [A-Za-z0-9._:-]", MaxIDLen)
 	case c.StoreDir != "" && len(c.StoreKey) == 0:
 		return bad("store dir needs a store key: in-flight messages are PHI and are only written encrypted")

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/cohort-fl/cohort/agent/device"
 )
 
 // Device telemetry written by WriteSite when Site.TelemetryMinutes is set.
@@ -30,8 +32,6 @@ const (
 	// monitorTurnover is the least time between two patients on one
 	// bedside monitor.
 	monitorTurnover = 15 * time.Minute
-	// maxTopicID is the longest site or device id in a device topic.
-	maxTopicID = 128
 	// maxTelemetryLine bounds a line ReadTelemetry accepts (the agent
 	// takes payloads up to 64 KiB).
 	maxTelemetryLine = 1 << 20
@@ -70,27 +70,6 @@ type reading struct {
 type telemetryLine struct {
 	Topic   string  `json:"topic"`
 	Payload reading `json:"payload"`
-}
-
-// deviceTopic is the agent's device topic (agent/device.Topic).
-func deviceTopic(site, deviceID string) string {
-	return "cohort/" + site + "/devices/" + deviceID + "/observations"
-}
-
-// validTopicID reports whether s may be a site or device id in a device
-// topic: 1 to 128 characters from [A-Za-z0-9._:-].
-func validTopicID(s string) bool {
-	if len(s) == 0 || len(s) > maxTopicID {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // monitorID is the equipment serial of monitor number n (from 0) at the
@@ -207,7 +186,7 @@ func writeTelemetry(w io.Writer, recs []Record, site Site, m *Manifest) error {
 func (c *cursor) emit(w io.Writer, site string, m *Manifest) error {
 	rec := c.rec
 	state := rec.Profile.state()
-	topic := deviceTopic(site, c.device)
+	topic := device.Topic(site, c.device)
 	at := c.at.UTC().Format(time.RFC3339)
 	var have [numVitals]bool
 	for k := range numVitals {

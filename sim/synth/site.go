@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/cohort-fl/cohort/agent/device"
 )
 
 // Errors returned by this package.
@@ -137,8 +139,8 @@ func (s Site) Validate() error {
 	if s.TelemetryMinutes < 0 || s.TelemetryMinutes > MaxTelemetryMinutes {
 		return invalid(s.Name, "telemetry_minutes", "%d not in [0, %d]", s.TelemetryMinutes, MaxTelemetryMinutes)
 	}
-	if s.TelemetryMinutes > 0 && !validTopicID(s.Name) {
-		return invalid(s.Name, "name", "with telemetry_minutes set, must be 1 to %d characters from [A-Za-z0-9._:-] (it is the site id in device topics)", maxTopicID)
+	if s.TelemetryMinutes > 0 && !device.ValidID(s.Name) {
+		return invalid(s.Name, "name", "with telemetry_minutes set, must be 1 to %d characters from [A-Za-z0-9._:-] (it is the site id in device topics)", device.MaxIDLen)
 	}
 	if len(s.Mix) == 0 {
 		return s.validateDist(s.Name, "")
