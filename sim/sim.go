@@ -5,6 +5,13 @@
 // metrics per round and, as baselines, centralized training on the pooled
 // data and each site's local-only model, all trained by the same trainer
 // and scored on the same held-out test population.
+//
+// A Scenario (a YAML file; see scenario.go and docs/running-a-testbed.md)
+// describes a testbed with a fault timeline (faults.go: coordinator kills,
+// restarts, partitions, slow nodes, site dropouts, stragglers, and lossy
+// agent links through sim/relay) and the expectations its run must meet.
+// Reports render through sim/report. Agents may also run as separate
+// processes (procagent.go).
 package sim
 
 import (
