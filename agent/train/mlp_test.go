@@ -538,3 +538,25 @@ func TestMLPConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Separate models may be trained at once, as the agents of one process
+// do: building their graphs touches a global of gorgonia's (buildMu).
+func TestMLPsTrainConcurrently(t *testing.T) {
+	X, y := xorData(6, 64, 0)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for batch := range 3 {
+				m, err := NewMLP(2, MLPConfig{Hidden: []int{4, 3}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := m.Train(context.Background(), X, y, 64, Options{Epochs: 1, LearningRate: 0.1, BatchSize: 8 << batch}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -50,6 +50,11 @@ type mlpGraph struct {
 // newMLPGraph builds and compiles the graph of an MLP with the given
 // layers, activation and dropout rate for key.
 func newMLPGraph(layers []mlpspec.Layer, act string, dropout float64, key mlpKey) (*mlpGraph, error) {
+	// gorgonia.Rectify numbers its node group from an unguarded global
+	// counter (internal/encoding.NewGroup): two graphs built at once, as
+	// by two agents in one process, race on it.
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	rows := key.rows
 	for _, l := range layers {
 		if rows > math.MaxInt/max(l.In, l.Out) {

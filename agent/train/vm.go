@@ -2,6 +2,7 @@ package train
 
 import (
 	"runtime"
+	"sync"
 
 	"gorgonia.org/gorgonia"
 )
@@ -13,3 +14,8 @@ import (
 // every trained model leaked its machine's buffers, about 50 MB for a
 // million-parameter MLP (TestTrainingDoesNotLeak).
 func releasable(vm gorgonia.VM) { runtime.SetFinalizer(vm, nil) }
+
+// buildMu serializes building gorgonia graphs that use operations whose
+// constructors touch gorgonia's unguarded globals (see newMLPGraph). It is
+// held only while a graph is built, never while one runs.
+var buildMu sync.Mutex
