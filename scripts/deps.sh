@@ -1,10 +1,11 @@
 # Sourced by scripts/test.sh and scripts/bench.sh: installs what the tests
-# and benchmarks need from Debian when it is missing (protoc, Mosquitto),
-# without starting Debian's mosquitto service (tests and benchmarks start
-# their own brokers).
+# and benchmarks need from Debian when it is missing (protoc, Mosquitto,
+# Chromium for the dashboard's browser test), without starting Debian's
+# mosquitto service (tests and benchmarks start their own brokers).
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
