@@ -4,7 +4,8 @@
 //
 // A [Strategy] describes a rule and its parameters. Its Begin starts a
 // [Round] from the current global weights and the state the previous round
-// returned; the round folds in one site update at a time, and Finish
+// returned; the round folds in one site update at a time (the streaming
+// rules' rounds also take a batch at once, see [BatchAdder]), and Finish
 // returns a [Result]: the new global weights and the rule's new state.
 // Updates are weight deltas (local minus global), either as []float32 or as
 // the packed little-endian float32 bytes that travel on the wire (see
@@ -28,7 +29,7 @@
 // documents the versioned encoding. Strategy values hold no mutable state.
 //
 // The package is pure computation: no I/O, no clocks, no logging. The only
-// goroutines are those AddPacked starts, and waits for, to split a large
-// update across cores. It imports no Cohort package (tests use protocol).
+// goroutines are those AddPacked and AddPackedBatch start, and wait for, to
+// split a large update or batch across cores. It imports no Cohort package (tests use protocol).
 // See DESIGN.md in this directory.
 package aggregator

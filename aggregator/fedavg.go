@@ -12,11 +12,15 @@ import (
 // sample count.
 //
 // Its rounds stream: they keep a running float64 weighted sum of the
-// model's length (two, double-buffered, for models up to 640K parameters),
-// so memory does not grow with the number of updates. FedAvg is stateless.
+// model's length (two, double-buffered, for models up to 640K parameters
+// and for rounds fed batches), so memory does not grow with the number of
+// updates. FedAvg is stateless.
 type FedAvg struct{}
 
-var _ Strategy = FedAvg{}
+var (
+	_ Strategy   = FedAvg{}
+	_ BatchAdder = (*meanRound)(nil)
+)
 
 // Name returns "fedavg".
 func (FedAvg) Name() string { return "fedavg" }
@@ -142,13 +146,17 @@ func (r *meanRound) take() (*meanAcc, error) {
 
 // give returns a shard after an add, counting the update if it was
 // accepted.
-func (r *meanRound) give(a *meanAcc, accepted bool) {
+func (r *meanRound) give(a *meanAcc, accepted bool) { r.giveN(a, 1, accepted) }
+
+// giveN returns a shard after adding n updates, counting them if they were
+// accepted.
+func (r *meanRound) giveN(a *meanAcc, n int, accepted bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.free = append(r.free, a)
 	r.busy--
 	if accepted {
-		r.count++
+		r.count += n
 	}
 	r.idle.Broadcast()
 }
@@ -172,6 +180,62 @@ func (r *meanRound) AddPacked(delta []byte, samples uint64) error {
 		return fmt.Errorf("%s: add: %w: delta element %d", r.rule, ErrNotFinite, firstNonFinitePacked(delta))
 	}
 	return nil
+}
+
+// AddPackedBatch implements BatchAdder: the batch is folded in one pass
+// over the sum (see meanAcc.addPackedBatch), with the same result, bit for bit,
+// as AddPacked of each update in turn into the same shard.
+func (r *meanRound) AddPackedBatch(deltas [][]byte, samples []uint64) error {
+	if len(deltas) != len(samples) {
+		return fmt.Errorf("%s: add batch: %w: %d deltas, %d sample counts", r.rule, ErrShape, len(deltas), len(samples))
+	}
+	if len(deltas) == 0 {
+		return nil
+	}
+	var errs []error
+	reject := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(deltas))
+		}
+		errs[i] = err
+	}
+	for i, d := range deltas {
+		switch {
+		case len(d) != 4*len(r.global):
+			reject(i, fmt.Errorf("%s: add: %w: got %d bytes, want %d (%d float32)", r.rule, ErrShape, len(d), 4*len(r.global), len(r.global)))
+		case samples[i] == 0:
+			reject(i, fmt.Errorf("%s: add: %w", r.rule, ErrNoSamples))
+		}
+	}
+	// notFinite names every other rejected update, once the batch is
+	// known to be refused.
+	notFinite := func() {
+		for i, d := range deltas {
+			if errs == nil || errs[i] == nil {
+				if k := firstNonFinitePacked(d); k >= 0 {
+					reject(i, fmt.Errorf("%s: add: %w: delta element %d", r.rule, ErrNotFinite, k))
+				}
+			}
+		}
+	}
+	if errs != nil {
+		notFinite()
+		return &BatchError{Errs: errs}
+	}
+	a, err := r.take()
+	if err != nil {
+		return err
+	}
+	ok := a.addPackedBatch(deltas, samples)
+	r.giveN(a, len(deltas), ok)
+	if ok {
+		return nil
+	}
+	notFinite()
+	if errs == nil { // cannot happen: the fold fails only on a non-finite value
+		return fmt.Errorf("%s: add batch: %w", r.rule, ErrNotFinite)
+	}
+	return &BatchError{Errs: errs}
 }
 
 // Add implements Round.

@@ -47,31 +47,36 @@ func finishResult(t testing.TB, r Round) Result {
 // kernelPaths runs f once per way meanAcc can fold an update: double
 // buffered or in place, on one goroutine or split, reading packed bytes in
 // place or decoding them, each with the assembly kernels (where this build
-// and CPU have them) and with the Go loops. The tunables are restored
-// afterwards.
+// and CPU have them) and with the Go loops; batches also in blocks of a few
+// parameters, so that they have many blocks and ragged ends, and with
+// non-temporal stores. The tunables are restored afterwards.
 func kernelPaths(t *testing.T, f func(t *testing.T)) {
 	type tun struct {
 		name                           string
 		pingPong, chunk, minSplit, max int
 		le                             bool
+		block, nt                      int
 	}
 	for _, c := range []tun{
-		{"default", pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE},
-		{"in-place", 0, parallelChunk, parallelMin, maxWorkers, nativeLE},
-		{"parallel", pingPongMax, 8, 0, 3, nativeLE},
-		{"parallel-in-place", 0, 8, 0, 3, nativeLE},
-		{"portable", pingPongMax, parallelChunk, parallelMin, maxWorkers, false},
-		{"portable-in-place-parallel", 0, 8, 0, 3, false},
+		{"default", pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE, batchBlock, ntMin},
+		{"in-place", 0, parallelChunk, parallelMin, maxWorkers, nativeLE, batchBlock, ntMin},
+		{"blocks-nt", pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE, 37, 0},
+		{"parallel-nt", pingPongMax, 8, 0, 3, nativeLE, 3, 0},
+		{"parallel-in-place", 0, 8, 0, 3, nativeLE, 8, ntMin},
+		{"portable", pingPongMax, parallelChunk, parallelMin, maxWorkers, false, batchBlock, ntMin},
+		{"portable-in-place-parallel", 0, 8, 0, 3, false, 5, 0},
 	} {
 		for _, asm := range kernelImpls() {
 			t.Run(c.name+"/"+implName(asm), func(t *testing.T) {
-				saved := []int{pingPongMax, parallelChunk, parallelMin, maxWorkers}
+				saved := []int{pingPongMax, parallelChunk, parallelMin, maxWorkers, batchBlock, ntMin}
 				savedLE, savedProcs, savedAsm := nativeLE, gomaxprocs, useAsm
 				t.Cleanup(func() {
 					pingPongMax, parallelChunk, parallelMin, maxWorkers = saved[0], saved[1], saved[2], saved[3]
+					batchBlock, ntMin = saved[4], saved[5]
 					nativeLE, gomaxprocs, useAsm = savedLE, savedProcs, savedAsm
 				})
 				pingPongMax, parallelChunk, parallelMin, maxWorkers, nativeLE = c.pingPong, c.chunk, c.minSplit, c.max, c.le
+				batchBlock, ntMin = c.block, c.nt
 				gomaxprocs = func() int { return 3 }
 				useAsm = asm
 				f(t)

@@ -26,3 +26,10 @@ func foldInAVX2(sum []float64, x []float32, w float64)
 //
 //go:noescape
 func finite32AVX2(x []float32) bool
+
+// foldKAVX2 folds every xs[j][off:off+len(dst)&^(foldBlock-1)], weighted
+// by ws[j] (len(ws) == len(xs) >= 1), into dst = src + Σ, in order of j; see
+// foldK. With nt, dst must be 32-byte aligned.
+//
+//go:noescape
+func foldKAVX2(dst, src []float64, xs [][]float32, ws []float64, off int, nt bool) bool

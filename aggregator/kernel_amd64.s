@@ -3,13 +3,17 @@
 #include "textflag.h"
 
 // AVX2 versions of the loops in kernel.go; see kernel_amd64.go for their
-// contracts and "Throughput" in DESIGN.md for the design. Every product is
+// contracts and "Batches" and "Throughput" in DESIGN.md for the design. Every product is
 // rounded before it is added (VMULPD, then VADDPD; never an FMA), and the
 // float32 to float64 conversion (VCVTPS2PD) is exact, so each result is the
 // same bits as the Go loop's. Y15 and X15 are left alone (X15 is the zero
 // register of Go's internal ABI).
 
 // func foldToAVX2(dst, src []float64, x []float32, w float64) bool
+//
+// dst may be src: each iteration reads its values of src before it
+// writes those of dst, and never reads a value of src after its value of
+// dst was written (TestFoldToAliased).
 TEXT ·foldToAVX2(SB), NOSPLIT, $0-81
 	MOVQ         dst_base+0(FP), DI
 	MOVQ         dst_len+8(FP), CX
@@ -229,5 +233,140 @@ finiteDone:
 	VPOR  Y10, Y8, Y8
 	VPTEST Y8, Y8
 	SETEQ ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func foldKAVX2(dst, src []float64, xs [][]float32, ws []float64, off int, nt bool) bool
+//
+// dst[i] = src[i] + ws[0]·xs[0][off+i] + ws[1]·xs[1][off+i] + ..., added
+// in that order, each product rounded before it is added: the bits of
+// foldTo for the first update followed by foldTo(dst, dst, ...) for each
+// other. The sums stay in registers until the last update is added, so
+// dst is written once; with nt the stores are non-temporal (dst must then
+// be 32-byte aligned). The check is foldTo's, on the final sums: a sum is
+// finite exactly when every product added into it was (|sum| stays far
+// below the float64 range), and an infinite or NaN sum stays so after
+// more additions.
+TEXT ·foldKAVX2(SB), NOSPLIT, $0-113
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ src_base+24(FP), SI
+	MOVQ xs_base+48(FP), R8
+	MOVQ xs_len+56(FP), R9
+	MOVQ ws_base+72(FP), R10
+	MOVQ off+96(FP), BX
+	SHLQ $2, BX // byte offset into each x
+	MOVBLZX nt+104(FP), AX
+
+	VXORPD Y8, Y8, Y8
+	VXORPD Y9, Y9, Y9
+	VXORPD Y10, Y10, Y10
+	VXORPD Y11, Y11, Y11
+
+foldK16:
+	CMPQ    CX, $16
+	JB      foldK4
+	VMOVUPD (SI), Y0
+	VMOVUPD 32(SI), Y1
+	VMOVUPD 64(SI), Y2
+	VMOVUPD 96(SI), Y3
+	MOVQ    R8, R11
+	MOVQ    R10, R12
+	MOVQ    R9, R13
+
+foldK16x:
+	MOVQ         (R11), DX
+	VBROADCASTSD (R12), Y12
+	VCVTPS2PD    (DX)(BX*1), Y4
+	VCVTPS2PD    16(DX)(BX*1), Y5
+	VCVTPS2PD    32(DX)(BX*1), Y6
+	VCVTPS2PD    48(DX)(BX*1), Y7
+	VMULPD       Y12, Y4, Y4
+	VMULPD       Y12, Y5, Y5
+	VMULPD       Y12, Y6, Y6
+	VMULPD       Y12, Y7, Y7
+	VADDPD       Y0, Y4, Y0
+	VADDPD       Y1, Y5, Y1
+	VADDPD       Y2, Y6, Y2
+	VADDPD       Y3, Y7, Y3
+	ADDQ         $24, R11
+	ADDQ         $8, R12
+	DECQ         R13
+	JNZ          foldK16x
+
+	TESTQ    AX, AX
+	JNZ      foldK16nt
+	VMOVUPD  Y0, (DI)
+	VMOVUPD  Y1, 32(DI)
+	VMOVUPD  Y2, 64(DI)
+	VMOVUPD  Y3, 96(DI)
+	JMP      foldK16next
+
+foldK16nt:
+	VMOVNTPD Y0, (DI)
+	VMOVNTPD Y1, 32(DI)
+	VMOVNTPD Y2, 64(DI)
+	VMOVNTPD Y3, 96(DI)
+
+foldK16next:
+	VMULPD Y0, Y8, Y8
+	VMULPD Y1, Y9, Y9
+	VMULPD Y2, Y10, Y10
+	VMULPD Y3, Y11, Y11
+	ADDQ   $64, BX
+	ADDQ   $128, SI
+	ADDQ   $128, DI
+	SUBQ   $16, CX
+	JMP    foldK16
+
+foldK4:
+	CMPQ    CX, $4
+	JB      foldKDone
+	VMOVUPD (SI), Y0
+	MOVQ    R8, R11
+	MOVQ    R10, R12
+	MOVQ    R9, R13
+
+foldK4x:
+	MOVQ         (R11), DX
+	VBROADCASTSD (R12), Y12
+	VCVTPS2PD    (DX)(BX*1), Y4
+	VMULPD       Y12, Y4, Y4
+	VADDPD       Y0, Y4, Y0
+	ADDQ         $24, R11
+	ADDQ         $8, R12
+	DECQ         R13
+	JNZ          foldK4x
+
+	TESTQ    AX, AX
+	JNZ      foldK4nt
+	VMOVUPD  Y0, (DI)
+	JMP      foldK4next
+
+foldK4nt:
+	VMOVNTPD Y0, (DI)
+
+foldK4next:
+	VMULPD Y0, Y8, Y8
+	ADDQ   $16, BX
+	ADDQ   $32, SI
+	ADDQ   $32, DI
+	SUBQ   $4, CX
+	JMP    foldK4
+
+foldKDone:
+	TESTQ     AX, AX
+	JZ        foldKCheck
+	SFENCE
+
+foldKCheck:
+	VMULPD    Y9, Y8, Y8
+	VMULPD    Y11, Y10, Y10
+	VMULPD    Y10, Y8, Y8
+	VXORPD    Y0, Y0, Y0
+	VCMPPD    $0, Y0, Y8, Y8
+	VMOVMSKPD Y8, AX
+	CMPL      AX, $0x0f
+	SETEQ     ret+112(FP)
 	VZEROUPPER
 	RET

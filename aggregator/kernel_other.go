@@ -12,4 +12,8 @@ func foldToAVX2(_, _ []float64, _ []float32, _ float64) bool { panic(errNoAsm) }
 func foldInAVX2(_ []float64, _ []float32, _ float64)         { panic(errNoAsm) }
 func finite32AVX2(_ []float32) bool                          { panic(errNoAsm) }
 
+func foldKAVX2(_, _ []float64, _ [][]float32, _ []float64, _ int, _ bool) bool {
+	panic(errNoAsm)
+}
+
 const errNoAsm = "aggregator: no assembly kernels in this build"

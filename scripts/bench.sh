@@ -43,14 +43,17 @@ fi
 
 echo "## FedAvg aggregation throughput (MB/s of update data, updates read from memory; best of 3)"
 echo
-echo "| params | FedAvg, 1 core | FedAvg, 2 cores | 2 cores / 1 core | ratio to memory read, 1 core | ratio to memory read, 2 cores | ratio to memory read with 2 readers, 2 cores |"
-echo "|---|---|---|---|---|---|---|"
+echo "Updates per call: 1 is \`AddPacked\` of one update at a time (\`BenchmarkFedAvgAddPacked\`); more is \`AddPackedBatch\` of that many (\`BenchmarkFedAvgAddPackedBatch\`), as the coordinator folds a round's bodies."
+echo
+echo "| params | updates per call | FedAvg, 1 core | FedAvg, 2 cores | 2 cores / 1 core | ratio to memory read, 1 core | ratio to memory read, 2 cores | ratio to memory read with 2 readers, 2 cores |"
+echo "|---|---|---|---|---|---|---|---|"
 awk '
-  /^BenchmarkFedAvgAddPacked\/params=/ { n=split($1,a,"[=-]"); p=a[2]; c=(n>2)?a[3]:1; if ($5>f[p,c]) f[p,c]=$5; ps[p]=1 }
+  /^BenchmarkFedAvgAddPacked\/params=/ { n=split($1,a,"[=-]"); k=a[2] " | 1"; c=(n>2)?a[3]:1; if ($5>f[k,c]) f[k,c]=$5; ks[k]=1 }
+  /^BenchmarkFedAvgAddPackedBatch\/params=/ { n=split($1,a,"[=/-]"); k=a[3] " | " a[5]; c=(n>5)?a[6]:1; if ($5>f[k,c]) f[k,c]=$5; ks[k]=1 }
   /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
   /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=2-2/ { if ($5>m2) m2=$5 }
-  END { for (p in ps) printf "%d | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n", p, f[p,1], f[p,2], f[p,2]/f[p,1], f[p,1]/m1, f[p,2]/m1, f[p,2]/m2 }
-' "$out" | sort -n | sed 's/^/| /'
+  END { for (k in ks) printf "%s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f |\n", k, f[k,1], f[k,2], f[k,2]/f[k,1], f[k,1]/m1, f[k,2]/m1, f[k,2]/m2 }
+' "$out" | sort -t'|' -k1,1n -k2,2n | sed 's/^/| /'
 echo
 awk '
   /^BenchmarkMemoryBandwidth\/bytes=128MiB\/readers=1/ { if ($5>m1) m1=$5 }
@@ -59,13 +62,13 @@ awk '
   /^BenchmarkMemoryBandwidth\/bytes=128MiB\/loop=float32/ { if ($5>f1) f1=$5 }
   END {
     printf "| memory read | MB/s | ratio |\n|---|---|---|\n"
-    printf "| 128 MiB (4x the last-level cache) summed as uint64 with 8 accumulators, 1 core: the baseline | %.0f | 1.00 |\n", m1
+    printf "| 128 MiB (more than the share of the last-level cache this VM gets) summed as uint64 with 8 accumulators, 1 core: the baseline | %.0f | 1.00 |\n", m1
     printf "| the same, split across 2 cores | %.0f | %.2f |\n", m2, m2/m1
     printf "| the same loop over 4 MiB, in cache (what a cache-sized baseline would claim) | %.0f | %.2f |\n", c1, c1/m1
     printf "| 128 MiB summed as float32 with 8 accumulators (the previous baseline loop; the float adder limits it) | %.0f | %.2f |\n", f1, f1/m1
   }' "$out"
 echo
-echo "## FedAvg with concurrent adds (one goroutine per core folding into its own shard, as the coordinator folds a round's bodies; best of 3)"
+echo "## FedAvg with concurrent adds (one goroutine per core adding single updates, each into its own shard, as the coordinator did before it passed batches; best of 3)"
 echo
 echo "| params | FedAvg, 2 concurrent adders | ratio to memory read, 1 core | ratio to memory read with 2 readers |"
 echo "|---|---|---|---|"
@@ -89,12 +92,12 @@ awk '
 echo
 echo "## Streaming FedAvg memory per round (1,000,000-parameter model, 4 MB updates)"
 echo
-echo "| updates per round | peak heap growth | allocated per round | ratio to 10 updates (peak) |"
-echo "|---|---|---|---|"
+echo "| updates per round | updates per call | peak heap growth | allocated per round | ratio to 10 updates (peak) |"
+echo "|---|---|---|---|---|"
 awk '
-  /^BenchmarkFedAvgMemory\/updates=/ { split($1,a,"[=/-]"); u=a[3]; for (i=1;i<=NF;i++) { if ($(i+1)=="peak-heap-B") pk[u]=$i; if ($(i+1)=="B/op") al[u]=$i } }
-  END { for (u in pk) printf "%d | %.1f MiB | %.1f MiB | %.2f |\n", u, pk[u]/1048576, al[u]/1048576, pk[u]/pk[10] }
-' "$out" | sort -n | sed 's/^/| /'
+  /^BenchmarkFedAvgMemory\/updates=/ { n=split($1,a,"[=/-]"); u=a[3]; k=(a[6]=="batch")?a[7]:1; ks[k]=1; for (i=1;i<=NF;i++) { if ($(i+1)=="peak-heap-B") pk[u,k]=$i; if ($(i+1)=="B/op") al[u,k]=$i } us[u]=1 }
+  END { for (u in us) for (k in ks) if ((u,k) in pk) printf "%d | %d | %.1f MiB | %.1f MiB | %.2f |\n", u, k, pk[u,k]/1048576, al[u,k]/1048576, pk[u,k]/pk[10,k] }
+' "$out" | sort -t'|' -k2,2n -k1,1n | sed 's/^/| /'
 echo
 echo "## Round latency against the number of sites (3 coordinators, 200 patients per site, 20 rounds)"
 echo
