@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/device"
@@ -24,6 +26,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/fhir"
 	"github.com/cohort-fl/cohort/agent/ingest"
 	"github.com/cohort-fl/cohort/agent/store"
+	"github.com/cohort-fl/cohort/clock"
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
@@ -51,8 +54,14 @@ type Config struct {
 	// turn; followers redirect to the leader.
 	Coordinators []string `json:"coordinators"`
 	// TLS names the federation CA and this site's certificate and key. The
-	// site id is read from the certificate.
+	// site id is read from the certificate. Left empty, it is the files
+	// `cohort agent enroll` writes: DataDir/tls/ca.crt, site.crt and
+	// site.key. With renewal on, the agent rewrites the certificate and
+	// key, so their directory must be writable by the agent.
 	TLS pki.Files `json:"tls"`
+	// Renew renews the site certificate automatically before it expires,
+	// at the coordinators' admin API (see RenewConfig).
+	Renew RenewConfig `json:"renew"`
 	// FHIRDir, if set, is ingested (NDJSON, NDJSON.gz, Bundles) at start.
 	FHIRDir string `json:"fhir_dir,omitempty"`
 	// Bulk, if set, exports from the hospital's FHIR server ($export) at
@@ -104,8 +113,11 @@ type Config struct {
 	// would, without starving the coordinators. It cannot be set from a
 	// config file.
 	TrainGate func(ctx context.Context) (release func(), err error) `json:"-"`
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means Clock.Now.
 	Now func() time.Time `json:"-"`
+	// Clock times certificate renewal and the wait after a revocation;
+	// nil means the system clock.
+	Clock clock.Clock `json:"-"`
 }
 
 // Duration reads and writes as a Go duration string in JSON.
@@ -143,14 +155,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: data_dir is required", ErrInvalidConfig)
 	case len(c.Coordinators) == 0:
 		return fmt.Errorf("%w: at least one coordinator address is required", ErrInvalidConfig)
-	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
-		return fmt.Errorf("%w: tls.ca, tls.cert and tls.key are required", ErrInvalidConfig)
+	case c.TLS != (pki.Files{}) && (c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == ""):
+		return fmt.Errorf("%w: tls.ca, tls.cert and tls.key go together (leave all three empty for the files `cohort agent enroll` wrote in data_dir/tls)", ErrInvalidConfig)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: need 0 < backoff_min <= backoff_max", ErrInvalidConfig)
 	case c.PollWait <= 0:
 		return fmt.Errorf("%w: poll_wait must be positive", ErrInvalidConfig)
 	case c.Bulk != nil && c.Bulk.BaseURL == "":
 		return fmt.Errorf("%w: bulk.base_url is required", ErrInvalidConfig)
+	}
+	if c.Renew.Server != "" {
+		if _, err := ServerURL(c.Renew.Server); err != nil {
+			return fmt.Errorf("%w: renew.server: %w", ErrInvalidConfig, err)
+		}
 	}
 	return nil
 }
@@ -159,12 +176,19 @@ func (c Config) Validate() error {
 // ingests, and takes part in the federation until ctx ends; Close releases
 // the store and logs.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	now  func() time.Time
-	site string
-	pool *x509.CertPool
-	cert tls.Certificate
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	clock clock.Clock
+	site  string
+	pool  *x509.CertPool
+	// cert is the certificate presented to coordinators; renewal swaps
+	// it (see renew.go).
+	cert atomic.Pointer[siteCert]
+	// renewServer is the admin API renewals go to ("" when off) and
+	// renewClient the client that presents cert to it.
+	renewServer string
+	renewClient *http.Client
 
 	guard *egress.Guard
 
@@ -185,6 +209,13 @@ type Agent struct {
 
 	// partialDL is an interrupted model download, guarded by mu.
 	partialDL *partialDownload
+	// nextRenewal is when the certificate is due for renewal, guarded by
+	// mu; zero with renewal off.
+	nextRenewal time.Time
+
+	// session is the coordinator session's state, for /readyz and the
+	// status report (its own lock; see status.go).
+	session sessionState
 }
 
 // Stats are the agent's counters.
@@ -197,21 +228,33 @@ type Stats struct {
 	DownloadsResumed int
 	Reconnects       int
 	LastRoundError   string
+	// CertRenewals and CertRenewalFailures count certificate renewals
+	// and failed attempts; LastRenewalError is the last failure's error,
+	// cleared by a success.
+	CertRenewals        int
+	CertRenewalFailures int
+	LastRenewalError    string
 }
 
 // New validates cfg and loads the site's certificate. It opens nothing else.
 func New(cfg Config) (*Agent, error) {
+	if cfg.TLS == (pki.Files{}) && cfg.DataDir != "" {
+		cfg.TLS = DefaultTLSFiles(cfg.DataDir)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := finishRenewal(cfg.TLS); err != nil {
+		return nil, fmt.Errorf("complete an interrupted certificate renewal: %w", err)
+	}
 	pool, cert, err := cfg.TLS.Load()
+	if errors.Is(err, os.ErrNotExist) && cfg.TLS == DefaultTLSFiles(cfg.DataDir) {
+		return nil, fmt.Errorf("load tls: %w (enroll the gateway first: cohort agent enroll --data-dir %s ...)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load tls: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("parse site certificate: %w", err)
-	}
+	leaf := cert.Leaf
 	id, err := pki.IdentityOf(leaf)
 	if err != nil {
 		return nil, fmt.Errorf("site certificate: %w", err)
@@ -223,11 +266,29 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.System()
+	}
 	now := cfg.Now
 	if now == nil {
-		now = time.Now
+		now = clk.Now
 	}
-	return &Agent{cfg: cfg, log: log.With("site", id.ID), now: now, site: id.ID, pool: pool, cert: cert}, nil
+	a := &Agent{cfg: cfg, log: log.With("site", id.ID), now: now, clock: clk, site: id.ID, pool: pool}
+	loaded := clk.Now()
+	a.cert.Store(&siteCert{tls: cert, loadedAt: loaded})
+	if cfg.Renew.Server != "" {
+		a.renewServer, _ = ServerURL(cfg.Renew.Server)
+		serverPool := pool
+		if cfg.Renew.CA != "" {
+			if serverPool, err = pki.LoadPool(cfg.Renew.CA); err != nil {
+				return nil, fmt.Errorf("renew.ca: %w", err)
+			}
+		}
+		a.renewClient = issueClient(serverPool, clk.Now, func() *tls.Certificate { return &a.cert.Load().tls })
+		a.nextRenewal = renewAt(loaded, cert.Leaf.NotAfter)
+	}
+	return a, nil
 }
 
 // SiteID is the site id from the certificate.
@@ -417,6 +478,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		})
 	}
+	if a.renewServer == "" {
+		a.log.Info("certificate renewal is off (renew.server is not set)", "not_after", a.CertExpires())
+	}
+	wg.Go(func() { a.renewLoop(ctx) })
 	loopErrC := make(chan error, 1)
 	wg.Go(func() { loopErrC <- a.loop(ctx) })
 	select {

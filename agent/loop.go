@@ -91,7 +91,15 @@ func (a *Agent) loadOutbox() ([]*pending, error) {
 }
 
 // loop keeps a session to the leader and serves tasks until ctx ends.
-func (a *Agent) loop(ctx context.Context) error {
+func (a *Agent) loop(ctx context.Context) (err error) {
+	a.session.set(SessionConnecting, "")
+	defer func() {
+		if errors.Is(err, ErrRefused) {
+			a.session.set(SessionRefused, "")
+		} else {
+			a.session.set(SessionStopped, "")
+		}
+	}()
 	hint := ""
 	for sessions := 0; ; sessions++ {
 		s, err := a.connect(ctx, hint)
@@ -99,8 +107,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, ErrRevoked) {
+				if a.waitRevoked(ctx, err) != nil {
+					return nil
+				}
+				continue
+			}
 			return err
 		}
+		a.session.set(SessionConnected, s.addr)
+		a.writeStatus()
 		if sessions > 0 {
 			// Every session after the first replaces a lost one.
 			a.mu.Lock()
@@ -110,11 +126,16 @@ func (a *Agent) loop(ctx context.Context) error {
 		hint = ""
 		err = a.serve(ctx, s)
 		s.close()
+		a.session.set(SessionConnecting, "")
 		if ctx.Err() != nil {
 			return nil
 		}
 		var rd *errRedirect
 		switch {
+		case isRevocation(err):
+			if a.waitRevoked(ctx, err) != nil {
+				return nil
+			}
 		case errors.As(err, &rd) && rd.addr != "":
 			hint = rd.addr
 			a.log.Info("following the leader", "addr", rd.addr)
@@ -125,6 +146,36 @@ func (a *Agent) loop(ctx context.Context) error {
 		default:
 			a.log.Info("coordinator connection lost; reconnecting", "err", err)
 		}
+	}
+}
+
+// revokedRetry is how long an agent whose site was revoked waits before
+// it dials again: long, so that a revoked gateway does not hammer the
+// coordinators (they refuse it at once).
+const revokedRetry = time.Hour
+
+// waitRevoked records that the site was revoked and waits revokedRetry.
+// It returns ctx's error if ctx ends.
+func (a *Agent) waitRevoked(ctx context.Context, cause error) error {
+	a.markRevoked(cause)
+	return a.clock.Sleep(ctx, revokedRetry)
+}
+
+// markRevoked records a revocation in the status. The first one is
+// logged as an error; later ones (the hourly retries) as warnings.
+func (a *Agent) markRevoked(cause error) {
+	first, changed := a.session.revoke()
+	switch {
+	case first:
+		a.log.Error("this site has been revoked by the federation operator: the coordinators refuse its connections and will not renew its certificate; "+
+			"the agent stays up and tries again every "+revokedRetry.String()+" (ask the federation operator)", "err", cause)
+	case changed:
+		a.log.Warn("this site is still revoked; trying again in "+revokedRetry.String(), "err", cause)
+	default:
+		a.log.Debug("still revoked", "err", cause)
+	}
+	if changed {
+		a.writeStatus()
 	}
 }
 

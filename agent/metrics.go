@@ -4,27 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveMetrics serves GET /metrics (Prometheus text exposition format) and
-// GET /healthz on addr until ctx ends. Every value comes from the same
-// snapshot as status.json; label values are resource types and fixed
-// reason codes, never data.
+// serveMetrics serves GET /metrics (Prometheus), GET /healthz and
+// GET /readyz on ln until ctx ends.
 func (a *Agent) serveMetrics(ctx context.Context, ln net.Listener) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, a.status())
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: a.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
@@ -32,46 +26,188 @@ func (a *Agent) serveMetrics(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-func writeMetrics(w io.Writer, st Status) {
-	family := func(name, typ, help string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	}
-	labelled := func(name, label string, m map[string]int) {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, k, m[k])
+// metricsHandler is the metrics listener's mux. Its registry is the
+// agent's own (nothing is registered globally).
+func (a *Agent) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		statusCollector{a},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		ready, reason := a.readiness()
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", reason)
+			return
 		}
+		fmt.Fprintf(w, "ready: %s\n", reason)
+	})
+	return mux
+}
+
+// readiness reports whether the agent can do its work: its store is open
+// and it holds a coordinator session or is retrying to get one (a refused
+// or stopped agent is not ready). reason is a short explanation for people.
+func (a *Agent) readiness() (ready bool, reason string) {
+	a.mu.Lock()
+	open := a.st != nil
+	a.mu.Unlock()
+	if !open {
+		return false, "store not open"
 	}
-	family("cohort_agent_resources_ingested_total", "counter", "FHIR resources ingested, by resource type.")
-	labelled("cohort_agent_resources_ingested_total", "type", st.Ingested)
-	family("cohort_agent_resources_skipped_total", "counter", "FHIR resources skipped (valid but unused), by type or reason.")
-	labelled("cohort_agent_resources_skipped_total", "reason", st.Skipped)
-	family("cohort_agent_resources_rejected_total", "counter", "FHIR resources rejected and quarantined, by reason.")
-	labelled("cohort_agent_resources_rejected_total", "reason", st.Rejected)
+	state, addr := a.session.get()
+	switch state {
+	case SessionConnected:
+		return true, "connected to the coordinator at " + addr
+	case SessionConnecting:
+		return true, "store open; connecting to the coordinators (retrying)"
+	case SessionRefused:
+		return false, "refused by the coordinator"
+	case SessionStopped:
+		return false, "stopped"
+	case SessionRevoked:
+		return false, "this site has been revoked by the federation operator"
+	}
+	return false, "not started"
+}
+
+// maxLabelValues bounds the series of one labelled family; the rest are
+// summed under "other".
+const maxLabelValues = 100
+
+func metricDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// Metric names are kept from the hand-written exposition that came
+// before, so dashboards and alerts that use them go on working.
+var (
+	descIngested = metricDesc("cohort_agent_resources_ingested_total", "FHIR resources ingested, by resource type.", "type")
+	descSkipped  = metricDesc("cohort_agent_resources_skipped_total", "FHIR resources skipped (valid but unused), by type or reason.", "reason")
+	descRejected = metricDesc("cohort_agent_resources_rejected_total", "FHIR resources rejected and quarantined, by reason.", "reason")
+
+	descDevReceived = metricDesc("cohort_agent_device_readings_received_total", "MQTT messages delivered by the broker.")
+	descDevStored   = metricDesc("cohort_agent_device_readings_stored_total", "Device readings stored and acknowledged.")
+	descDevRejected = metricDesc("cohort_agent_device_readings_rejected_total", "Device payloads rejected and quarantined, by reason.", "reason")
+	descDevQueue    = metricDesc("cohort_agent_device_queue_depth", "Device readings decoded but not yet stored.")
+
+	descRounds     = metricDesc("cohort_agent_rounds_trained_total", "Training rounds this site trained.")
+	descAcked      = metricDesc("cohort_agent_updates_acked_total", "Updates the coordinator acknowledged.")
+	descResent     = metricDesc("cohort_agent_updates_resent_total", "Acknowledged updates sent again after a failover.")
+	descUpResumed  = metricDesc("cohort_agent_uploads_resumed_total", "Uploads continued from the byte an interrupted one reached.")
+	descDnResumed  = metricDesc("cohort_agent_downloads_resumed_total", "Model downloads continued from the byte an interrupted one reached.")
+	descReconnects = metricDesc("cohort_agent_reconnects_total", "Reconnections to the coordinators.")
+	descBytesSent  = metricDesc("cohort_agent_bytes_sent_total", "Bytes sent to the coordinators (through the egress guard).")
+
+	descReady     = metricDesc("cohort_agent_ready", "1 if /readyz answers 200: the store is open and the agent holds a coordinator session or is retrying.")
+	descConnected = metricDesc("cohort_agent_coordinator_connected", "1 while the agent holds a session with the leading coordinator.")
+	descRevoked   = metricDesc("cohort_agent_revoked", "1 once a coordinator has said this site was revoked.")
+
+	descCertExpiry      = metricDesc("cohort_agent_cert_expiry_timestamp_seconds", "When the site certificate in use expires (Unix time).")
+	descCertRenewals    = metricDesc("cohort_agent_cert_renewals_total", "Site certificate renewals.")
+	descCertRenewalFail = metricDesc("cohort_agent_cert_renewal_failures_total", "Failed site certificate renewal attempts.")
+)
+
+// statusCollector exports the agent's status snapshot (the one
+// status.json holds) at scrape time. Label values are resource types and
+// fixed reason codes, never data: a value that does not look like one is
+// counted under "other".
+type statusCollector struct{ a *Agent }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descIngested, descSkipped, descRejected,
+		descDevReceived, descDevStored, descDevRejected, descDevQueue,
+		descRounds, descAcked, descResent, descUpResumed, descDnResumed, descReconnects, descBytesSent,
+		descReady, descConnected, descRevoked, descCertExpiry, descCertRenewals, descCertRenewalFail} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.a.status()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	for k, v := range boundedLabels(st.Ingested) {
+		counter(descIngested, v, k)
+	}
+	for k, v := range boundedLabels(st.Skipped) {
+		counter(descSkipped, v, k)
+	}
+	for k, v := range boundedLabels(st.Rejected) {
+		counter(descRejected, v, k)
+	}
 	if d := st.Devices; d != nil {
-		family("cohort_agent_device_readings_received_total", "counter", "MQTT messages delivered by the broker.")
-		fmt.Fprintf(w, "cohort_agent_device_readings_received_total %d\n", d.Received)
-		family("cohort_agent_device_readings_stored_total", "counter", "Device readings stored and acknowledged.")
-		fmt.Fprintf(w, "cohort_agent_device_readings_stored_total %d\n", d.Stored)
-		family("cohort_agent_device_readings_rejected_total", "counter", "Device payloads rejected and quarantined, by reason.")
-		for _, k := range slices.Sorted(maps.Keys(d.Rejected)) {
-			fmt.Fprintf(w, "cohort_agent_device_readings_rejected_total{reason=%q} %d\n", k, d.Rejected[k])
+		counter(descDevReceived, float64(d.Received))
+		counter(descDevStored, float64(d.Stored))
+		for k, v := range boundedLabels(d.Rejected) {
+			counter(descDevRejected, v, k)
 		}
-		family("cohort_agent_device_queue_depth", "gauge", "Device readings decoded but not yet stored.")
-		fmt.Fprintf(w, "cohort_agent_device_queue_depth %d\n", d.Queue)
+		gauge(descDevQueue, float64(d.Queue))
 	}
-	for _, c := range []struct {
-		name, help string
-		v          int64
-	}{
-		{"cohort_agent_rounds_trained_total", "Training rounds this site trained.", int64(st.RoundsTrained)},
-		{"cohort_agent_updates_acked_total", "Updates the coordinator acknowledged.", int64(st.UpdatesAcked)},
-		{"cohort_agent_updates_resent_total", "Acknowledged updates sent again after a failover.", int64(st.UpdatesResent)},
-		{"cohort_agent_uploads_resumed_total", "Uploads continued from the byte an interrupted one reached.", int64(st.UploadsResumed)},
-		{"cohort_agent_downloads_resumed_total", "Model downloads continued from the byte an interrupted one reached.", int64(st.DownloadsResumed)},
-		{"cohort_agent_reconnects_total", "Reconnections to the coordinators.", int64(st.Reconnects)},
-		{"cohort_agent_bytes_sent_total", "Bytes sent to the coordinators (through the egress guard).", st.BytesSent},
-	} {
-		family(c.name, "counter", c.help)
-		fmt.Fprintf(w, "%s %s\n", c.name, strconv.FormatInt(c.v, 10))
+	counter(descRounds, float64(st.RoundsTrained))
+	counter(descAcked, float64(st.UpdatesAcked))
+	counter(descResent, float64(st.UpdatesResent))
+	counter(descUpResumed, float64(st.UploadsResumed))
+	counter(descDnResumed, float64(st.DownloadsResumed))
+	counter(descReconnects, float64(st.Reconnects))
+	counter(descBytesSent, float64(st.BytesSent))
+	ready, _ := c.a.readiness()
+	gauge(descReady, gaugeBool(ready))
+	gauge(descConnected, gaugeBool(st.Session == SessionConnected))
+	gauge(descRevoked, gaugeBool(st.Session == SessionRevoked))
+	gauge(descCertExpiry, float64(st.CertExpires.Unix()))
+	counter(descCertRenewals, float64(st.CertRenewals))
+	counter(descCertRenewalFail, float64(st.CertRenewalFailures))
+}
+
+// boundedLabels returns m's counts keyed by safe label values: keys that
+// do not look like a type name or reason code, and keys past the first
+// maxLabelValues (in sorted order), are summed under "other".
+func boundedLabels[V int | uint64](m map[string]V) map[string]float64 {
+	out := make(map[string]float64, min(len(m), maxLabelValues+1))
+	kept := 0
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if labelValueOK(k) && kept < maxLabelValues {
+			out[k] += float64(m[k])
+			kept++
+			continue
+		}
+		out["other"] += float64(m[k])
 	}
+	return out
+}
+
+// labelValueOK reports whether s has the shape of a resource type or a
+// reason code: 1 to 64 ASCII letters, digits, '-', '_' or '.'.
+func labelValueOK(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func gaugeBool(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -24,6 +24,8 @@ type scriptedCoordinator struct {
 	t     *testing.T
 	model []byte
 	offer *pb.TaskOffer
+	// site is the site id it welcomes; default "st-mary".
+	site string
 
 	mu sync.Mutex
 	// downloadOffsets and uploadOffsets are the offsets asked for.
@@ -63,7 +65,11 @@ func (c *scriptedCoordinator) stream(conn *quic.Conn, s *quic.Stream) {
 		reply := func(e *pb.Envelope) { protocol.WriteFrame(s, e) }
 		switch b := env.GetBody().(type) {
 		case *pb.Envelope_Hello:
-			reply(&pb.Envelope{Body: &pb.Envelope_Welcome{Welcome: &pb.Welcome{ProtocolVersion: protocol.Version, NodeId: "c1", SiteId: "st-mary"}}})
+			site := c.site
+			if site == "" {
+				site = "st-mary"
+			}
+			reply(&pb.Envelope{Body: &pb.Envelope_Welcome{Welcome: &pb.Welcome{ProtocolVersion: protocol.Version, NodeId: "c1", SiteId: site}}})
 		case *pb.Envelope_TaskRequest:
 			c.mu.Lock()
 			acked := c.acked

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +47,11 @@ func (s *session) close() {
 
 // dial connects to addr, opens the control stream and says hello.
 func (a *Agent) dial(ctx context.Context, addr string) (*session, error) {
-	tlsConf := pki.ClientTLS(a.pool, a.cert, protocol.ALPN, pki.ServerNameFor(addr), pki.RoleCoordinator)
+	tlsConf := pki.ClientTLS(a.pool, tls.Certificate{}, protocol.ALPN, pki.ServerNameFor(addr), pki.RoleCoordinator)
+	// The certificate current at each handshake: renewal swaps it without
+	// touching open connections.
+	tlsConf.Certificates = nil
+	tlsConf.GetClientCertificate = a.clientCert
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := quic.DialAddr(dctx, addr, tlsConf, &quic.Config{
@@ -135,6 +140,24 @@ func isRefusal(err error) bool {
 	return errors.As(err, &re) && (re.Code == pb.ErrorCode_ERROR_CODE_UNKNOWN_SITE || re.Code == pb.ErrorCode_ERROR_CODE_VERSION)
 }
 
+// closeRevoked is the QUIC application error code a coordinator closes a
+// revoked site's connections with (coordinator/agents.go).
+const closeRevoked quic.ApplicationErrorCode = 0x103
+
+// isRevocation reports whether err says this site was revoked: the
+// coordinator closed the connection with closeRevoked, or refused a
+// control request (REFUSED is what a coordinator answers a revoked
+// site's requests with; a refusal of local work, such as statistics
+// below a job's minimum, is wrapped in errLocal and does not count).
+func isRevocation(err error) bool {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == closeRevoked {
+		return true
+	}
+	var re *protocol.RemoteError
+	return errors.As(err, &re) && re.Code == pb.ErrorCode_ERROR_CODE_REFUSED && !errors.Is(err, errLocal)
+}
+
 // connect dials coordinators until one that leads accepts us, with
 // exponential backoff and jitter between passes. Each pass dials every
 // candidate at once (see dialAny): a dead coordinator costs nothing while a
@@ -154,6 +177,9 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 		}
 		if isRefusal(err) {
 			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		if isRevocation(err) {
+			return nil, fmt.Errorf("%w: %w", ErrRevoked, err)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -177,8 +203,8 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 // live follower that points at a leader already being dialled (perhaps one
 // that just died) or knows none yet is asked again shortly: during an
 // election it soon leads, or names the new leader, well before a dial to
-// a dead address times out. A refusal (unknown site, no common version)
-// comes from a ready leader and ends the pass. A pass lasts at most
+// a dead address times out. A refusal (unknown site, no common version,
+// a revoked site) ends the pass. A pass lasts at most
 // dialPassLimit; then the last error is returned.
 func (a *Agent) dialAny(ctx context.Context, targets []string) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialPassLimit)
@@ -243,7 +269,7 @@ func (a *Agent) dialAny(ctx context.Context, targets []string) (*session, error)
 		case r.err == nil:
 			r.s.close()
 		case winner != nil || refused || ctx.Err() != nil:
-		case isRefusal(r.err):
+		case isRefusal(r.err), isRevocation(r.err):
 			lastErr, refused = r.err, true
 			cancel()
 		case errors.As(r.err, &rd):

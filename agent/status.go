@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -34,8 +35,21 @@ type Status struct {
 	Reconnects       int    `json:"reconnects"`
 	LastRoundError   string `json:"last_round_error,omitempty"`
 	BytesSent        int64  `json:"bytes_sent"`
+	// Session says whether the agent holds a session with the leading
+	// coordinator (SessionConnected) or is trying to get one; empty before
+	// the agent first tries.
+	Session string `json:"session,omitempty"`
 	// Devices counts MQTT telemetry, when the agent subscribes to it.
 	Devices *DeviceStatus `json:"devices,omitempty"`
+	// CertExpires is when the site certificate in use expires;
+	// NextRenewal when the agent will renew it (zero with renewal off).
+	CertExpires time.Time `json:"cert_expires,omitzero"`
+	NextRenewal time.Time `json:"next_renewal,omitzero"`
+	// CertRenewals and CertRenewalFailures count renewals and failed
+	// attempts; LastRenewalError is the last failure, until a success.
+	CertRenewals        int    `json:"cert_renewals"`
+	CertRenewalFailures int    `json:"cert_renewal_failures"`
+	LastRenewalError    string `json:"last_renewal_error,omitempty"`
 }
 
 // DeviceStatus counts device readings.
@@ -46,6 +60,58 @@ type DeviceStatus struct {
 	Queue    int               `json:"queue"`
 }
 
+// Session states, in Status.Session.
+const (
+	// SessionConnecting: dialling the coordinators, or waiting to retry.
+	SessionConnecting = "connecting"
+	// SessionConnected: a session with the leader is up.
+	SessionConnected = "connected"
+	// SessionRefused: a coordinator refused this site; the agent stopped.
+	SessionRefused = "refused"
+	// SessionStopped: the agent's federation loop has ended.
+	SessionStopped = "stopped"
+	// SessionRevoked: the federation operator revoked this site; the
+	// coordinators refuse it, and the agent retries only rarely.
+	SessionRevoked = "revoked"
+)
+
+// sessionState is the agent's coordinator session as /readyz and the
+// status report see it. Its lock is a leaf: nothing is taken while it is
+// held.
+type sessionState struct {
+	mu    sync.Mutex
+	state string
+	addr  string
+	// revoked holds the state at SessionRevoked until a coordinator
+	// welcomes the site again; wasRevoked stays set.
+	revoked, wasRevoked bool
+}
+
+func (s *sessionState) set(state, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.revoked && state != SessionConnected {
+		return
+	}
+	s.state, s.addr, s.revoked = state, addr, false
+}
+
+// revoke sets SessionRevoked. first reports the first revocation this
+// process has seen; changed, whether the state was another.
+func (s *sessionState) revoke() (first, changed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first, changed = !s.wasRevoked, !s.revoked
+	s.state, s.addr, s.revoked, s.wasRevoked = SessionRevoked, "", true, true
+	return first, changed
+}
+
+func (s *sessionState) get() (state, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.addr
+}
+
 // status snapshots the counters. The agent's lock is released before the
 // sources' own Stats are read: their writers take the agent's lock (to mark
 // the store changed) while holding theirs.
@@ -54,7 +120,9 @@ func (a *Agent) status() Status {
 	st := Status{Site: a.site, Updated: a.now().UTC(), RoundsTrained: a.stats.RoundsTrained,
 		UpdatesAcked: a.stats.UpdatesAcked, UpdatesResent: a.stats.UpdatesResent,
 		UploadsResumed: a.stats.UploadsResumed, DownloadsResumed: a.stats.DownloadsResumed, Reconnects: a.stats.Reconnects,
-		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{}}
+		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{},
+		NextRenewal: a.nextRenewal, CertRenewals: a.stats.CertRenewals, CertRenewalFailures: a.stats.CertRenewalFailures,
+		LastRenewalError: a.stats.LastRenewalError}
 	merge := func(dst, src map[string]int) {
 		for k, v := range src {
 			dst[k] += v
@@ -67,6 +135,11 @@ func (a *Agent) status() Status {
 	}
 	guard, sub, drop := a.guard, a.mqtt, a.drop
 	a.mu.Unlock()
+	st.Session, _ = a.session.get()
+	st.CertExpires = a.CertExpires().UTC()
+	if st.Session == SessionRevoked {
+		st.NextRenewal = time.Time{} // a revoked site is not renewed
+	}
 
 	if guard != nil {
 		st.BytesSent = guard.BytesSent()

@@ -1,9 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -37,56 +34,17 @@ func (tc *testCluster) addNode(t *testing.T, id string, edit func(*Config)) *Nod
 	return node
 }
 
-// api sends one admin request and decodes the JSON answer into out (if
-// not nil); it returns the status code and the raw body.
-func api(t *testing.T, method, addr, path string, body any, out any) (int, string) {
-	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, "http://"+addr+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, raw)
-		}
-	}
-	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
-		t.Errorf("%s %s: error %d is not a problem document (%s)", method, path, resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	return resp.StatusCode, string(raw)
-}
-
-func withStatus(c *Config) { c.StatusAddr = "127.0.0.1:0" }
-
 // TestJoinAndRemoveThroughAFollower grows a 3-node cluster to 4 and back
 // through the admin API of a follower, which forwards the writes to the
 // leader. The new node catches up, models included, and serves reads.
 func TestJoinAndRemoveThroughAFollower(t *testing.T) {
-	tc := startClusterWith(t, 3, []string{"st-mary"}, []JobSpec{testJob("j1", 2, 1)}, withStatus)
+	tc := startCluster(t, 3, []string{"st-mary"}, []JobSpec{testJob("j1", 2, 1)})
 	leader, followers := tc.leader(t)
-	f := followers[0].StatusAddr()
+	f := followers[0].AdminAddr()
 
 	n4 := tc.addNode(t, "c4", nil)
 	var v ClusterView
-	if code, body := api(t, "POST", f, "/v1/cluster/nodes", map[string]string{"id": "c4", "raft_addr": n4.RaftAddr()}, &v); code != http.StatusOK {
+	if code, body := tc.api(t, "POST", f, "/v1/cluster/nodes", map[string]string{"id": "c4", "raft_addr": n4.RaftAddr()}, &v); code != http.StatusOK {
 		t.Fatalf("join: %d %s", code, body)
 	}
 	if len(v.Nodes) != 4 || v.Leader != leader.ID() {
@@ -97,14 +55,10 @@ func TestJoinAndRemoveThroughAFollower(t *testing.T) {
 		_, ok := n4.Job("j1")
 		return ok && n4.blob.has(j.Models[0].Digest)
 	})
-	// The new node answers reads (forwarded to the leader) and its own
-	// stale reads.
+	// The new node answers reads (forwarded to the leader).
 	var sv SiteView
-	if code, body := api(t, "GET", n4.StatusAddr(), "/v1/sites/st-mary", nil, &sv); code != http.StatusOK || sv.ID != "st-mary" {
+	if code, body := tc.api(t, "GET", n4.AdminAddr(), "/v1/sites/st-mary", nil, &sv); code != http.StatusOK || sv.ID != "st-mary" {
 		t.Fatalf("read through the new node: %d %s", code, body)
-	}
-	if code, _ := api(t, "GET", n4.StatusAddr(), "/v1/cluster?stale=true", nil, &v); code != http.StatusOK || v.Node != "c4" {
-		t.Fatalf("stale read: %+v", v)
 	}
 
 	// Refusals.
@@ -124,7 +78,7 @@ func TestJoinAndRemoveThroughAFollower(t *testing.T) {
 		{"GET", "/v1/jobs/nowhere", nil, http.StatusNotFound},
 		{"POST", "/v1/jobs", map[string]any{"id": "j2", "rounds": 0}, http.StatusBadRequest},
 	} {
-		if code, body := api(t, c.method, f, c.path, c.body, nil); code != c.want {
+		if code, body := tc.api(t, c.method, f, c.path, c.body, nil); code != c.want {
 			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, code, body, c.want)
 		}
 	}
@@ -132,27 +86,27 @@ func TestJoinAndRemoveThroughAFollower(t *testing.T) {
 	// then a different spec under the same id (a conflict).
 	spec := testJob("j2", 1, 1)
 	var js JobStatus
-	if code, body := api(t, "POST", f, "/v1/jobs", spec, &js); code != http.StatusCreated || js.ID != "j2" {
+	if code, body := tc.api(t, "POST", f, "/v1/jobs", spec, &js); code != http.StatusCreated || js.ID != "j2" {
 		t.Fatalf("create job: %d %s", code, body)
 	}
-	if code, body := api(t, "POST", f, "/v1/jobs", spec, nil); code != http.StatusCreated {
+	if code, body := tc.api(t, "POST", f, "/v1/jobs", spec, nil); code != http.StatusCreated {
 		t.Fatalf("create the same job again: %d %s", code, body)
 	}
 	spec.Rounds = 5
-	if code, body := api(t, "POST", f, "/v1/jobs", spec, nil); code != http.StatusConflict {
+	if code, body := tc.api(t, "POST", f, "/v1/jobs", spec, nil); code != http.StatusConflict {
 		t.Fatalf("create a different job under the same id: %d %s", code, body)
 	}
 
 	// Remove the new node, then the leader itself: a new leader follows.
-	if code, body := api(t, "DELETE", f, "/v1/cluster/nodes/c4", nil, &v); code != http.StatusOK || len(v.Nodes) != 3 {
+	if code, body := tc.api(t, "DELETE", f, "/v1/cluster/nodes/c4", nil, &v); code != http.StatusOK || len(v.Nodes) != 3 {
 		t.Fatalf("remove c4: %d %s", code, body)
 	}
-	if code, body := api(t, "DELETE", f, "/v1/cluster/nodes/"+leader.ID(), nil, nil); code != http.StatusOK {
+	if code, body := tc.api(t, "DELETE", f, "/v1/cluster/nodes/"+leader.ID(), nil, nil); code != http.StatusOK {
 		t.Fatalf("remove the leader: %d %s", code, body)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, _ := api(t, "GET", f, "/v1/cluster", nil, &v)
+		code, _ := tc.api(t, "GET", f, "/v1/cluster", nil, &v)
 		if code == http.StatusOK && v.Leader != "" && v.Leader != leader.ID() && len(v.Nodes) == 2 {
 			break
 		}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +34,56 @@ const (
 	closeNormal      quic.ApplicationErrorCode = 0
 	closeUnknownSite quic.ApplicationErrorCode = 0x101
 	closeBadProtocol quic.ApplicationErrorCode = 0x102
+	closeRevoked     quic.ApplicationErrorCode = 0x103
 )
+
+// siteConns are the open connections of one site, so that revoking it
+// closes them at once.
+type siteConns struct {
+	mu    sync.Mutex
+	conns map[*agentConn]struct{}
+}
+
+func (n *Node) trackConn(ac *agentConn) (untrack func()) {
+	v, _ := n.conns.LoadOrStore(ac.site, &siteConns{conns: make(map[*agentConn]struct{})})
+	sc := v.(*siteConns)
+	sc.mu.Lock()
+	sc.conns[ac] = struct{}{}
+	sc.mu.Unlock()
+	return func() {
+		sc.mu.Lock()
+		delete(sc.conns, ac)
+		sc.mu.Unlock()
+	}
+}
+
+// closeSite closes every connection of a revoked site on this node.
+func (n *Node) closeSite(site string) {
+	v, ok := n.conns.Load(site)
+	if !ok {
+		return
+	}
+	sc := v.(*siteConns)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for ac := range sc.conns {
+		ac.conn.CloseWithError(closeRevoked, "site revoked")
+	}
+	if len(sc.conns) > 0 {
+		n.log.Warn("closed the connections of a revoked site", "site", site, "connections", len(sc.conns))
+	}
+}
+
+// siteRevoked reports whether the site was revoked.
+func (n *Node) siteRevoked(site string) bool {
+	var revoked bool
+	n.fsm.view(func(st *state) {
+		if s, ok := st.Sites[site]; ok {
+			revoked = !s.Revoked.IsZero()
+		}
+	})
+	return revoked
+}
 
 func verifyChain(pool *x509.CertPool, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
@@ -71,8 +121,9 @@ type agentConn struct {
 	site  string
 	hello atomic.Bool
 	// refused is set once the site is refused; the connection is closed
-	// after the error frame is delivered.
+	// after the error frame is delivered. revoked says why.
 	refused atomic.Bool
+	revoked atomic.Bool
 }
 
 // closeRefused gives the agent time to read the refusal and hang up itself,
@@ -83,6 +134,10 @@ func (ac *agentConn) closeRefused() {
 	select {
 	case <-ac.conn.Context().Done():
 	case <-t.C:
+	}
+	if ac.revoked.Load() {
+		ac.conn.CloseWithError(closeRevoked, "site revoked")
+		return
 	}
 	ac.conn.CloseWithError(closeUnknownSite, "site is not enrolled")
 }
@@ -96,6 +151,13 @@ func (n *Node) handleConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	ac := &agentConn{conn: conn, site: id.ID}
+	if n.siteRevoked(ac.site) {
+		n.stats.SitesRevokedRefused.Add(1)
+		n.log.Warn("refused a revoked site", "site", ac.site)
+		conn.CloseWithError(closeRevoked, "site revoked")
+		return
+	}
+	defer n.trackConn(ac)()
 	// On shutdown, tell the agent at once rather than leaving it to its
 	// idle timeout, so it moves to another coordinator.
 	defer conn.CloseWithError(closeNormal, "coordinator shutting down")
@@ -172,6 +234,12 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		_, upload := env.GetBody().(*pb.Envelope_UpdateUpload)
 		return n.redirect(), upload
 	}
+	if n.siteRevoked(ac.site) {
+		n.stats.SitesRevokedRefused.Add(1)
+		ac.revoked.Store(true)
+		ac.refused.Store(true)
+		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_REFUSED, "site %q has been revoked", ac.site), true
+	}
 	n.lastSeen.Store(ac.site, n.now())
 	switch b := env.GetBody().(type) {
 	case *pb.Envelope_TaskRequest:
@@ -240,7 +308,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 		for _, id := range ids {
 			j := st.Jobs[id]
 			r := j.Current
-			if j.State != JobRunning || r == nil || j.Global == nil {
+			if !j.State.active() || r == nil || j.Global == nil {
 				continue
 			}
 			if _, done := r.Receipts[site]; done || !r.Asks(site) {
@@ -399,7 +467,7 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		switch {
 		case !ok:
 			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", up.GetJobId())
-		case j.State != JobRunning || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats:
+		case !j.State.active() || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats:
 			// A straggler: discarded, counted, and never carried into
 			// another round (its base is the closed round's model).
 			n.stats.UpdatesLate.Add(1)

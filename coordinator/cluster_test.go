@@ -78,6 +78,8 @@ type testCluster struct {
 	cfgs  []Config
 	// stops[i] stops node i's Run and waits for it; nil when not running.
 	stops []func()
+	// token is the bootstrap admin token every node is configured with.
+	token string
 }
 
 // run starts node i's Run in the background.
@@ -114,6 +116,9 @@ func (tc *testCluster) restart(t testing.TB, i int) {
 	if c.StatusAddr != "" {
 		c.StatusAddr = tc.nodes[i].StatusAddr()
 	}
+	if c.AdminAddr != "" {
+		c.AdminAddr = tc.nodes[i].AdminAddr()
+	}
 	node, err := New(c)
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +137,7 @@ func startCluster(t testing.TB, n int, sites []string, jobs []JobSpec) *testClus
 func startClusterWith(t testing.TB, n int, sites []string, jobs []JobSpec, edit func(*Config)) *testCluster {
 	t.Helper()
 	tc := &testCluster{ca: newTestCA(t, "fed"), sites: sites, jobs: jobs}
+	tokenFile := tc.bootstrapTokenFile(t)
 	var peers []Peer
 	for i := range n {
 		c := DefaultConfig()
@@ -146,6 +152,8 @@ func startClusterWith(t testing.TB, n int, sites []string, jobs []JobSpec, edit 
 		c.ElectionTimeout = Duration(200 * time.Millisecond)
 		c.LeaderLeaseTimeout = Duration(100 * time.Millisecond)
 		c.TickInterval = Duration(20 * time.Millisecond)
+		c.AdminAddr = "127.0.0.1:0"
+		c.Auth.BootstrapTokenFile = tokenFile
 		if os.Getenv("COHORT_TEST_LOG") != "" {
 			c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
@@ -204,6 +212,11 @@ func (tc *testCluster) leader(t testing.TB) (leader *Node, followers []*Node) {
 		for _, n := range tc.nodes {
 			st := n.Status()
 			if _, addr := n.Leader(); addr == "" || len(st.Sites) != len(tc.sites) || len(st.Jobs) != len(tc.jobs) {
+				return false
+			}
+			var boot bool
+			n.fsm.view(func(s *state) { boot = s.Bootstrapped })
+			if !boot {
 				return false
 			}
 		}
@@ -402,11 +415,18 @@ func download(t *testing.T, a *rawAgent, offer *pb.TaskOffer) []float32 {
 
 func upload(t *testing.T, a *rawAgent, offer *pb.TaskOffer, delta []float32, n uint64) *pb.Envelope {
 	t.Helper()
-	body := protocol.EncodeF32(delta)
-	return uploadRaw(t, a, &pb.UpdateUpload{JobId: offer.GetJobId(), Round: offer.GetRound(),
-		BaseModelSha256: offer.GetModel().GetSha256(), SampleCount: n, Metrics: &pb.LocalMetrics{},
-		Delta: &pb.BlobRef{Sha256: protocol.Digest(body), Size: uint64(len(body)), Encoding: pb.Encoding_ENCODING_F32LE}}, body)
+	return uploadRaw(t, a, uploadHeader(offer, delta, n), protocol.EncodeF32(delta))
 }
+
+// uploadHeader is the header of an upload of delta for offer.
+func uploadHeader(offer *pb.TaskOffer, delta []float32, n uint64) *pb.UpdateUpload {
+	body := protocol.EncodeF32(delta)
+	return &pb.UpdateUpload{JobId: offer.GetJobId(), Round: offer.GetRound(),
+		BaseModelSha256: offer.GetModel().GetSha256(), SampleCount: n, Metrics: &pb.LocalMetrics{},
+		Delta: &pb.BlobRef{Sha256: protocol.Digest(body), Size: uint64(len(body)), Encoding: pb.Encoding_ENCODING_F32LE}}
+}
+
+func encodeF32(v []float32) []byte { return protocol.EncodeF32(v) }
 
 func uploadRaw(t *testing.T, a *rawAgent, hdr *pb.UpdateUpload, body []byte) *pb.Envelope {
 	t.Helper()

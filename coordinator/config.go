@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol/pki"
@@ -30,6 +31,13 @@ type Config struct {
 	// StatusAddr serves the read-only HTTP status (/healthz, /v1/status);
 	// empty turns it off. It holds no PHI; keep it on loopback.
 	StatusAddr string `json:"status_addr,omitempty"`
+	// AdminAddr serves the admin API (HTTPS, /v1, bearer tokens) and the
+	// dashboard; empty turns it off. Its certificate is TLS.Cert.
+	AdminAddr string `json:"admin_addr,omitempty"`
+	// Auth configures the admin API's tokens.
+	Auth AuthConfig `json:"auth"`
+	// Enroll configures site enrollment and certificate renewal.
+	Enroll EnrollConfig `json:"enroll"`
 	// TLS names the federation CA and this node's certificate and key
 	// (a coordinator certificate from `cohort ca issue`).
 	TLS pki.Files `json:"tls"`
@@ -73,6 +81,49 @@ type Config struct {
 	Now func() time.Time `json:"-"`
 }
 
+// AuthConfig configures admin tokens.
+type AuthConfig struct {
+	// BootstrapTokenFile holds the first admin token, which the first
+	// leader creates when the cluster has none: if the file exists it must
+	// hold a token (made by `cohort admin token new`) and be readable by
+	// its owner only; otherwise the leader writes a new one there (mode
+	// 0600). Empty means DATA_DIR/bootstrap-admin.token.
+	BootstrapTokenFile string `json:"bootstrap_token_file,omitempty"`
+	// BootstrapTTL is the bootstrap token's lifetime (default 24h): use
+	// it to create people's own tokens.
+	BootstrapTTL Duration `json:"bootstrap_ttl,omitempty"`
+	// RatePerSecond and Burst limit each token's requests (defaults 20
+	// and 60); FailedPerSecond and FailedBurst limit requests that fail
+	// to authenticate, per client address (defaults 2 and 20).
+	RatePerSecond   float64 `json:"rate_per_second,omitempty"`
+	Burst           int     `json:"burst,omitempty"`
+	FailedPerSecond float64 `json:"failed_per_second,omitempty"`
+	FailedBurst     int     `json:"failed_burst,omitempty"`
+}
+
+// withDefaults fills zero fields.
+func (a AuthConfig) withDefaults(dataDir string) AuthConfig {
+	if a.BootstrapTokenFile == "" {
+		a.BootstrapTokenFile = filepath.Join(dataDir, "bootstrap-admin.token")
+	}
+	if a.BootstrapTTL == 0 {
+		a.BootstrapTTL = Duration(24 * time.Hour)
+	}
+	if a.RatePerSecond == 0 {
+		a.RatePerSecond = 20
+	}
+	if a.Burst == 0 {
+		a.Burst = 60
+	}
+	if a.FailedPerSecond == 0 {
+		a.FailedPerSecond = 2
+	}
+	if a.FailedBurst == 0 {
+		a.FailedBurst = 20
+	}
+	return a
+}
+
 // DefaultConfig returns a config with every default set; ID, DataDir, the
 // addresses and TLS remain to fill.
 func DefaultConfig() Config {
@@ -105,6 +156,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: tick_interval, apply_timeout and max_poll_wait must be positive", ErrInvalidConfig)
 	case c.BlobGCInterval <= 0 || c.BlobGCGrace <= 0:
 		return fmt.Errorf("%w: blob_gc_interval and blob_gc_grace must be positive", ErrInvalidConfig)
+	case c.Auth.BootstrapTTL < 0 || time.Duration(c.Auth.BootstrapTTL) > MaxTokenTTL:
+		return fmt.Errorf("%w: auth.bootstrap_ttl must be between 0 (default 24h) and %s", ErrInvalidConfig, MaxTokenTTL)
+	case c.Enroll.CertTTL < 0 || c.Enroll.TokenTTL < 0:
+		return fmt.Errorf("%w: enroll.cert_ttl and enroll.token_ttl must not be negative", ErrInvalidConfig)
+	case c.Auth.RatePerSecond < 0 || c.Auth.Burst < 0 || c.Auth.FailedPerSecond < 0 || c.Auth.FailedBurst < 0:
+		return fmt.Errorf("%w: auth rate limits must not be negative", ErrInvalidConfig)
 	}
 	for _, s := range c.Sites {
 		if !validID(s) {

@@ -27,6 +27,18 @@ var (
 	ErrBadCommand = errors.New("bad command")
 	// ErrNotLeader: this node cannot do that because it is not the leader.
 	ErrNotLeader = errors.New("not the leader")
+	// ErrInvalidToken: a token request does not validate.
+	ErrInvalidToken = errors.New("invalid token request")
+	// ErrUnknownToken: no token with that id.
+	ErrUnknownToken = errors.New("unknown token")
+	// ErrSiteRevoked: the site was revoked.
+	ErrSiteRevoked = errors.New("site revoked")
+	// ErrJobState: the job's state does not allow that (pausing a job
+	// that is done, resuming one that runs).
+	ErrJobState = errors.New("job state does not allow it")
+	// ErrAudit: the audit log could not record an entry; the node answers
+	// no admin request until it can.
+	ErrAudit = errors.New("audit log unavailable")
 	// ErrClosed: the node is shut down.
 	ErrClosed = errors.New("coordinator closed")
 )

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohort-fl/cohort/coordinator/audit"
 	"github.com/hashicorp/raft"
 )
 
@@ -25,6 +27,16 @@ const (
 	cmdFailRound
 	cmdDecline
 	cmdCommitStats
+	// cmdAudit records an admin request that changed nothing (a read, a
+	// refused or a failed request): its entry is the command's Audit.
+	cmdAudit
+	cmdCreateToken
+	cmdRevokeToken
+	cmdRevokeSite
+	cmdJobState
+	cmdCreateEnrollToken
+	cmdEnroll
+	cmdRenew
 )
 
 func (t cmdType) String() string {
@@ -47,6 +59,22 @@ func (t cmdType) String() string {
 		return "decline"
 	case cmdCommitStats:
 		return "commit-stats"
+	case cmdAudit:
+		return "audit"
+	case cmdCreateToken:
+		return "create-token"
+	case cmdRevokeToken:
+		return "revoke-token"
+	case cmdRevokeSite:
+		return "revoke-site"
+	case cmdJobState:
+		return "job-state"
+	case cmdCreateEnrollToken:
+		return "create-enroll-token"
+	case cmdEnroll:
+		return "enroll"
+	case cmdRenew:
+		return "renew"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -54,10 +82,24 @@ func (t cmdType) String() string {
 // command is the JSON body after the type byte. ReqID deduplicates retries;
 // At is the leader's clock when it proposed the command, so the FSM never
 // reads a clock of its own.
+//
+// Audit, when set, is the admin request that caused the command: the FSM
+// appends it to the audit log, with the command's outcome, in the same
+// apply that changes the state.
 type command struct {
 	ReqID string          `json:"req_id"`
 	At    time.Time       `json:"at"`
 	Body  json.RawMessage `json:"body"`
+	Audit *AuditEntry     `json:"audit,omitempty"`
+}
+
+type revokeBody struct {
+	ID string `json:"id"`
+}
+
+type jobStateBody struct {
+	Job    string `json:"job"`
+	Action string `json:"action"` // pause, resume, cancel
 }
 
 type openRoundBody struct {
@@ -112,12 +154,12 @@ type failRoundBody struct {
 	Reason  string `json:"reason"`
 }
 
-func encodeCommand(t cmdType, reqID string, at time.Time, body any) ([]byte, error) {
+func encodeCommand(t cmdType, reqID string, at time.Time, body any, audit *AuditEntry) ([]byte, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
-	c, err := json.Marshal(command{ReqID: reqID, At: at.UTC(), Body: b})
+	c, err := json.Marshal(command{ReqID: reqID, At: at.UTC(), Body: b, Audit: audit})
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
@@ -137,6 +179,11 @@ type fsm struct {
 	changedC chan struct{}
 	// onCommit, if set, is called (without mu held) after a round commits.
 	onCommit func(job string, round uint64)
+	// onRevoke, if set, is called (without mu held) after a site is revoked.
+	onRevoke func(site string)
+	// audit is the node's audit log; nil keeps only the count and root's
+	// place in the state (unit tests of the FSM).
+	audit *auditSink
 }
 
 func newFSM() *fsm {
@@ -165,6 +212,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	var (
 		res       error
 		committed *commitRoundBody
+		revoked   *revokeBody
 	)
 	if f.st.markSeen(c.ReqID) {
 		res = nil // a retried proposal: already applied
@@ -174,11 +222,19 @@ func (f *fsm) Apply(l *raft.Log) any {
 			committed = new(commitRoundBody)
 			_ = json.Unmarshal(c.Body, committed)
 		}
+		if res == nil && t == cmdRevokeSite {
+			revoked = new(revokeBody)
+			_ = json.Unmarshal(c.Body, revoked)
+		}
+		f.record(t, c, res)
 	}
 	close(f.changedC)
 	f.changedC = make(chan struct{})
-	onCommit := f.onCommit
+	onCommit, onRevoke := f.onCommit, f.onRevoke
 	f.mu.Unlock()
+	if revoked != nil && onRevoke != nil {
+		onRevoke(revoked.ID)
+	}
 	if committed != nil && onCommit != nil {
 		onCommit(committed.Job, committed.Round)
 	}
@@ -411,6 +467,111 @@ func (f *fsm) apply(t cmdType, c command) error {
 			j.FailReason = fmt.Sprintf("round %d failed on all %d attempts; last: %s", b.Round, r.Attempt, b.Reason)
 		}
 		return nil
+	case cmdAudit:
+		return nil // the entry is c.Audit, recorded by Apply
+	case cmdCreateToken:
+		var tk Token
+		if err := decode(&tk); err != nil {
+			return err
+		}
+		if _, ok := tokenID(tokenPrefix + tk.ID + "_x"); !ok || len(tk.Hash) != 64 {
+			return fmt.Errorf("%w: malformed token id or hash", ErrInvalidToken)
+		}
+		if _, ok := st.Tokens[tk.ID]; ok {
+			return fmt.Errorf("%w: token id %s exists", ErrInvalidToken, tk.ID)
+		}
+		spec := tokenSpec{Person: tk.Person, Role: tk.Role, TTL: Duration(tk.Expires.Sub(c.At))}
+		if err := spec.validate(); err != nil {
+			return err
+		}
+		tk.Created, tk.Revoked = c.At, time.Time{}
+		st.Tokens[tk.ID] = &tk
+		st.Bootstrapped = true
+		return nil
+	case cmdRevokeToken:
+		var b revokeBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		tk, ok := st.Tokens[b.ID]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownToken, b.ID)
+		}
+		if tk.Revoked.IsZero() {
+			tk.Revoked = c.At
+		}
+		return nil
+	case cmdRevokeSite:
+		var b revokeBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		s, ok := st.Sites[b.ID]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownSite, b.ID)
+		}
+		if s.Revoked.IsZero() {
+			s.Revoked = c.At
+		}
+		return nil
+	case cmdJobState:
+		var b jobStateBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		j, ok := st.Jobs[b.Job]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownJob, b.Job)
+		}
+		switch {
+		case b.Action == "pause" && j.State == JobRunning:
+			j.State = JobPaused
+		case b.Action == "resume" && j.State == JobPaused:
+			j.State = JobRunning
+		case b.Action == "cancel" && j.State.active():
+			if r := j.Current; r != nil {
+				r.State, r.Closed, r.FailReason = RoundFailed, c.At, "job cancelled"
+				j.Current = nil
+			}
+			j.State, j.Finished = JobCancelled, c.At
+		case b.Action != "pause" && b.Action != "resume" && b.Action != "cancel":
+			return fmt.Errorf("%w: action %q: pause, resume or cancel", ErrBadCommand, b.Action)
+		default:
+			return fmt.Errorf("%w: cannot %s job %s: it is %s", ErrJobState, b.Action, b.Job, j.State)
+		}
+		return nil
+	case cmdCreateEnrollToken:
+		var et EnrollToken
+		if err := decode(&et); err != nil {
+			return err
+		}
+		if _, ok := enrollTokenID(enrollPrefix + et.ID + "_x"); !ok || len(et.Hash) != 64 {
+			return fmt.Errorf("%w: malformed enrollment token id or hash", ErrInvalidToken)
+		}
+		if _, ok := st.EnrollTokens[et.ID]; ok {
+			return fmt.Errorf("%w: enrollment token id %s exists", ErrInvalidToken, et.ID)
+		}
+		s, ok := st.Sites[et.Site]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownSite, et.Site)
+		}
+		if !s.Revoked.IsZero() {
+			return fmt.Errorf("%w: %s", ErrSiteRevoked, et.Site)
+		}
+		et.Created, et.Used = c.At, time.Time{}
+		st.EnrollTokens[et.ID] = &et
+		return nil
+	case cmdEnroll, cmdRenew:
+		var b enrollBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		if t == cmdRenew {
+			b.Token = ""
+		} else if b.Token == "" {
+			return fmt.Errorf("%w: enrollment without a token", ErrEnrollToken)
+		}
+		return st.applyEnroll(b, c.At)
 	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, byte(t))
 }
@@ -437,8 +598,21 @@ func (f *fsm) runningJob(id string) (*Job, error) {
 	return j, nil
 }
 
+// activeJob is runningJob for work on a round already open, which a
+// paused job lets finish.
+func (f *fsm) activeJob(id string) (*Job, error) {
+	j, ok := f.st.Jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownJob, id)
+	}
+	if !j.State.active() {
+		return nil, fmt.Errorf("%w: job %s is %s", ErrRoundClosed, id, j.State)
+	}
+	return j, nil
+}
+
 func (f *fsm) openRound(job string, round uint64) (*Round, error) {
-	j, err := f.runningJob(job)
+	j, err := f.activeJob(job)
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +622,10 @@ func (f *fsm) openRound(job string, round uint64) (*Round, error) {
 	return j.Current, nil
 }
 
-// Snapshot captures the whole state as JSON.
+// Snapshot captures the whole state as JSON and, after it, the audit
+// log's leaves up to the state's audit size, one per line, so a node that
+// installs the snapshot gets the leaves it lacks. The log is append-only:
+// its first Size leaves do not change, so Persist reads them later.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -456,17 +633,34 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return snapshot(b), nil
+	s := &snapshot{state: b, size: f.st.Audit.Size}
+	if f.audit != nil && !f.audit.broken.Load() {
+		if err := f.audit.log.Sync(); err != nil {
+			return nil, fmt.Errorf("snapshot: audit log: %w", err)
+		}
+		s.log = f.audit.log
+	}
+	return s, nil
 }
 
-// Restore replaces the state with a snapshot's.
+// Restore replaces the state with a snapshot's, and brings the audit log
+// to the snapshot's: a node whose log already holds those leaves keeps it
+// (the entries after the snapshot are applied again and must match); one
+// that lacks leaves, or holds different ones, takes the snapshot's.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	st := newState()
-	if err := json.NewDecoder(rc).Decode(st); err != nil {
+	br := bufio.NewReaderSize(rc, 1<<16)
+	dec := json.NewDecoder(br)
+	if err := dec.Decode(st); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	st.reindex()
+	if f.audit != nil {
+		if err := f.audit.restore(st.Audit, io.MultiReader(dec.Buffered(), br)); err != nil {
+			return fmt.Errorf("restore snapshot: %w", err)
+		}
+	}
 	f.mu.Lock()
 	f.st = st
 	close(f.changedC)
@@ -475,16 +669,48 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type snapshot []byte
+type snapshot struct {
+	state []byte
+	size  uint64
+	log   *audit.Log // nil: no leaves follow the state
+}
 
-func (s snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.write(sink)
+	if err != nil {
 		return errors.Join(fmt.Errorf("persist snapshot: %w", err), sink.Cancel())
 	}
 	return sink.Close()
 }
 
-func (s snapshot) Release() {}
+func (s *snapshot) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	if _, err := bw.Write(s.state); err != nil {
+		return err
+	}
+	if s.log != nil {
+		for i := uint64(0); i < s.size; {
+			leaves, err := s.log.Entries(i, 1024)
+			if err != nil {
+				return fmt.Errorf("audit leaves: %w", err)
+			}
+			if len(leaves) == 0 {
+				return fmt.Errorf("audit leaves: the log ends at %d, the state says %d", i, s.size)
+			}
+			for _, l := range leaves {
+				if i >= s.size {
+					break
+				}
+				bw.WriteByte('\n')
+				bw.Write(l)
+				i++
+			}
+		}
+	}
+	return bw.Flush()
+}
+
+func (s *snapshot) Release() {}
 
 // view runs fn with the state read-locked. fn must not keep references.
 func (f *fsm) view(fn func(st *state)) {

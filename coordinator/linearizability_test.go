@@ -91,17 +91,21 @@ func runLinSeed(t *testing.T, seed uint64, load time.Duration) {
 			t.Logf("seed %d failed; replay it with: %s", seed, linReplay(seed))
 		}
 	})
-	tc := startClusterWith(t, 3, nil, nil, withStatus)
+	tc := startClusterWith(t, 3, nil, nil, func(c *Config) {
+		// One token drives every client: no rate limit in the way.
+		c.Auth.RatePerSecond, c.Auth.Burst = 1e6, 1e6
+	})
 	tc.leader(t)
 
 	h := &linHarness{t: t, seed: seed, names: map[string]string{}, counts: map[string]int{}}
 	for _, n := range tc.nodes {
 		// A restarted node keeps its addresses: clients never need tc.
-		h.addrs = append(h.addrs, n.StatusAddr())
-		h.names[n.StatusAddr()] = n.ID()
+		h.addrs = append(h.addrs, n.AdminAddr())
+		h.names[n.AdminAddr()] = n.ID()
 	}
+	h.token = tc.token
 	h.client = &http.Client{
-		Transport: &http.Transport{MaxIdleConnsPerHost: 2 * linClients, DisableCompression: true},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 2 * linClients, DisableCompression: true, TLSClientConfig: tc.clientTLS(t)},
 		Timeout:   linReqTimeout,
 	}
 	h.nextID.Store(linClients)
@@ -186,6 +190,7 @@ type linHarness struct {
 	addrs  []string          // the nodes' status addresses
 	names  map[string]string // status address → node id
 	client *http.Client
+	token  string
 	nextID atomic.Int64 // the next porcupine client id
 	budget atomic.Int64 // operations left
 
@@ -329,10 +334,11 @@ func (h *linHarness) send(ctx context.Context, method, addr, path string, body [
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, r)
 	if err != nil {
 		return 0, nil, err
 	}
+	req.Header.Set("Authorization", "Bearer "+h.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -538,6 +544,9 @@ func linRestart(t *testing.T, tc *testCluster, i int) {
 	c.RaftAddr, c.AgentAddr = tc.nodes[i].RaftAddr(), tc.nodes[i].AgentAddr()
 	if c.StatusAddr != "" {
 		c.StatusAddr = tc.nodes[i].StatusAddr()
+	}
+	if c.AdminAddr != "" {
+		c.AdminAddr = tc.nodes[i].AdminAddr()
 	}
 	var node *Node
 	var err error

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/train/mlpspec"
+	"github.com/cohort-fl/cohort/coordinator/audit"
 	"github.com/cohort-fl/cohort/coordinator/raftnet"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pki"
@@ -50,7 +51,21 @@ type Node struct {
 	quicTr    *quic.Transport
 	quicLn    *quic.Listener
 	statusLn  net.Listener
+	adminLn   net.Listener
 	agentTLS  *tls.Config
+	// adminTLS serves the admin API; forwardTLS is the client side a
+	// follower uses to forward a request to the leader's admin API.
+	adminTLS   *tls.Config
+	forwardTLS *tls.Config
+	auth       AuthConfig
+	// tokenLimits and failLimits rate-limit admin requests per token and,
+	// for requests that fail to authenticate, per client address.
+	tokenLimits *limiters
+	failLimits  *limiters
+	audit       *auditSink
+	// ca signs site certificates (nil: enrollment is off).
+	ca     *pki.CA
+	enroll EnrollConfig
 
 	raftMu sync.Mutex // guards r
 	r      *raft.Raft
@@ -77,6 +92,8 @@ type Node struct {
 	// lastSeen is when each site last sent this node a request (site id
 	// → time.Time), for sampling the available sites.
 	lastSeen sync.Map
+	// conns are the open agent connections by site (site id → *siteConns).
+	conns sync.Map
 
 	// leaderC is closed and replaced when this node gains or loses
 	// leadership (seen by the engine within a tick); long polls wait on it.
@@ -125,6 +142,12 @@ type Stats struct {
 	// round did not sample.
 	UpdatesLate     atomic.Int64
 	UpdatesNotAsked atomic.Int64
+	// Admin API requests refused for their token or role (audited), and
+	// refused by a rate limit.
+	AdminDenied      atomic.Int64
+	AdminRateLimited atomic.Int64
+	// SitesRevokedRefused are connections or requests of revoked sites.
+	SitesRevokedRefused atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the
@@ -225,6 +248,28 @@ func newNode(cfg Config) (n *Node, err error) {
 			return n, fmt.Errorf("status listener: %w", err)
 		}
 	}
+	alog, err := audit.Open(filepath.Join(cfg.DataDir, "audit"), "cohort-audit")
+	if err != nil {
+		return n, fmt.Errorf("audit log: %w", err)
+	}
+	n.audit = &auditSink{log: alog, logger: log}
+	n.fsm.audit = n.audit
+	n.fsm.onRevoke = n.closeSite
+	n.auth = cfg.Auth.withDefaults(cfg.DataDir)
+	n.tokenLimits = newLimiters(n.auth.RatePerSecond, n.auth.Burst)
+	n.failLimits = newLimiters(n.auth.FailedPerSecond, n.auth.FailedBurst)
+	n.adminTLS, n.forwardTLS = adminTLS(pool, cert)
+	n.enroll = cfg.Enroll.withDefaults()
+	if cfg.Enroll.CADir != "" {
+		if n.ca, err = pki.LoadCA(cfg.Enroll.CADir); err != nil {
+			return n, fmt.Errorf("enroll: %w", err)
+		}
+	}
+	if cfg.AdminAddr != "" {
+		if n.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return n, fmt.Errorf("admin listener: %w", err)
+		}
+	}
 	return n, nil
 }
 
@@ -267,6 +312,17 @@ func (n *Node) AgentAddr() string {
 	}
 	return n.quicLn.Addr().String()
 }
+
+// AdminAddr is the bound admin API address, or "".
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// AuditLogDir is the directory of this node's audit log.
+func (n *Node) AuditLogDir() string { return filepath.Join(n.cfg.DataDir, "audit") }
 
 // StatusAddr is the bound status address, or "".
 func (n *Node) StatusAddr() string {
@@ -342,7 +398,7 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errC := make(chan error, 5)
+	errC := make(chan error, 6)
 	wg.Go(func() { errC <- n.serveAgents(ctx) })
 	wg.Go(func() { errC <- n.runEngine(ctx) })
 	wg.Go(func() { errC <- n.syncBlobs(ctx) })
@@ -352,6 +408,17 @@ func (n *Node) Run(ctx context.Context) error {
 		wg.Go(func() {
 			if err := srv.Serve(n.statusLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errC <- fmt.Errorf("status server: %w", err)
+			}
+		})
+		wg.Go(func() { <-ctx.Done(); srv.Close() })
+	}
+	if n.adminLn != nil {
+		srv := &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, TLSConfig: n.adminTLS,
+			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+		wg.Go(func() {
+			if err := srv.ServeTLS(n.adminLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errC <- fmt.Errorf("admin server: %w", err)
 			}
 		})
 		wg.Go(func() { <-ctx.Done(); srv.Close() })
@@ -420,11 +487,17 @@ func (n *Node) Close() error {
 		if n.statusLn != nil {
 			n.statusLn.Close()
 		}
+		if n.adminLn != nil {
+			n.adminLn.Close()
+		}
 		if n.trans != nil {
 			errs = append(errs, n.trans.Close())
 		}
 		if n.boltStore != nil {
 			errs = append(errs, n.boltStore.Close())
+		}
+		if n.audit != nil {
+			errs = append(errs, n.audit.log.Close())
 		}
 		n.closeErr = errors.Join(errs...)
 	})
@@ -508,11 +581,17 @@ func (n *Node) Leader() (id, agentAddr string) {
 // propose applies a command through Raft on the leader and returns the
 // FSM's answer.
 func (n *Node) propose(t cmdType, body any) error {
+	return n.proposeAudited(t, body, nil)
+}
+
+// proposeAudited is propose with the admin request that caused the
+// command, recorded in the same entry.
+func (n *Node) proposeAudited(t cmdType, body any, ev *AuditEntry) error {
 	r := n.raftNode()
 	if r == nil || r.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	data, err := encodeCommand(t, newReqID(), n.now(), body)
+	data, err := encodeCommand(t, newReqID(), n.now(), body, ev)
 	if err != nil {
 		return err
 	}
@@ -540,7 +619,10 @@ func (n *Node) EnsureSite(id string) error {
 // CreateJob creates a job with a zero initial model (idempotent by id).
 // Like every model, the initial one is a blob that a majority holds before
 // the entry naming it is proposed. Leader only.
-func (n *Node) CreateJob(spec JobSpec) error {
+func (n *Node) CreateJob(spec JobSpec) error { return n.createJob(spec, n.propose) }
+
+// createJob is CreateJob proposing with prop.
+func (n *Node) createJob(spec JobSpec, prop func(cmdType, any) error) error {
 	if err := spec.Validate(n.cfg.MaxModelBytes); err != nil {
 		return err
 	}
@@ -560,7 +642,7 @@ func (n *Node) CreateJob(spec JobSpec) error {
 	if err != nil {
 		return err
 	}
-	return n.propose(cmdEnsureJob, ensureJobBody{Spec: spec, Initial: ref})
+	return prop(cmdEnsureJob, ensureJobBody{Spec: spec, Initial: ref})
 }
 
 // initialWeights is a new job's round-0 model: zeros for logistic

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/protocol"
 )
 
@@ -69,13 +71,15 @@ func (n *Node) onElected() error {
 	if err := r.Barrier(time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
-	info := NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr()}
+	info := NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr(), AdminAddr: n.AdminAddr(),
+		AuditKey: base64.StdEncoding.EncodeToString(n.audit.log.PublicKey())}
 	var (
-		published bool
-		missing   []string
+		published, bootstrapped bool
+		missing                 []string
 	)
 	n.fsm.view(func(st *state) {
 		published = st.Nodes[info.ID] == info
+		bootstrapped = st.Bootstrapped
 		for _, s := range n.cfg.Sites {
 			if _, ok := st.Sites[s]; !ok {
 				missing = append(missing, s)
@@ -86,6 +90,11 @@ func (n *Node) onElected() error {
 	// entry of earlier terms has too. Nothing else needs writing again.
 	if !published {
 		if err := n.propose(cmdNodeInfo, info); err != nil {
+			return err
+		}
+	}
+	if !bootstrapped {
+		if err := n.bootstrapToken(); err != nil {
 			return err
 		}
 	}
@@ -111,6 +120,7 @@ type roundView struct {
 	global     *Model
 	open       *Round
 	needsStats bool
+	paused     bool
 	sites      int
 	// allSites are the enrolled sites; attempts the job's round attempts
 	// so far (seeding the sampling).
@@ -124,10 +134,10 @@ func (n *Node) step() {
 	var views []roundView
 	n.fsm.view(func(st *state) {
 		for id, j := range st.Jobs {
-			if j.State != JobRunning {
-				continue
+			if j.State != JobRunning && (j.State != JobPaused || j.Current == nil) {
+				continue // a paused job's open round runs to its end
 			}
-			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global,
+			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global, paused: j.State == JobPaused,
 				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds),
 				optState: j.OptState}
 			if j.Current != nil {
@@ -198,6 +208,9 @@ func (n *Node) stepJob(v roundView) error {
 	if v.open != nil && v.open.Kind == KindStats {
 		return n.stepStats(v, now)
 	}
+	if v.open == nil && v.paused {
+		return nil
+	}
 	if v.open == nil {
 		next := v.committed + 1
 		selected := n.sample(v, now)
@@ -241,6 +254,96 @@ func (n *Node) stepJob(v roundView) error {
 	}
 }
 
+// A worker folds up to aggBatchMax bodies, holding at most aggBatchBytes
+// of them (or one larger body), in one call when the rule's round takes
+// batches: the streaming rules then read and write their running sum once
+// per batch rather than once per update (aggregator.BatchAdder).
+const (
+	aggBatchMax   = 8
+	aggBatchBytes = 256 << 20
+)
+
+// foldBodies reads the ready updates' bodies and folds them into agg, with
+// one worker per core taking the next batch of consecutive updates (the
+// rule's round keeps a shard per concurrent add). It returns, per update,
+// why it could not be read or was rejected; the others are folded in.
+func (n *Node) foldBodies(agg aggregator.Round, ready []*Receipt) []error {
+	ba, _ := agg.(aggregator.BatchAdder)
+	ends := []int{0} // batch b is ready[ends[b]:ends[b+1]]
+	for lo := 0; lo < len(ready); {
+		hi, size := lo+1, ready[lo].Size
+		for ba != nil && hi < min(len(ready), lo+aggBatchMax) && size+ready[hi].Size <= aggBatchBytes {
+			size += ready[hi].Size
+			hi++
+		}
+		ends, lo = append(ends, hi), hi
+	}
+	errs := make([]error, len(ready))
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(len(ends)-1, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for b := int(next.Add(1)) - 1; b < len(ends)-1; b = int(next.Add(1)) - 1 {
+				lo, hi := ends[b], ends[b+1]
+				n.foldBatch(agg, ba, ready[lo:hi], errs[lo:hi])
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// foldBatch reads the bodies of rcs and folds them into agg, setting
+// errs[i] for each that could not be read or was rejected: in one
+// AddPackedBatch call when ba is not nil (again without the rejected ones
+// when the batch is refused), one AddPacked per body otherwise.
+func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*Receipt, errs []error) {
+	fail := func(i int, err error) { errs[i] = fmt.Errorf("update of site %s: %w", rcs[i].Site, err) }
+	var (
+		bodies  [][]byte
+		samples []uint64
+		idx     []int // bodies[j] is rcs[idx[j]]'s
+	)
+	for i, rc := range rcs {
+		body, err := n.blob.get(rc.Digest)
+		switch {
+		case err != nil:
+			fail(i, err)
+		case ba == nil:
+			if err := agg.AddPacked(body, rc.Samples); err != nil {
+				fail(i, err)
+			}
+		default:
+			bodies, samples, idx = append(bodies, body), append(samples, rc.Samples), append(idx, i)
+		}
+	}
+	for len(bodies) > 0 {
+		err := ba.AddPackedBatch(bodies, samples)
+		if err == nil {
+			return
+		}
+		var be *aggregator.BatchError
+		if !errors.As(err, &be) || len(be.Unwrap()) == 0 {
+			for _, i := range idx {
+				fail(i, err)
+			}
+			return
+		}
+		k := 0
+		for j, err := range be.Errs {
+			if err != nil {
+				fail(idx[j], err)
+				continue
+			}
+			bodies[k], samples[k], idx[k] = bodies[j], samples[j], idx[j]
+			k++
+		}
+		bodies, samples, idx = bodies[:k], samples[:k], idx[:k]
+	}
+}
+
 // closeRound aggregates the ready updates and commits the new global model.
 func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	slices.SortFunc(ready, func(a, b *Receipt) int { return cmpString(a.Site, b.Site) })
@@ -271,29 +374,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples uint64
 		auroc   float64
 	)
-	// Bodies are read and folded by one worker per core: the rule's round
-	// keeps a shard per concurrent add.
-	errs := make([]error, len(ready))
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range min(len(ready), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(ready); i = int(next.Add(1)) - 1 {
-				rc := ready[i]
-				body, err := n.blob.get(rc.Digest)
-				if err == nil {
-					err = agg.AddPacked(body, rc.Samples)
-				}
-				if err != nil {
-					errs[i] = fmt.Errorf("update of site %s: %w", rc.Site, err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(n.foldBodies(agg, ready)...); err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	for _, rc := range ready {

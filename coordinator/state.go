@@ -21,9 +21,16 @@ type JobState string
 // Job states.
 const (
 	JobRunning JobState = "running"
-	JobDone    JobState = "done"
-	JobFailed  JobState = "failed"
+	// JobPaused: no new round opens; a round already open runs to its end.
+	JobPaused    JobState = "paused"
+	JobDone      JobState = "done"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
 )
+
+// active reports whether a job's open round, if any, may still take
+// updates and close.
+func (s JobState) active() bool { return s == JobRunning || s == JobPaused }
 
 // RoundState is a round's lifecycle state.
 type RoundState string
@@ -39,6 +46,13 @@ const (
 type Site struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
+	// Revoked is when the site was revoked: its connections close and
+	// new ones are refused. Zero while it is enrolled.
+	Revoked time.Time `json:"revoked,omitzero"`
+	// CertSerial and CertExpires are those of the last certificate the
+	// cluster issued the site (enrollment or renewal).
+	CertSerial  string    `json:"cert_serial,omitempty"`
+	CertExpires time.Time `json:"cert_expires,omitzero"`
 }
 
 // NodeInfo is what a coordinator publishes about itself in the log.
@@ -48,6 +62,11 @@ type NodeInfo struct {
 	// StatusAddr is the node's status HTTP address, if it serves one, so
 	// followers can send readers to the leader.
 	StatusAddr string `json:"status_addr,omitempty"`
+	// AdminAddr is the node's admin API (HTTPS) address, if it serves one.
+	AdminAddr string `json:"admin_addr,omitempty"`
+	// AuditKey is the node's Ed25519 public key (base64) that signs its
+	// audit checkpoints.
+	AuditKey string `json:"audit_key,omitempty"`
 }
 
 // ModelSpec names a model architecture.
@@ -557,6 +576,15 @@ type state struct {
 	Nodes map[string]NodeInfo `json:"nodes"`
 	Sites map[string]*Site    `json:"sites"`
 	Jobs  map[string]*Job     `json:"jobs"`
+	// Tokens are the admin API's bearer tokens by id (hashes only).
+	Tokens map[string]*Token `json:"tokens"`
+	// EnrollTokens are the one-time site enrollment tokens by id.
+	EnrollTokens map[string]*EnrollToken `json:"enroll_tokens"`
+	// Bootstrapped is set once the first admin token exists.
+	Bootstrapped bool `json:"bootstrapped,omitempty"`
+	// Audit is the size and root of the audit log after the last applied
+	// entry.
+	Audit AuditHead `json:"audit"`
 	// Seen holds recent request ids, oldest first, so a retried Apply is
 	// harmless.
 	Seen []string `json:"seen"`
@@ -566,10 +594,12 @@ type state struct {
 
 func newState() *state {
 	return &state{
-		Nodes: make(map[string]NodeInfo),
-		Sites: make(map[string]*Site),
-		Jobs:  make(map[string]*Job),
-		seen:  make(map[string]struct{}),
+		Nodes:        make(map[string]NodeInfo),
+		Sites:        make(map[string]*Site),
+		Jobs:         make(map[string]*Job),
+		Tokens:       make(map[string]*Token),
+		EnrollTokens: make(map[string]*EnrollToken),
+		seen:         make(map[string]struct{}),
 	}
 }
 
@@ -593,6 +623,12 @@ func (s *state) markSeen(id string) bool {
 }
 
 func (s *state) reindex() {
+	if s.Tokens == nil {
+		s.Tokens = make(map[string]*Token)
+	}
+	if s.EnrollTokens == nil {
+		s.EnrollTokens = make(map[string]*EnrollToken)
+	}
 	s.seen = make(map[string]struct{}, len(s.Seen))
 	for _, id := range s.Seen {
 		s.seen[id] = struct{}{}

@@ -49,20 +49,23 @@ type RoundSummary struct {
 func (n *Node) Status() Status {
 	lid, _ := n.Leader()
 	s := Status{Sites: []string{}, Jobs: []JobStatus{}, Node: n.cfg.ID, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
-		"handshakes_refused": n.stats.HandshakesRefused.Load(),
-		"frames_rejected":    n.stats.FramesRejected.Load(),
-		"unknown_sites":      n.stats.UnknownSites.Load(),
-		"updates_accepted":   n.stats.UpdatesAccepted.Load(),
-		"updates_rejected":   n.stats.UpdatesRejected.Load(),
-		"rounds_committed":   n.stats.RoundsCommitted.Load(),
-		"rounds_failed":      n.stats.RoundsFailed.Load(),
-		"bytes_received":     n.stats.BytesReceived.Load(),
-		"bytes_sent":         n.stats.BytesSent.Load(),
-		"updates_late":       n.stats.UpdatesLate.Load(),
-		"updates_not_asked":  n.stats.UpdatesNotAsked.Load(),
-		"uploads_resumed":    n.stats.UploadsResumed.Load(),
-		"blobs_fetched":      n.stats.BlobsFetched.Load(),
-		"blobs_collected":    n.stats.BlobsCollected.Load(),
+		"handshakes_refused":    n.stats.HandshakesRefused.Load(),
+		"frames_rejected":       n.stats.FramesRejected.Load(),
+		"unknown_sites":         n.stats.UnknownSites.Load(),
+		"updates_accepted":      n.stats.UpdatesAccepted.Load(),
+		"updates_rejected":      n.stats.UpdatesRejected.Load(),
+		"rounds_committed":      n.stats.RoundsCommitted.Load(),
+		"rounds_failed":         n.stats.RoundsFailed.Load(),
+		"bytes_received":        n.stats.BytesReceived.Load(),
+		"bytes_sent":            n.stats.BytesSent.Load(),
+		"updates_late":          n.stats.UpdatesLate.Load(),
+		"updates_not_asked":     n.stats.UpdatesNotAsked.Load(),
+		"uploads_resumed":       n.stats.UploadsResumed.Load(),
+		"blobs_fetched":         n.stats.BlobsFetched.Load(),
+		"blobs_collected":       n.stats.BlobsCollected.Load(),
+		"sites_revoked_refused": n.stats.SitesRevokedRefused.Load(),
+		"admin_denied":          n.stats.AdminDenied.Load(),
+		"admin_rate_limited":    n.stats.AdminRateLimited.Load(),
 	}}
 	n.fsm.view(func(st *state) {
 		s.Sites = append(s.Sites, st.siteIDs()...)
@@ -90,6 +93,7 @@ func (n *Node) statusHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	n.healthRoutes(mux) // GET /readyz, GET /metrics (metrics.go)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, req *http.Request) {
 		// Linearizable by default: only a leader that has just confirmed
 		// its leadership with a quorum answers; followers send the reader
@@ -117,6 +121,5 @@ func (n *Node) statusHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
 	})
-	n.adminRoutes(mux)
 	return mux
 }

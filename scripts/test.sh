@@ -85,6 +85,10 @@ fuzz FuzzAddPacked ./aggregator
 fuzz FuzzDecodeState ./aggregator
 fuzz FuzzParseScenario ./sim
 fuzz FuzzParseMessage ./sim/synth
+fuzz FuzzReadLog ./agent/egress
+fuzz FuzzAuthHeader ./coordinator
+# The audit log's fuzzer minimizes slowly: cap it so it fuzzes.
+go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s ./coordinator/audit 2>&1 | tail -1
 
 echo
 echo "all checks passed"

@@ -30,6 +30,8 @@ var (
 )
 
 // Record is one line of the egress log: what left, when, how big, its hash.
+// Kind is one of Kinds; Job and Round are set on update headers and
+// bodies. ReadLog reads a log back.
 type Record struct {
 	Time   time.Time `json:"time"`
 	Kind   string    `json:"kind"`
@@ -97,16 +99,16 @@ func (g *Guard) BytesSent() int64 { return g.bytes.Load() }
 func check(env *pb.Envelope) (kind string, err error) {
 	switch b := env.GetBody().(type) {
 	case *pb.Envelope_Hello:
-		return "hello", nil
+		return KindHello, nil
 	case *pb.Envelope_TaskRequest:
-		return "task-request", nil
+		return KindTaskRequest, nil
 	case *pb.Envelope_RoundStatusRequest:
-		return "round-status-request", nil
+		return KindRoundStatusRequest, nil
 	case *pb.Envelope_ModelRequest:
 		if !isDigest(b.ModelRequest.GetSha256()) {
 			return "", fmt.Errorf("%w: model request digest", ErrPayload)
 		}
-		return "model-request", nil
+		return KindModelRequest, nil
 	case *pb.Envelope_UpdateUpload:
 		u := b.UpdateUpload
 		d := u.GetDelta()
@@ -119,7 +121,7 @@ func check(env *pb.Envelope) (kind string, err error) {
 				return "", fmt.Errorf("%w: metric is not finite", ErrPayload)
 			}
 		}
-		return "update-header", nil
+		return KindUpdateHeader, nil
 	case *pb.Envelope_StatsUpload:
 		for _, fs := range b.StatsUpload.GetStats() {
 			if math.IsNaN(fs.GetSum()) || math.IsInf(fs.GetSum(), 0) || math.IsNaN(fs.GetSumSq()) || math.IsInf(fs.GetSumSq(), 0) ||
@@ -127,9 +129,9 @@ func check(env *pb.Envelope) (kind string, err error) {
 				return "", fmt.Errorf("%w: feature statistics", ErrPayload)
 			}
 		}
-		return "stats", nil
+		return KindStats, nil
 	case *pb.Envelope_Decline:
-		return "decline", nil
+		return KindDecline, nil
 	}
 	return "", fmt.Errorf("%w: %T", ErrForbidden, env.GetBody())
 }
@@ -188,7 +190,7 @@ func (g *Guard) SendTensorFrom(w io.Writer, ref *pb.BlobRef, data []byte, offset
 	if protocol.Digest(data) != ref.GetSha256() {
 		return fmt.Errorf("%w: tensor digest", ErrPayload)
 	}
-	return g.write(w, data[offset:], Record{Kind: "update-body", Job: job, Round: round})
+	return g.write(w, data[offset:], Record{Kind: KindUpdateBody, Job: job, Round: round})
 }
 
 func (g *Guard) write(w io.Writer, b []byte, rec Record) error {

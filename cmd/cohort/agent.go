@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/cohort-fl/cohort/agent"
 )
@@ -22,6 +23,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runAgentStatus(args[1:], stdout, stderr)
 		case "store":
 			return runAgentStore(args[1:], stdout, stderr)
+		case "egress":
+			return runAgentEgress(args[1:], time.Now(), stdout, stderr)
+		case "enroll":
+			return runAgentEnroll(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("cohort agent", flag.ContinueOnError)
@@ -30,16 +35,21 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		configPath = fs.String("config", "", "JSON config `file` (flags override it)")
 		dataDir    = fs.String("data-dir", "", "`directory` for the encrypted store, keys, outbox and egress log")
 		fhirDir    = fs.String("fhir-dir", "", "ingest the FHIR R4 files (NDJSON, NDJSON.gz, Bundles) in this `directory` at start")
-		caFile     = fs.String("ca", "", "federation CA certificate `file`")
-		certFile   = fs.String("cert", "", "this site's certificate `file` (the site id is read from it)")
-		keyFile    = fs.String("key", "", "this site's private key `file` (must be owner-only)")
+		caFile     = fs.String("ca", "", "federation CA certificate `file` (default DATA_DIR/tls/ca.crt, as enroll writes it)")
+		certFile   = fs.String("cert", "", "this site's certificate `file`; the site id is read from it (default DATA_DIR/tls/site.crt)")
+		keyFile    = fs.String("key", "", "this site's private key `file`, owner-only (default DATA_DIR/tls/site.key)")
+		renewSrv   = fs.String("renew-server", "", "renew the site certificate automatically at the coordinators' admin API, `https://HOST:PORT` (renew.server)")
 		logLevel   = fs.String("log-level", "", "log level on stderr: debug, info, warn, error or off (default info)")
+		metrics    = fs.String("metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz over HTTP on this `address` (keep it on loopback or the monitoring network)")
 		coords     stringList
 	)
 	fs.Var(&coords, "coordinator", "coordinator QUIC `address` (repeat for each node; followers redirect to the leader)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: cohort agent [--config FILE] [flags]
+       cohort agent enroll --server URL --ca FILE --token-file FILE --data-dir DIR
+                                             (get this gateway's site certificate)
        cohort agent status --data-dir DIR    (what the agent last reported)
+       cohort agent egress --data-dir DIR    (what left this site: the egress log)
        cohort agent store <backup|restore|verify|rotate-master-key|rotate-data-key|retention> ...
 
 Runs the site agent on a hospital gateway. It ingests the hospital's FHIR R4
@@ -49,9 +59,14 @@ HMAC pseudonyms), dials out to the coordinators over QUIC with mutual TLS
 back only the weight delta, its sample count and validation metrics.
 Everything sent is recorded in DATA_DIR/egress.log.
 
+The site certificate comes from 'cohort agent enroll', which writes it to
+DATA_DIR/tls; with --renew-server the agent renews it before it expires,
+without a restart. If the federation operator revokes the site, the agent
+says so (log, status, /readyz) and retries only once an hour.
+
 Example:
   cohort agent --data-dir /var/lib/cohort --fhir-dir /srv/fhir-export \
-    --ca ca.crt --cert st-mary.crt --key st-mary.key \
+    --renew-server https://coord1.example.org:7443 \
     --coordinator coord1.example.org:7401 --coordinator coord2.example.org:7401
 
 Flags:
@@ -82,8 +97,12 @@ Flags:
 			file.TLS.Cert = *certFile
 		case "key":
 			file.TLS.Key = *keyFile
+		case "renew-server":
+			file.Renew.Server = *renewSrv
 		case "log-level":
 			file.LogLevel = *logLevel
+		case "metrics-addr":
+			file.MetricsAddr = *metrics
 		}
 	})
 	if len(coords) > 0 {

@@ -59,6 +59,29 @@ Flags:
 	table("rejected", st.Rejected)
 	fmt.Fprintf(stdout, "\nrounds trained %d, updates acknowledged %d (resent %d), reconnects %d, bytes sent %d\n",
 		st.RoundsTrained, st.UpdatesAcked, st.UpdatesResent, st.Reconnects, st.BytesSent)
+	if st.Session == agent.SessionRevoked {
+		fmt.Fprintln(stdout, "coordinator session (at that time): REVOKED: the federation operator revoked this site; the coordinators refuse it")
+	} else if st.Session != "" {
+		fmt.Fprintf(stdout, "coordinator session (at that time): %s\n", st.Session)
+	}
+	if !st.CertExpires.IsZero() {
+		if left := st.CertExpires.Sub(st.Updated); left > 0 {
+			fmt.Fprintf(stdout, "site certificate expires %s (%s after this status)", st.CertExpires.Format("2006-01-02 15:04:05 MST"), lifetime(left))
+		} else {
+			fmt.Fprintf(stdout, "site certificate EXPIRED %s: enroll the gateway again (cohort agent enroll --force)", st.CertExpires.Format("2006-01-02 15:04:05 MST"))
+		}
+		switch {
+		case st.Session == agent.SessionRevoked:
+		case st.NextRenewal.IsZero():
+			fmt.Fprint(stdout, "; automatic renewal off (renew.server)")
+		default:
+			fmt.Fprintf(stdout, "; next renewal %s", st.NextRenewal.Format("2006-01-02 15:04:05 MST"))
+		}
+		fmt.Fprintf(stdout, "\ncertificate renewals %d, failed attempts %d\n", st.CertRenewals, st.CertRenewalFailures)
+	}
+	if st.LastRenewalError != "" {
+		fmt.Fprintf(stdout, "last renewal error: %s\n", st.LastRenewalError)
+	}
 	if st.LastRoundError != "" {
 		fmt.Fprintf(stdout, "last round error: %s\n", st.LastRoundError)
 	}

@@ -21,9 +21,10 @@ func runOut(t *testing.T, bin string, args ...string) string {
 }
 
 // TestClusterJoinAndRemove grows a running 3-node cluster of the real
-// binary to 4 with `cohort cluster join` (the new node started without
-// --bootstrap), kills the old leader with SIGKILL, removes it with `cohort
-// cluster remove`, and sees the job finish with every round committed once.
+// binary to 4 with `cohort admin cluster join` (the new node started
+// without --bootstrap), kills the old leader with SIGKILL, removes it with
+// the deprecated alias `cohort cluster remove`, and sees the job finish
+// with every round committed once.
 func TestClusterJoinAndRemove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary as six processes")
@@ -37,19 +38,16 @@ func TestClusterJoinAndRemove(t *testing.T) {
 
 	// A fourth node: same flags as the others, but no --bootstrap and no
 	// peers. It waits until it is added.
-	n := &coordNode{id: "c4", raft: freeAddr(t, "tcp"), agent: freeAddr(t, "udp"), status: freeAddr(t, "tcp")}
+	n := &coordNode{id: "c4", raft: freeAddr(t, "tcp"), agent: freeAddr(t, "udp"), status: freeAddr(t, "tcp"), admin: freeAddr(t, "tcp")}
 	runOK(t, c.bin, "ca", "issue", "--dir", c.pki, "--role", "coordinator", "--id", n.id, "--host", "127.0.0.1")
-	n.args = []string{"coordinator", "--config", c.cfg, "--id", n.id,
-		"--data-dir", filepath.Join(c.dir, n.id), "--raft-addr", n.raft, "--agent-addr", n.agent,
-		"--status-addr", n.status, "--ca", filepath.Join(c.pki, "ca.crt"),
-		"--cert", filepath.Join(c.pki, n.id+".crt"), "--key", filepath.Join(c.pki, n.id+".key")}
+	n.args = c.coordinatorArgs(n)
 	c.nodes = append(c.nodes, n)
 	c.startCoordinator(len(c.nodes) - 1)
 
 	// Join it through a follower's admin API.
 	leader := c.leader(15 * time.Second)
 	follower := (leader + 1) % 3
-	out := runOut(t, c.bin, "cluster", "join", "--addr", c.nodes[follower].status, "--id", "c4", "--raft-addr", n.raft)
+	out := runOut(t, c.bin, c.adminArgs(follower, "cluster", "join", "--id", "c4", "--raft-addr", n.raft)...)
 	if !strings.Contains(out, "c4 joined") || strings.Count(out, "127.0.0.1:") < 4 {
 		t.Fatalf("cluster join printed:\n%s", out)
 	}
@@ -60,11 +58,14 @@ func TestClusterJoinAndRemove(t *testing.T) {
 	// Lose the old leader: three of four voters remain, a quorum.
 	c.kill(leader)
 	c.leader(15 * time.Second)
-	out = runOut(t, c.bin, "cluster", "remove", "--addr", n.status, "--id", c.nodes[leader].id)
-	if !strings.Contains(out, "removed") {
+	// The old command still works, pointed at the admin address, and
+	// says it is deprecated.
+	out = runOut(t, c.bin, "cluster", "remove", "--addr", n.admin, "--id", c.nodes[leader].id,
+		"--ca", filepath.Join(c.pki, "ca.crt"), "--token-file", c.tokenFile)
+	if !strings.Contains(out, "removed") || !strings.Contains(out, "deprecated") {
 		t.Fatalf("cluster remove printed:\n%s", out)
 	}
-	out = runOut(t, c.bin, "cluster", "status", "--addr", n.status)
+	out = runOut(t, c.bin, c.adminArgs(3, "cluster")...)
 	if strings.Contains(out, c.nodes[leader].id+" ") || !strings.Contains(out, "leader") {
 		t.Fatalf("cluster status after the removal:\n%s", out)
 	}

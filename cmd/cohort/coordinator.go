@@ -55,7 +55,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		raftAdv    = fs.String("raft-advertise", "", "`address` other coordinators dial for Raft (default: raft-addr; needed when raft-addr is 0.0.0.0)")
 		agentAddr  = fs.String("agent-addr", "", "UDP `address` of the QUIC listener for agents")
 		advertise  = fs.String("agent-advertise", "", "`address` agents are redirected to when this node leads (default: agent-addr)")
-		statusAddr = fs.String("status-addr", "", "HTTP `address` for read-only /healthz and /v1/status (keep it on loopback)")
+		statusAddr = fs.String("status-addr", "", "HTTP `address` for /healthz, /readyz, /metrics and /v1/status; no authentication (keep it on loopback or your monitoring network)")
+		adminAddr  = fs.String("admin-addr", "", "HTTPS `address` of the admin API (/v1, bearer tokens) and the dashboard, with this node's certificate (e.g. 0.0.0.0:7443)")
+		tokenFile  = fs.String("bootstrap-token-file", "", "`file` with the first admin token (from `cohort admin token new`, owner-only); if missing, the first leader writes a new one there (default DATA_DIR/bootstrap-admin.token)")
 		caFile     = fs.String("ca", "", "federation CA certificate `file`")
 		certFile   = fs.String("cert", "", "this node's coordinator certificate `file`")
 		keyFile    = fs.String("key", "", "this node's private key `file` (must be owner-only)")
@@ -74,16 +76,28 @@ TLS between them); agents dial any node over QUIC and followers redirect
 them to the leader. The leader opens rounds, collects site updates,
 aggregates them with FedAvg and commits each new global model through Raft.
 
+People run the federation through the admin API on --admin-addr (HTTPS,
+one bearer token per person, every request in the audit log; see 'cohort
+admin --help'). When the cluster has no token yet, its first leader creates
+the bootstrap admin token from --bootstrap-token-file: make that file with
+'cohort admin token new -o FILE' and give every node the same one (or let
+the leader write a new one there). --status-addr serves only health,
+metrics and a read-only status, without authentication.
+
 The config file is JSON: the flags below (id, data_dir, raft_addr,
-raft_advertise, agent_addr, agent_advertise, status_addr, tls {ca, cert, key}, bootstrap,
-peers [{id, raft_addr}], sites [...], log_level), plus jobs [...] and the
-tuning fields (max_model_bytes, blob_gc_interval, blob_gc_grace, tick_interval, heartbeat_timeout,
-election_timeout, leader_lease_timeout, apply_timeout, max_poll_wait); see
+raft_advertise, agent_addr, agent_advertise, status_addr, admin_addr,
+auth {bootstrap_token_file}, tls {ca, cert, key}, bootstrap,
+peers [{id, raft_addr}], sites [...], log_level), plus jobs [...], the
+other auth fields (bootstrap_ttl, rate_per_second, burst, failed_per_second,
+failed_burst) and the tuning fields (max_model_bytes, blob_gc_interval,
+blob_gc_grace, tick_interval, heartbeat_timeout, election_timeout,
+leader_lease_timeout, apply_timeout, max_poll_wait); see
 docs/operating-a-federation.md.
 
 Example (first of three nodes):
   cohort coordinator --id c1 --data-dir /var/lib/cohort/c1 \
     --raft-addr 10.0.0.1:7400 --agent-addr 0.0.0.0:7401 --agent-advertise 10.0.0.1:7401 \
+    --admin-addr 10.0.0.1:7443 --bootstrap-token-file /etc/cohort/bootstrap-admin.token \
     --ca ca.crt --cert c1.crt --key c1.key \
     --bootstrap --peer c1=10.0.0.1:7400 --peer c2=10.0.0.2:7400 --peer c3=10.0.0.3:7400
 
@@ -119,6 +133,10 @@ Flags:
 			file.AgentAdvertise = *advertise
 		case "status-addr":
 			file.StatusAddr = *statusAddr
+		case "admin-addr":
+			file.AdminAddr = *adminAddr
+		case "bootstrap-token-file":
+			file.Auth.BootstrapTokenFile = *tokenFile
 		case "ca":
 			file.TLS.CA = *caFile
 		case "cert":
@@ -164,6 +182,9 @@ Flags:
 	fmt.Fprintf(stdout, "coordinator %s: raft %s, agents %s", n.ID(), n.RaftAddr(), n.AgentAddr())
 	if a := n.StatusAddr(); a != "" {
 		fmt.Fprintf(stdout, ", status http://%s/v1/status", a)
+	}
+	if a := n.AdminAddr(); a != "" {
+		fmt.Fprintf(stdout, ", admin https://%s/", a)
 	}
 	fmt.Fprintln(stdout)
 	return n.Run(ctx)

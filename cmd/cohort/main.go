@@ -32,7 +32,9 @@ Commands:
                agents over QUIC on loopback) and compare it with centralized and
                local-only training; no outside service needed
   coordinator  run one coordinator node (Raft-replicated control plane)
-  cluster      list, join and remove coordinators through the admin API
+  admin        run the federation through the admin API: cluster, sites, jobs,
+               models, people's tokens and the audit log
+  cluster      deprecated alias of 'cohort admin cluster'
   agent        run a site agent on a hospital gateway
   ca           create the federation CA and issue certificates
   version      print the version
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "coordinator":
 		return runCoordinator(ctx, args[1:], stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, args[1:], stdout, stderr)
 	case "agent":

@@ -298,23 +298,26 @@ func waitJobDone(ctx context.Context, t *testing.T, url, job string) coordinator
 // cluster is a federation of real cohort processes on loopback: n
 // coordinators and one agent per synthetic site, sharing a CA.
 type cluster struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	pki    string
-	cfg    string
-	sites  []synth.Site
-	nodes  []*coordNode
-	agents []*siteAgent
+	t   *testing.T
+	bin string
+	dir string
+	pki string
+	cfg string
+	// tokenFile is the bootstrap admin token every coordinator is
+	// configured with, made by `cohort admin token new`.
+	tokenFile string
+	sites     []synth.Site
+	nodes     []*coordNode
+	agents    []*siteAgent
 }
 
 // coordNode is one coordinator: its fixed addresses and flags, and the
 // process currently running it (nil before the first start).
 type coordNode struct {
-	id, raft, agent, status string
-	args                    []string
-	proc                    *proc
-	starts                  int
+	id, raft, agent, status, admin string
+	args                           []string
+	proc                           *proc
+	starts                         int
 }
 
 // siteAgent is one site's agent process.
@@ -332,6 +335,8 @@ func newCluster(t *testing.T, nCoord, nSites int, jobs ...coordinator.JobSpec) *
 	c := &cluster{t: t, bin: buildBinary(t), dir: t.TempDir()}
 	c.pki = filepath.Join(c.dir, "pki")
 	runOK(t, c.bin, "ca", "init", "--dir", c.pki)
+	c.tokenFile = filepath.Join(c.dir, "bootstrap-admin.token")
+	runOK(t, c.bin, "admin", "token", "new", "-o", c.tokenFile)
 	c.sites = synth.DefaultSites(nSites, 7)
 	var siteIDs []string
 	for _, s := range c.sites {
@@ -343,7 +348,7 @@ func newCluster(t *testing.T, nCoord, nSites int, jobs ...coordinator.JobSpec) *
 	}
 	var peers []string
 	for i := range nCoord {
-		n := &coordNode{id: fmt.Sprintf("c%d", i+1), raft: freeAddr(t, "tcp"), agent: freeAddr(t, "udp"), status: freeAddr(t, "tcp")}
+		n := &coordNode{id: fmt.Sprintf("c%d", i+1), raft: freeAddr(t, "tcp"), agent: freeAddr(t, "udp"), status: freeAddr(t, "tcp"), admin: freeAddr(t, "tcp")}
 		c.nodes = append(c.nodes, n)
 		peers = append(peers, "--peer", n.id+"="+n.raft)
 		runOK(t, c.bin, "ca", "issue", "--dir", c.pki, "--role", "coordinator", "--id", n.id, "--host", "127.0.0.1")
@@ -365,13 +370,26 @@ func newCluster(t *testing.T, nCoord, nSites int, jobs ...coordinator.JobSpec) *
 	for _, n := range c.nodes {
 		// --bootstrap is harmless on a restart: a node with Raft state
 		// skips it.
-		n.args = append([]string{"coordinator", "--config", c.cfg, "--id", n.id,
-			"--data-dir", filepath.Join(c.dir, n.id), "--raft-addr", n.raft, "--agent-addr", n.agent,
-			"--status-addr", n.status, "--ca", filepath.Join(c.pki, "ca.crt"),
-			"--cert", filepath.Join(c.pki, n.id+".crt"), "--key", filepath.Join(c.pki, n.id+".key"),
-			"--bootstrap"}, peers...)
+		n.args = append(c.coordinatorArgs(n), append([]string{"--bootstrap"}, peers...)...)
 	}
 	return c
+}
+
+// coordinatorArgs are the flags of coordinator n, without --bootstrap and
+// peers.
+func (c *cluster) coordinatorArgs(n *coordNode) []string {
+	return []string{"coordinator", "--config", c.cfg, "--id", n.id,
+		"--data-dir", filepath.Join(c.dir, n.id), "--raft-addr", n.raft, "--agent-addr", n.agent,
+		"--status-addr", n.status, "--admin-addr", n.admin, "--bootstrap-token-file", c.tokenFile,
+		"--ca", filepath.Join(c.pki, "ca.crt"),
+		"--cert", filepath.Join(c.pki, n.id+".crt"), "--key", filepath.Join(c.pki, n.id+".key")}
+}
+
+// adminArgs prefixes args with `admin` and the flags that reach
+// coordinator i's admin API with the bootstrap token.
+func (c *cluster) adminArgs(i int, args ...string) []string {
+	return append([]string{"admin", "--server", "https://" + c.nodes[i].admin, "--ca", filepath.Join(c.pki, "ca.crt"),
+		"--token-file", c.tokenFile}, args...)
 }
 
 // startCoordinator starts (or restarts, with the same data dir and flags)
