@@ -127,7 +127,15 @@ const (
 )
 
 // newToken makes a token string and its id.
-func newToken() (id, secret string, err error) {
+func newToken() (id, secret string, err error) { return newSecret(tokenPrefix, 't') }
+
+// tokenID returns the id part of a token string, or false if the string
+// is not shaped like a token.
+func tokenID(s string) (string, bool) { return secretID(tokenPrefix, 't', s) }
+
+// newSecret makes "<prefix><id>_<secret>", where the id is kind and ten
+// hex digits and the secret 32 random bytes in base64url.
+func newSecret(prefix string, kind byte) (id, secret string, err error) {
 	var idb [5]byte
 	var sb [32]byte
 	if _, err := rand.Read(idb[:]); err != nil {
@@ -136,19 +144,18 @@ func newToken() (id, secret string, err error) {
 	if _, err := rand.Read(sb[:]); err != nil {
 		return "", "", err
 	}
-	id = "t" + hex.EncodeToString(idb[:])
-	return id, tokenPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sb[:]), nil
+	id = string(kind) + hex.EncodeToString(idb[:])
+	return id, prefix + id + "_" + base64.RawURLEncoding.EncodeToString(sb[:]), nil
 }
 
-// tokenID returns the id part of a token string, or false if the string
-// is not shaped like a token.
-func tokenID(s string) (string, bool) {
-	rest, ok := strings.CutPrefix(s, tokenPrefix)
+// secretID returns the id of a string shaped like newSecret's, or false.
+func secretID(prefix string, kind byte, s string) (string, bool) {
+	rest, ok := strings.CutPrefix(s, prefix)
 	if !ok || len(s) > 200 {
 		return "", false
 	}
 	id, sec, ok := strings.Cut(rest, "_")
-	if !ok || len(id) != 11 || id[0] != 't' || sec == "" {
+	if !ok || len(id) != 11 || id[0] != kind || sec == "" {
 		return "", false
 	}
 	if _, err := hex.DecodeString(id[1:]); err != nil {
@@ -161,6 +168,16 @@ func tokenID(s string) (string, bool) {
 func hashToken(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
+}
+
+// hashMatches compares a secret's hash with want in constant time; an
+// empty want (no such id) never matches, after the same work.
+func hashMatches(secret, want string) bool {
+	w := want
+	if w == "" {
+		w = strings.Repeat("0", 64)
+	}
+	return subtle.ConstantTimeCompare([]byte(hashToken(secret)), []byte(w)) == 1 && want != ""
 }
 
 // validPerson checks a person's name: 1-64 printable characters without
@@ -198,11 +215,11 @@ func (st *state) authenticate(header string, now time.Time) (*Token, error) {
 		return nil, errBadToken
 	}
 	t := st.Tokens[id]
-	want := strings.Repeat("0", 64)
+	var want string
 	if t != nil {
 		want = t.Hash
 	}
-	if subtle.ConstantTimeCompare([]byte(hashToken(strings.TrimSpace(raw))), []byte(want)) != 1 || t == nil {
+	if !hashMatches(strings.TrimSpace(raw), want) {
 		return nil, errBadToken
 	}
 	switch {

@@ -1,12 +1,7 @@
 package coordinator
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -69,34 +64,10 @@ var (
 )
 
 // newEnrollToken makes an enrollment token string and its id.
-func newEnrollToken() (id, secret string, err error) {
-	var idb [5]byte
-	var sb [32]byte
-	if _, err := rand.Read(idb[:]); err != nil {
-		return "", "", err
-	}
-	if _, err := rand.Read(sb[:]); err != nil {
-		return "", "", err
-	}
-	id = "e" + hex.EncodeToString(idb[:])
-	return id, enrollPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sb[:]), nil
-}
+func newEnrollToken() (id, secret string, err error) { return newSecret(enrollPrefix, 'e') }
 
 // enrollTokenID returns the id of an enrollment token string.
-func enrollTokenID(s string) (string, bool) {
-	rest, ok := strings.CutPrefix(s, enrollPrefix)
-	if !ok || len(s) > 200 {
-		return "", false
-	}
-	id, sec, ok := strings.Cut(rest, "_")
-	if !ok || len(id) != 11 || id[0] != 'e' || sec == "" {
-		return "", false
-	}
-	if _, err := hex.DecodeString(id[1:]); err != nil {
-		return "", false
-	}
-	return id, true
-}
+func enrollTokenID(s string) (string, bool) { return secretID(enrollPrefix, 'e', s) }
 
 // checkEnrollToken finds the enrollment token a secret names and checks
 // it may be used at now. Unknown, wrong, used and expired tokens all get
@@ -107,12 +78,11 @@ func (st *state) checkEnrollToken(secret string, now time.Time) (*EnrollToken, e
 		return nil, fmt.Errorf("%w: not an enrollment token", ErrEnrollToken)
 	}
 	t := st.EnrollTokens[id]
-	want := strings.Repeat("0", 64)
+	var want string
 	if t != nil {
 		want = t.Hash
 	}
-	sum := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(want)) != 1 || t == nil {
+	if !hashMatches(secret, want) {
 		return nil, fmt.Errorf("%w: unknown token", ErrEnrollToken)
 	}
 	switch s := st.Sites[t.Site]; {
@@ -234,8 +204,7 @@ func (n *Node) postEnrollToken(w http.ResponseWriter, req *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	sum := sha256.Sum256([]byte(secret))
-	t := EnrollToken{ID: id, Hash: hex.EncodeToString(sum[:]), Site: site, Expires: n.now().Add(time.Duration(b.TTL)).UTC()}
+	t := EnrollToken{ID: id, Hash: hashToken(secret), Site: site, Expires: n.now().Add(time.Duration(b.TTL)).UTC()}
 	if err := n.proposeFor(req, cmdCreateEnrollToken, t, http.StatusCreated); err != nil {
 		writeErr(w, err)
 		return
