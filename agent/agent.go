@@ -50,6 +50,10 @@ type Config struct {
 	// when their files are absent), the outbox of updates awaiting commit
 	// and the egress log.
 	DataDir string `json:"data_dir"`
+	// MinCohort is this site's own floor k: it neither trains on nor
+	// reports statistics of fewer eligible records, whatever a job asks
+	// (a job asking less gets max(job, k)). Zero means 20.
+	MinCohort int `json:"min_cohort,omitempty"`
 	// Coordinators are the QUIC addresses of the coordinator nodes, tried in
 	// turn; followers redirect to the leader.
 	Coordinators []string `json:"coordinators"`
@@ -153,6 +157,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.DataDir == "":
 		return fmt.Errorf("%w: data_dir is required", ErrInvalidConfig)
+	case c.MinCohort < 0:
+		return fmt.Errorf("%w: min_cohort must not be negative", ErrInvalidConfig)
 	case len(c.Coordinators) == 0:
 		return fmt.Errorf("%w: at least one coordinator address is required", ErrInvalidConfig)
 	case c.TLS != (pki.Files{}) && (c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == ""):

@@ -423,7 +423,7 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 	}
 	params := offer.GetParams()
 	tr, val := features.Split(ds, params.GetValidationFraction(), offer.GetJobId())
-	if minN := int(params.GetMinRecords()); tr.Rows < minN || tr.Rows == 0 {
+	if minN := a.minCohort(params.GetMinRecords()); tr.Rows < minN || tr.Rows == 0 {
 		return nil, fmt.Errorf("%w: %d training records, the job needs at least %d", ErrTooFewRecords, tr.Rows, minN)
 	}
 	model, err := NewTrainer(ms, ds.Cols)
@@ -458,6 +458,16 @@ func (a *Agent) trainRound(ctx context.Context, offer *pb.TaskOffer, global []fl
 	return p, nil
 }
 
+// minCohort is the smallest cohort this site computes on for a job: the
+// job's minimum or the site's own floor, whichever is larger.
+func (a *Agent) minCohort(job uint32) int {
+	k := a.cfg.MinCohort
+	if k == 0 {
+		k = 20
+	}
+	return max(int(job), k)
+}
+
 // decline tells the coordinator this site will not take part in the
 // offer's round, with a reason code only, and returns the local error.
 func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
@@ -481,7 +491,7 @@ func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
 // it declines; a feature observed in fewer patients than the minimum is
 // sent as empty (count 0), so no small group's values can be inferred.
 func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
-	minN := int(offer.GetParams().GetMinRecords())
+	minN := a.minCohort(offer.GetParams().GetMinRecords())
 	patients, err := a.patients()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errLocal, err)

@@ -631,7 +631,7 @@ func TestStatisticsRoundCommitsFederatedNormalization(t *testing.T) {
 		f.Scale = 0 // computed by the statistics round
 	}
 	job.Train.MinRecords = 10
-	tc := startCluster(t, 1, []string{"a", "b", "c"}, []JobSpec{job})
+	tc := startClusterWith(t, 1, []string{"a", "b", "c"}, []JobSpec{job}, func(c *Config) { c.MinCohort = 10 })
 	leader, _ := tc.leader(t)
 	dial := func(site string) *rawAgent {
 		ra, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))

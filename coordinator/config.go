@@ -50,6 +50,10 @@ type Config struct {
 	// MaxModelBytes is the largest model (flat float32 weights) a job may
 	// have, and the largest blob a peer may send.
 	MaxModelBytes int `json:"max_model_bytes"`
+	// MinCohort is the smallest cohort a job may ask sites to compute on
+	// (train.min_records): jobs asking for less are refused. Zero means
+	// DefaultMinCohort; agents enforce their own floor too.
+	MinCohort int `json:"min_cohort,omitempty"`
 	// BlobGCInterval is how often unreferenced blobs are removed;
 	// BlobGCGrace is how old an unreferenced blob must be to go (a model
 	// being replicated is not referenced until its entry commits).
@@ -124,6 +128,16 @@ func (a AuthConfig) withDefaults(dataDir string) AuthConfig {
 	return a
 }
 
+// DefaultMinCohort is the default smallest cohort (k) a site computes on.
+const DefaultMinCohort = 20
+
+func (c Config) minCohort() int {
+	if c.MinCohort == 0 {
+		return DefaultMinCohort
+	}
+	return c.MinCohort
+}
+
 // DefaultConfig returns a config with every default set; ID, DataDir, the
 // addresses and TLS remain to fill.
 func DefaultConfig() Config {
@@ -168,8 +182,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: site id %q: use 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalidConfig, s)
 		}
 	}
+	if c.MinCohort < 0 {
+		return fmt.Errorf("%w: min_cohort must not be negative", ErrInvalidConfig)
+	}
 	for _, j := range c.Jobs {
 		if err := j.Validate(c.MaxModelBytes); err != nil {
+			return fmt.Errorf("%w: job %q: %w", ErrInvalidConfig, j.ID, err)
+		}
+		if err := j.checkCohort(c.minCohort()); err != nil {
 			return fmt.Errorf("%w: job %q: %w", ErrInvalidConfig, j.ID, err)
 		}
 	}

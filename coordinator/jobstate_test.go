@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/cohort-fl/cohort/protocol/pb"
@@ -68,5 +70,28 @@ func TestPauseResumeCancel(t *testing.T) {
 	}
 	if code, _ := tc.api(t, "POST", addr, "/v1/jobs/nowhere/pause", nil, nil); code != http.StatusNotFound {
 		t.Errorf("pause an unknown job: %d, want 404", code)
+	}
+}
+
+// TestJobBelowMinimumCohortIsRefused: a job asking sites for cohorts
+// smaller than the federation's k is refused, through the API and in a
+// node's config.
+func TestJobBelowMinimumCohortIsRefused(t *testing.T) {
+	tc := startCluster(t, 1, nil, nil)
+	leader, _ := tc.leader(t)
+	spec := testJob("small", 1, 1)
+	spec.Train.MinRecords = 5
+	code, raw := tc.api(t, "POST", leader.AdminAddr(), "/v1/jobs", spec, nil)
+	if code != http.StatusBadRequest || !strings.Contains(raw, "minimum cohort of 20") {
+		t.Fatalf("a job with min_records 5: %d %s", code, raw)
+	}
+	cfg := tc.cfgs[0]
+	cfg.Jobs = []JobSpec{spec}
+	if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "minimum cohort") {
+		t.Fatalf("config with such a job: %v", err)
+	}
+	cfg.MinCohort = 5
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with min_cohort 5: %v", err)
 	}
 }

@@ -626,6 +626,9 @@ func (n *Node) createJob(spec JobSpec, prop func(cmdType, any) error) error {
 	if err := spec.Validate(n.cfg.MaxModelBytes); err != nil {
 		return err
 	}
+	if err := spec.checkCohort(n.cfg.minCohort()); err != nil {
+		return err
+	}
 	if !n.IsLeader() {
 		return ErrNotLeader
 	}

@@ -303,6 +303,15 @@ func DefaultJobSpec() JobSpec {
 // Validate reports the first problem with the spec. maxModelBytes is the
 // largest model accepted (0 = no limit); the FSM checks with no limit, so
 // that the nodes' configurations cannot make them disagree.
+// checkCohort refuses a job that asks sites to compute on cohorts smaller
+// than the federation's floor k.
+func (s JobSpec) checkCohort(k int) error {
+	if s.Train.MinRecords < k {
+		return fmt.Errorf("%w: train.min_records %d is below this federation's minimum cohort of %d: sites would train on, or report, groups of fewer than %d patients", ErrInvalidJob, s.Train.MinRecords, k, k)
+	}
+	return nil
+}
+
 func (s JobSpec) Validate(maxModelBytes int) error {
 	switch {
 	case !validID(s.ID):
