@@ -229,6 +229,12 @@ func TestEmbeddedPersistentSession(t *testing.T) {
 	cfg := testConfig(t, b.URL(), "agent-site-a")
 	_, stop := runSubscriber(t, cfg, nil, sink)
 	stop() // the session stays on the broker
+	// Publish only once the broker has seen the subscriber go: a reading
+	// sent to a connection that is closing is not queued for the session.
+	waitFor(t, 10*time.Second, "the broker to see the subscriber gone", func() bool {
+		cl, ok := b.srv.Clients.Get("agent-site-a")
+		return !ok || cl.Closed()
+	})
 
 	const n = 200
 	var msgs []message
