@@ -99,7 +99,8 @@ type revokeBody struct {
 
 type jobStateBody struct {
 	Job    string `json:"job"`
-	Action string `json:"action"` // pause, resume, cancel
+	Action string `json:"action"` // pause, resume, cancel; budget (the engine: the privacy budget is spent)
+	Reason string `json:"reason,omitempty"`
 }
 
 type openRoundBody struct {
@@ -132,6 +133,9 @@ type commitRoundBody struct {
 	Contributors []string `json:"contributors"`
 	Samples      uint64   `json:"samples"`
 	MeanValAUROC float64  `json:"mean_val_auroc"`
+	// Privacy is a private job's accountant after this round, computed by
+	// the leader.
+	Privacy *PrivacyState `json:"privacy,omitempty"`
 }
 
 type declineBody struct {
@@ -388,6 +392,9 @@ func (f *fsm) apply(t cmdType, c command) error {
 			}
 		}
 		j.OptState = b.OptState
+		if b.Privacy != nil {
+			j.Privacy = b.Privacy
+		}
 		m := &Model{Digest: b.Digest, Round: b.Round, Size: b.Size}
 		j.Models = append(j.Models, m)
 		j.byDigest[m.Digest] = m
@@ -528,13 +535,15 @@ func (f *fsm) apply(t cmdType, c command) error {
 			j.State = JobPaused
 		case b.Action == "resume" && j.State == JobPaused:
 			j.State = JobRunning
+		case b.Action == "budget" && j.State.active() && j.Current == nil:
+			j.State, j.Finished, j.StopReason = JobDone, c.At, b.Reason
 		case b.Action == "cancel" && j.State.active():
 			if r := j.Current; r != nil {
 				r.State, r.Closed, r.FailReason = RoundFailed, c.At, "job cancelled"
 				j.Current = nil
 			}
 			j.State, j.Finished = JobCancelled, c.At
-		case b.Action != "pause" && b.Action != "resume" && b.Action != "cancel":
+		case b.Action != "pause" && b.Action != "resume" && b.Action != "cancel" && b.Action != "budget":
 			return fmt.Errorf("%w: action %q: pause, resume or cancel", ErrBadCommand, b.Action)
 		default:
 			return fmt.Errorf("%w: cannot %s job %s: it is %s", ErrJobState, b.Action, b.Job, j.State)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/dp"
 )
 
 // runEngine drives rounds while this node leads: it opens the next round of
@@ -128,6 +129,8 @@ type roundView struct {
 	attempts int
 	// optState is the rule's state after the last committed round.
 	optState *BlobRef
+	// privacy is a private job's spent privacy.
+	privacy *PrivacyState
 }
 
 func (n *Node) step() {
@@ -139,7 +142,7 @@ func (n *Node) step() {
 			}
 			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global, paused: j.State == JobPaused,
 				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds),
-				optState: j.OptState}
+				optState: j.OptState, privacy: j.Privacy}
 			if j.Current != nil {
 				c := *j.Current
 				c.Receipts = make(map[string]*Receipt, len(j.Current.Receipts))
@@ -214,6 +217,22 @@ func (n *Node) stepJob(v roundView) error {
 	if v.open == nil {
 		next := v.committed + 1
 		selected := n.sample(v, now)
+		if p := v.spec.Privacy; p != nil {
+			ok, eps, err := budgetLeft(p, v.privacy, len(selected), v.sites)
+			if err != nil {
+				return fmt.Errorf("privacy budget: %w", err)
+			}
+			if !ok {
+				spent := 0.0
+				if v.privacy != nil {
+					spent = v.privacy.Epsilon
+				}
+				reason := fmt.Sprintf("privacy budget reached: %d rounds spent ε=%.3g of %g at δ=%g; another would bring it to %.3g",
+					v.committed, spent, p.Epsilon, p.delta(), eps)
+				n.log.Info("job stopped at its privacy budget", "job", v.job, "rounds", v.committed, "epsilon", spent)
+				return n.propose(cmdJobState, jobStateBody{Job: v.job, Action: "budget", Reason: reason})
+			}
+		}
 		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: next, Base: v.global.Digest,
 			Deadline: now.Add(time.Duration(v.spec.RoundTimeout)), Selected: selected}); err != nil {
 			return fmt.Errorf("open round %d: %w", next, err)
@@ -267,7 +286,9 @@ const (
 // one worker per core taking the next batch of consecutive updates (the
 // rule's round keeps a shard per concurrent add). It returns, per update,
 // why it could not be read or was rejected; the others are folded in.
-func (n *Node) foldBodies(agg aggregator.Round, ready []*Receipt) []error {
+//
+// unweighted folds every update with weight 1 (a private job's mean).
+func (n *Node) foldBodies(agg aggregator.Round, ready []*Receipt, unweighted bool) []error {
 	ba, _ := agg.(aggregator.BatchAdder)
 	ends := []int{0} // batch b is ready[ends[b]:ends[b+1]]
 	for lo := 0; lo < len(ready); {
@@ -287,7 +308,7 @@ func (n *Node) foldBodies(agg aggregator.Round, ready []*Receipt) []error {
 		wg.Go(func() {
 			for b := int(next.Add(1)) - 1; b < len(ends)-1; b = int(next.Add(1)) - 1 {
 				lo, hi := ends[b], ends[b+1]
-				n.foldBatch(agg, ba, ready[lo:hi], errs[lo:hi])
+				n.foldBatch(agg, ba, ready[lo:hi], errs[lo:hi], unweighted)
 			}
 		})
 	}
@@ -299,7 +320,7 @@ func (n *Node) foldBodies(agg aggregator.Round, ready []*Receipt) []error {
 // errs[i] for each that could not be read or was rejected: in one
 // AddPackedBatch call when ba is not nil (again without the rejected ones
 // when the batch is refused), one AddPacked per body otherwise.
-func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*Receipt, errs []error) {
+func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*Receipt, errs []error, unweighted bool) {
 	fail := func(i int, err error) { errs[i] = fmt.Errorf("update of site %s: %w", rcs[i].Site, err) }
 	var (
 		bodies  [][]byte
@@ -307,16 +328,20 @@ func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*
 		idx     []int // bodies[j] is rcs[idx[j]]'s
 	)
 	for i, rc := range rcs {
+		weight := rc.Samples
+		if unweighted {
+			weight = 1
+		}
 		body, err := n.blob.get(rc.Digest)
 		switch {
 		case err != nil:
 			fail(i, err)
 		case ba == nil:
-			if err := agg.AddPacked(body, rc.Samples); err != nil {
+			if err := agg.AddPacked(body, weight); err != nil {
 				fail(i, err)
 			}
 		default:
-			bodies, samples, idx = append(bodies, body), append(samples, rc.Samples), append(idx, i)
+			bodies, samples, idx = append(bodies, body), append(samples, weight), append(idx, i)
 		}
 	}
 	for len(bodies) > 0 {
@@ -365,6 +390,9 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 			return fmt.Errorf("%s state: %w", strategy.Name(), err)
 		}
 	}
+	if v.spec.Privacy != nil {
+		strategy = privateRule(strategy, v.spec.Privacy)
+	}
 	agg, err := strategy.Begin(global, state)
 	if err != nil {
 		return err
@@ -374,7 +402,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples uint64
 		auroc   float64
 	)
-	if err := errors.Join(n.foldBodies(agg, ready)...); err != nil {
+	if err := errors.Join(n.foldBodies(agg, ready, v.spec.Privacy != nil)...); err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	for _, rc := range ready {
@@ -385,6 +413,12 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	res, err := agg.Finish()
 	if err != nil {
 		return fmt.Errorf("aggregate (%s): %w", strategy.Name(), err)
+	}
+	var privacy *PrivacyState
+	if p := v.spec.Privacy; p != nil {
+		if privacy, err = addPrivacyNoise(res.Weights, p, v.privacy, len(ready), len(r.Selected), v.sites, dp.NewGaussian(nil)); err != nil {
+			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
+		}
 	}
 	// A majority holds the new model (and the rule's state) before the
 	// entry naming them exists.
@@ -402,7 +436,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	}
 	if err := n.propose(cmdCommitRound, commitRoundBody{
 		Job: v.job, Round: r.Number, Attempt: r.Attempt, Digest: m.Digest, Size: m.Size, OptState: optState,
-		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples),
+		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples), Privacy: privacy,
 	}); err != nil {
 		return fmt.Errorf("commit round %d: %w", r.Number, err)
 	}

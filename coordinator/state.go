@@ -204,6 +204,9 @@ type JobSpec struct {
 	Model    ModelSpec   `json:"model"`
 	Train    TrainParams `json:"train"`
 	Features FeatureSpec `json:"features"`
+	// Privacy, when set, makes the job differentially private (central
+	// DP-FedAvg) under an ε budget; see privacy.go.
+	Privacy *PrivacySpec `json:"privacy,omitempty"`
 }
 
 // StrategySpec is a job's aggregation rule. In JSON it is a rule name
@@ -348,6 +351,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: train.adam_eps must be in [0, 1)", ErrInvalidJob)
 	case !(s.Train.PosWeight >= 0 && s.Train.PosWeight <= 1e6):
 		return fmt.Errorf("%w: train.pos_weight must be in [0, 1e6]", ErrInvalidJob)
+	case s.Privacy != nil && s.Privacy.validate(s.Strategy.Name) != nil:
+		return s.Privacy.validate(s.Strategy.Name)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
 		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
 	case featurespec.Validate(s.Features.FeatureSpec) != nil:
@@ -487,8 +492,13 @@ type Job struct {
 	Created    time.Time      `json:"created"`
 	Finished   time.Time      `json:"finished,omitzero"`
 	FailReason string         `json:"fail_reason,omitempty"`
-	Rounds     []*Round       `json:"rounds"`
-	Models     []*Model       `json:"models"`
+	// StopReason says why a job ended before its last round (its privacy
+	// budget).
+	StopReason string `json:"stop_reason,omitempty"`
+	// Privacy is what a private job has spent.
+	Privacy *PrivacyState `json:"privacy,omitempty"`
+	Rounds  []*Round      `json:"rounds"`
+	Models  []*Model      `json:"models"`
 	// OptState is the aggregation rule's state after the last committed
 	// round (server momentum, Adam moments), a blob like the models; nil
 	// for stateless rules.

@@ -26,6 +26,8 @@ type JobStatus struct {
 	Rounds          int            `json:"rounds"`
 	CommittedRounds uint64         `json:"committed_rounds"`
 	FailReason      string         `json:"fail_reason,omitempty"`
+	StopReason      string         `json:"stop_reason,omitempty"`
+	Privacy         *PrivacyStatus `json:"privacy,omitempty"`
 	Created         time.Time      `json:"created"`
 	Finished        time.Time      `json:"finished,omitzero"`
 	History         []RoundSummary `json:"history"`
@@ -71,7 +73,8 @@ func (n *Node) Status() Status {
 		s.Sites = append(s.Sites, st.siteIDs()...)
 		for id, j := range st.Jobs {
 			js := JobStatus{ID: id, State: j.State, Rounds: j.Spec.Rounds, CommittedRounds: j.committedN,
-				FailReason: j.FailReason, Created: j.Created, Finished: j.Finished}
+				FailReason: j.FailReason, StopReason: j.StopReason, Created: j.Created, Finished: j.Finished,
+				Privacy: privacyStatus(j.Spec.Privacy, j.Privacy)}
 			for _, r := range j.Rounds {
 				kind := r.Kind
 				if kind == "" {

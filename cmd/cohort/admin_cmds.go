@@ -402,6 +402,13 @@ sample-weighted mean of the sites' validation AUROC.`,
 				if j.FailReason != "" {
 					fmt.Fprintf(a.stdout, "failed: %s\n", j.FailReason)
 				}
+				if j.StopReason != "" {
+					fmt.Fprintf(a.stdout, "stopped: %s\n", j.StopReason)
+				}
+				if p := j.Privacy; p != nil {
+					fmt.Fprintf(a.stdout, "privacy: ε spent %.3g of %g at δ=%g over %d rounds (noise multiplier %g, clip %g)\n",
+						p.EpsilonSpent, p.EpsilonBudget, p.Delta, p.Rounds, p.NoiseMultiplier, p.ClipNorm)
+				}
 				fmt.Fprintln(a.stdout)
 				a.roundTable(j.History)
 				return nil

@@ -1,0 +1,182 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/cohort-fl/cohort/aggregator"
+	"github.com/cohort-fl/cohort/protocol/dp"
+)
+
+// Central differential privacy for a job: DP-FedAvg (McMahan, Ramage,
+// Talwar, Zhang, "Learning Differentially Private Recurrent Language
+// Models", ICLR 2018). The leader clips every site's update to ClipNorm,
+// averages them unweighted (each site counts once, whatever its sample
+// count), and adds Gaussian noise of standard deviation
+// NoiseMultiplier·ClipNorm to the sum before dividing by the number of
+// contributors. The unit of privacy is a site's participation in a round.
+// A Rényi-DP accountant (protocol/dp) for the subsampled Gaussian, with
+// sample rate = sites asked / sites enrolled, composes the rounds; its
+// state and the spent ε are replicated with each committed round. The
+// leader refuses to open a round that would take the job past its ε
+// budget at its δ: the job then ends, done, saying so.
+
+// PrivacySpec is a job's differential-privacy configuration.
+type PrivacySpec struct {
+	// ClipNorm bounds each site's update (L2), > 0.
+	ClipNorm float64 `json:"clip_norm"`
+	// NoiseMultiplier z: the noise on the sum has standard deviation
+	// z·ClipNorm, > 0.
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	// Epsilon is the job's privacy budget, > 0.
+	Epsilon float64 `json:"epsilon"`
+	// Delta is the δ of (ε, δ)-DP; default 1e-5.
+	Delta float64 `json:"delta,omitempty"`
+}
+
+// DefaultDelta is a job's δ when its spec names none.
+const DefaultDelta = 1e-5
+
+func (p *PrivacySpec) delta() float64 {
+	if p.Delta == 0 {
+		return DefaultDelta
+	}
+	return p.Delta
+}
+
+// validate checks the spec against the job's rule: only the plain mean
+// (fedavg, fedprox) is analysed; a server optimizer or a robust rule would
+// need its own analysis.
+func (p *PrivacySpec) validate(rule string) error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case rule != "fedavg" && rule != "fedprox":
+		return fmt.Errorf("%w: privacy: only fedavg and fedprox jobs can be differentially private, not %s", ErrInvalidJob, rule)
+	case !(p.ClipNorm > 0) || !finite(p.ClipNorm):
+		return fmt.Errorf("%w: privacy.clip_norm must be a positive number", ErrInvalidJob)
+	case !(p.NoiseMultiplier > 0) || !finite(p.NoiseMultiplier):
+		return fmt.Errorf("%w: privacy.noise_multiplier must be a positive number", ErrInvalidJob)
+	case !(p.Epsilon > 0) || !finite(p.Epsilon):
+		return fmt.Errorf("%w: privacy.epsilon (the budget) must be a positive number", ErrInvalidJob)
+	case p.Delta < 0 || p.Delta >= 1 || !finite(p.Delta):
+		return fmt.Errorf("%w: privacy.delta must be in (0, 1) (default %g)", ErrInvalidJob, DefaultDelta)
+	}
+	// Even one round with every site must fit the budget.
+	var acc dp.Accountant
+	over, eps, err := acc.WouldExceed(p.Epsilon, p.delta(), p.NoiseMultiplier, 1, 1)
+	if err != nil {
+		return fmt.Errorf("%w: privacy: %w", ErrInvalidJob, err)
+	}
+	if over {
+		return fmt.Errorf("%w: privacy: one round with noise_multiplier %g already spends ε=%.3g, over the budget %g: raise the noise or the budget",
+			ErrInvalidJob, p.NoiseMultiplier, eps, p.Epsilon)
+	}
+	return nil
+}
+
+// PrivacyState is what a job has spent, replicated with each committed
+// round.
+type PrivacyState struct {
+	// Accountant is the protocol/dp accountant's state after the last
+	// committed round.
+	Accountant json.RawMessage `json:"accountant"`
+	// Epsilon is the ε spent so far at the job's δ.
+	Epsilon float64 `json:"epsilon"`
+	// Rounds counts the rounds accounted for.
+	Rounds int `json:"rounds"`
+}
+
+// PrivacyStatus is a job's privacy as the admin API shows it.
+type PrivacyStatus struct {
+	EpsilonSpent    float64 `json:"epsilon_spent"`
+	EpsilonBudget   float64 `json:"epsilon_budget"`
+	Delta           float64 `json:"delta"`
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	ClipNorm        float64 `json:"clip_norm"`
+	Rounds          int     `json:"rounds"`
+}
+
+func privacyStatus(spec *PrivacySpec, st *PrivacyState) *PrivacyStatus {
+	if spec == nil {
+		return nil
+	}
+	s := &PrivacyStatus{EpsilonBudget: spec.Epsilon, Delta: spec.delta(), NoiseMultiplier: spec.NoiseMultiplier, ClipNorm: spec.ClipNorm}
+	if st != nil {
+		s.EpsilonSpent, s.Rounds = st.Epsilon, st.Rounds
+	}
+	return s
+}
+
+// accountant decodes a job's accountant (a fresh one before its first
+// private round).
+func (st *PrivacyState) accountant() (*dp.Accountant, error) {
+	acc := new(dp.Accountant)
+	if st == nil || len(st.Accountant) == 0 {
+		return acc, nil
+	}
+	if err := json.Unmarshal(st.Accountant, acc); err != nil {
+		return nil, fmt.Errorf("privacy accountant: %w", err)
+	}
+	return acc, nil
+}
+
+// sampleRate is the fraction of enrolled sites a round asks.
+func sampleRate(selected, enrolled int) float64 {
+	if selected == 0 || enrolled == 0 || selected >= enrolled {
+		return 1
+	}
+	return float64(selected) / float64(enrolled)
+}
+
+// budgetLeft reports whether the next round, asking `selected` of
+// `enrolled` sites (0: all), fits the job's budget, and what ε it would
+// bring the job to.
+func budgetLeft(spec *PrivacySpec, st *PrivacyState, selected, enrolled int) (ok bool, projected float64, err error) {
+	acc, err := st.accountant()
+	if err != nil {
+		return false, 0, err
+	}
+	over, eps, err := acc.WouldExceed(spec.Epsilon, spec.delta(), spec.NoiseMultiplier, sampleRate(selected, enrolled), 1)
+	return !over && err == nil, eps, err
+}
+
+// privateRule wraps a job's rule for DP: updates clipped to the job's
+// ClipNorm.
+func privateRule(rule aggregator.Strategy, spec *PrivacySpec) aggregator.Strategy {
+	return aggregator.NormBound{Rule: rule, Bound: spec.ClipNorm}
+}
+
+// addPrivacyNoise adds the Gaussian mechanism's noise to the new global
+// weights global + Σ clipped/n: N(0, (z·C/n)²) per weight, which is
+// N(0, (z·C)²) on the sum. It returns the accountant's state after the
+// round.
+func addPrivacyNoise(weights []float32, spec *PrivacySpec, st *PrivacyState, contributors, selected, enrolled int, g *dp.Gaussian) (*PrivacyState, error) {
+	std, err := dp.CentralStddev(spec.NoiseMultiplier, spec.ClipNorm)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.AddNoise(weights, std/float64(contributors)); err != nil {
+		return nil, err
+	}
+	acc, err := st.accountant()
+	if err != nil {
+		return nil, err
+	}
+	if err := acc.Step(spec.NoiseMultiplier, sampleRate(selected, enrolled), 1); err != nil {
+		return nil, err
+	}
+	eps, _, err := acc.Epsilon(spec.delta())
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(acc)
+	if err != nil {
+		return nil, err
+	}
+	rounds := 1
+	if st != nil {
+		rounds = st.Rounds + 1
+	}
+	return &PrivacyState{Accountant: b, Epsilon: eps, Rounds: rounds}, nil
+}

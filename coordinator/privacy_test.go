@@ -1,0 +1,128 @@
+package coordinator
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/pki"
+)
+
+// TestPrivateJobStopsAtItsBudget runs a DP-FedAvg job: each committed
+// round spends ε (shown in the job's status), the models carry noise,
+// and the leader refuses to open the round that would pass the budget,
+// ending the job with the reason.
+func TestPrivateJobStopsAtItsBudget(t *testing.T) {
+	job := testJob("private", 20, 2)
+	job.Privacy = &PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 12}
+	tc := startCluster(t, 1, []string{"st-a", "st-b"}, []JobSpec{job})
+	leader, _ := tc.leader(t)
+	agents := map[string]*rawAgent{}
+	for _, s := range []string{"st-a", "st-b"} {
+		a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.call(t, hello())
+		agents[s] = a
+	}
+	var spent []float64
+	for round := 1; ; round++ {
+		j, _ := leader.Job("private")
+		if j.State != JobRunning {
+			break
+		}
+		if round > 20 {
+			t.Fatal("the job ran all its rounds: the budget never stopped it")
+		}
+		var global []float32
+		for _, a := range agents {
+			offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 2000}}}).GetTaskOffer()
+			if offer == nil {
+				break // the job stopped
+			}
+			global = download(t, a, offer)
+			if resp := upload(t, a, offer, []float32{0.1, 0.1, 0.1, 0.1}, 100); resp.GetAck() == nil {
+				t.Fatalf("round %d upload: %v", round, resp)
+			}
+		}
+		if global == nil {
+			waitFor(t, leader, "the job to stop", func() bool { j, _ := leader.Job("private"); return j.State != JobRunning })
+			break
+		}
+		waitFor(t, leader, "the round to commit", func() bool {
+			j, _ := leader.Job("private")
+			return j.CommittedRounds() >= uint64(round)
+		})
+		j, _ = leader.Job("private")
+		if j.Privacy == nil || j.Privacy.Rounds != round {
+			t.Fatalf("round %d: privacy state %+v", round, j.Privacy)
+		}
+		spent = append(spent, j.Privacy.Epsilon)
+		// The new model is global + mean + noise of std z·C/n = 0.5.
+		wb, err := leader.ModelWeights(context.Background(), j.Models[len(j.Models)-1].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, _ := protocol.DecodeF32(wb)
+		exact := 0
+		for i := range w {
+			if math.Abs(float64(w[i]-(global[i]+0.1))) < 1e-6 {
+				exact++
+			}
+		}
+		if exact == len(w) {
+			t.Fatalf("round %d: the model is the exact mean: no noise", round)
+		}
+	}
+	if len(spent) < 2 {
+		t.Fatalf("only %d rounds fit the budget; the test wants several", len(spent))
+	}
+	for i := 1; i < len(spent); i++ {
+		if !(spent[i] > spent[i-1]) {
+			t.Errorf("ε did not grow: %v", spent)
+		}
+	}
+	if last := spent[len(spent)-1]; last > 12 {
+		t.Errorf("spent ε=%v, over the budget 12", last)
+	}
+	var js JobStatus
+	if code, raw := tc.api(t, "GET", leader.AdminAddr(), "/v1/jobs/private", nil, &js); code != http.StatusOK {
+		t.Fatalf("%d %s", code, raw)
+	}
+	if js.State != JobDone || !strings.Contains(js.StopReason, "privacy budget reached") || js.Privacy == nil ||
+		js.Privacy.EpsilonSpent != spent[len(spent)-1] || js.Privacy.EpsilonBudget != 12 || js.CommittedRounds != uint64(len(spent)) {
+		t.Fatalf("job status %+v (privacy %+v)", js, js.Privacy)
+	}
+	t.Logf("%d rounds, ε spent per round: %.3g", len(spent), spent)
+}
+
+// TestPrivacySpecValidation refuses specs the analysis does not cover.
+func TestPrivacySpecValidation(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    PrivacySpec
+		rule string
+		want string
+	}{
+		{"fedadam", PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 8}, "fedadam", "only fedavg and fedprox"},
+		{"no clip", PrivacySpec{NoiseMultiplier: 1, Epsilon: 8}, "fedavg", "clip_norm"},
+		{"no noise", PrivacySpec{ClipNorm: 1, Epsilon: 8}, "fedavg", "noise_multiplier"},
+		{"no budget", PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1}, "fedavg", "epsilon"},
+		{"bad delta", PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 8, Delta: 1}, "fedavg", "delta"},
+		{"NaN clip", PrivacySpec{ClipNorm: math.NaN(), NoiseMultiplier: 1, Epsilon: 8}, "fedavg", "clip_norm"},
+		{"budget below one round", PrivacySpec{ClipNorm: 1, NoiseMultiplier: 0.3, Epsilon: 0.5}, "fedavg", "already spends"},
+	} {
+		err := c.p.validate(c.rule)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error about %q", c.name, err, c.want)
+		}
+	}
+	if err := (&PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 8}).validate("fedprox"); err != nil {
+		t.Errorf("a valid spec: %v", err)
+	}
+}
