@@ -274,6 +274,10 @@ func (n *Node) postJob(w http.ResponseWriter, req *http.Request) {
 	if spec.Features.FeatureSpec != nil && spec.Model.NumFeatures == 0 {
 		spec.Model.NumFeatures = len(spec.Features.GetFeatures())
 	}
+	if err := spec.PlanPrivacy(); err != nil {
+		writeErr(w, err)
+		return
+	}
 	if prev, ok := n.Job(spec.ID); ok {
 		a, _ := json.Marshal(prev.Spec)
 		b, _ := json.Marshal(spec)

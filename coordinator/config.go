@@ -186,6 +186,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: min_cohort must not be negative", ErrInvalidConfig)
 	}
 	for _, j := range c.Jobs {
+		if err := j.PlanPrivacy(); err != nil {
+			return fmt.Errorf("%w: job %q: %w", ErrInvalidConfig, j.ID, err)
+		}
 		if err := j.Validate(c.MaxModelBytes); err != nil {
 			return fmt.Errorf("%w: job %q: %w", ErrInvalidConfig, j.ID, err)
 		}

@@ -623,6 +623,9 @@ func (n *Node) CreateJob(spec JobSpec) error { return n.createJob(spec, n.propos
 
 // createJob is CreateJob proposing with prop.
 func (n *Node) createJob(spec JobSpec, prop func(cmdType, any) error) error {
+	if err := spec.PlanPrivacy(); err != nil {
+		return err
+	}
 	if err := spec.Validate(n.cfg.MaxModelBytes); err != nil {
 		return err
 	}

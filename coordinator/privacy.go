@@ -27,8 +27,9 @@ type PrivacySpec struct {
 	// ClipNorm bounds each site's update (L2), > 0.
 	ClipNorm float64 `json:"clip_norm"`
 	// NoiseMultiplier z: the noise on the sum has standard deviation
-	// z·ClipNorm, > 0.
-	NoiseMultiplier float64 `json:"noise_multiplier"`
+	// z·ClipNorm, > 0. Zero plans it: the smallest z with which all the
+	// job's rounds fit the budget (see Plan).
+	NoiseMultiplier float64 `json:"noise_multiplier,omitempty"`
 	// Epsilon is the job's privacy budget, > 0.
 	Epsilon float64 `json:"epsilon"`
 	// Delta is the δ of (ε, δ)-DP; default 1e-5.
@@ -43,6 +44,44 @@ func (p *PrivacySpec) delta() float64 {
 		return DefaultDelta
 	}
 	return p.Delta
+}
+
+// Plan fills a zero NoiseMultiplier with the smallest one with which the
+// job's rounds, each asking sampleRate of the sites, spend at most the
+// budget. Called when a job is created (the leader replicates the result)
+// and by tools that want to show it beforehand.
+func (p *PrivacySpec) Plan(rounds int, sampleRate float64) error {
+	if p.NoiseMultiplier != 0 {
+		return nil
+	}
+	if !(p.Epsilon > 0) || p.Delta < 0 || p.Delta >= 1 {
+		return fmt.Errorf("%w: privacy: epsilon must be positive and delta in (0, 1) to plan the noise", ErrInvalidJob)
+	}
+	z, err := dp.NoiseMultiplierFor(p.Epsilon, p.delta(), sampleRate, rounds)
+	if err != nil {
+		return fmt.Errorf("%w: privacy: no noise fits %d rounds in ε=%g at δ=%g: %w", ErrInvalidJob, rounds, p.Epsilon, p.delta(), err)
+	}
+	p.NoiseMultiplier = z
+	return nil
+}
+
+// PlanPrivacy fills a private job's noise multiplier from its budget (see
+// PrivacySpec.Plan), for rounds asking the sampled fraction of enrolled
+// sites (1 when it samples by count: the safe bound).
+func (s *JobSpec) PlanPrivacy() error {
+	if s.Privacy == nil || s.Privacy.NoiseMultiplier != 0 {
+		return nil
+	}
+	q := 1.0
+	if f := s.Sampling.Fraction; f > 0 && s.Sampling.Count == 0 {
+		q = f
+	}
+	p := *s.Privacy
+	if err := p.Plan(s.Rounds, q); err != nil {
+		return err
+	}
+	s.Privacy = &p
+	return nil
 }
 
 // validate checks the spec against the job's rule: only the plain mean
@@ -108,6 +147,10 @@ func privacyStatus(spec *PrivacySpec, st *PrivacyState) *PrivacyStatus {
 	return s
 }
 
+// PrivacyStatus is the job's spent and planned privacy; nil for a job
+// without privacy.
+func (j *Job) PrivacyStatus() *PrivacyStatus { return privacyStatus(j.Spec.Privacy, j.Privacy) }
+
 // accountant decodes a job's accountant (a fresh one before its first
 // private round).
 func (st *PrivacyState) accountant() (*dp.Accountant, error) {
@@ -155,6 +198,9 @@ func addPrivacyNoise(weights []float32, spec *PrivacySpec, st *PrivacyState, con
 	std, err := dp.CentralStddev(spec.NoiseMultiplier, spec.ClipNorm)
 	if err != nil {
 		return nil, err
+	}
+	if g == nil {
+		g = dp.NewGaussian(nil) // a cryptographically secure source
 	}
 	if err := g.AddNoise(weights, std/float64(contributors)); err != nil {
 		return nil, err

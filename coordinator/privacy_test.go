@@ -126,3 +126,41 @@ func TestPrivacySpecValidation(t *testing.T) {
 		t.Errorf("a valid spec: %v", err)
 	}
 }
+
+// TestPrivacyPlansNoise: a job that names a budget but no noise gets the
+// smallest noise multiplier with which all its rounds fit; the planned
+// job then runs every round without hitting the budget.
+func TestPrivacyPlansNoise(t *testing.T) {
+	spec := testJob("planned", 10, 1)
+	spec.Privacy = &PrivacySpec{ClipNorm: 1, Epsilon: 3}
+	if err := spec.PlanPrivacy(); err != nil {
+		t.Fatal(err)
+	}
+	z := spec.Privacy.NoiseMultiplier
+	if !(z > 1 && z < 20) {
+		t.Fatalf("planned noise multiplier %v", z)
+	}
+	ok, eps, err := budgetLeft(spec.Privacy, nil, 0, 0)
+	if !ok || err != nil || eps > 3 {
+		t.Fatalf("one round: %v %v %v", ok, eps, err)
+	}
+	var st *PrivacyState
+	for r := range 10 {
+		w := make([]float32, 4)
+		if st, err = addPrivacyNoise(w, spec.Privacy, st, 2, 0, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st.Epsilon > 3*(1+1e-9) {
+			t.Fatalf("round %d: ε=%v over the budget", r+1, st.Epsilon)
+		}
+	}
+	if ok, _, _ := budgetLeft(spec.Privacy, st, 0, 0); ok {
+		t.Error("an 11th round fits a budget planned for 10")
+	}
+	// Planning more rounds takes more noise.
+	more := testJob("more", 40, 1)
+	more.Privacy = &PrivacySpec{ClipNorm: 1, Epsilon: 3}
+	if err := more.PlanPrivacy(); err != nil || more.Privacy.NoiseMultiplier <= z {
+		t.Fatalf("40 rounds: z=%v (10 rounds: %v), %v", more.Privacy.NoiseMultiplier, z, err)
+	}
+}

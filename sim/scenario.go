@@ -92,6 +92,9 @@ type Job struct {
 	MinSites    int                  `json:"min_sites,omitempty"`
 	MaxAttempts int                  `json:"max_attempts,omitempty"`
 	Sampling    coordinator.Sampling `json:"sampling,omitzero"`
+	// Privacy makes the job differentially private (see the operator's
+	// guide); a zero noise_multiplier is planned from epsilon.
+	Privacy *coordinator.PrivacySpec `json:"privacy,omitempty"`
 }
 
 // Expect are the checks made at the end of a run; a run whose checks fail
@@ -243,6 +246,7 @@ func (sc *Scenario) Config(def Config) (Config, error) {
 		c.RoundTimeout = time.Duration(j.RoundTimeout)
 	}
 	c.MinSites, c.MaxAttempts, c.Sampling = j.MinSites, j.MaxAttempts, j.Sampling
+	c.Privacy = j.Privacy
 	c.Byzantine = sc.Byzantine
 	c.Links = sc.Links
 	c.Faults = sc.Faults

@@ -87,6 +87,9 @@ type Config struct {
 	EgressTap func(site string, b []byte)
 	// Strategy is the job's aggregation rule (default fedavg).
 	Strategy aggregator.Spec
+	// Privacy, when set, makes the job differentially private (central
+	// DP-FedAvg); a zero noise multiplier is planned from the budget.
+	Privacy *coordinator.PrivacySpec
 	// Byzantine makes some sites attack; zero means none.
 	Byzantine Byzantine
 	// Model is the job's model (default logistic regression); its
@@ -399,18 +402,20 @@ type Report struct {
 	// Dataset names the data the sites held.
 	Dataset string `json:"dataset"`
 	// Strategy is the aggregation rule; ByzantineSites the attacking sites.
-	Strategy          string      `json:"strategy"`
-	Seed              uint64      `json:"seed"`
-	ByzantineSites    []string    `json:"byzantine_sites,omitempty"`
-	RoundsCompleted   int         `json:"rounds_completed"`
-	Sites             int         `json:"sites"`
-	Coordinators      int         `json:"coordinators"`
-	Federated         Metrics     `json:"federated"`
-	Centralized       Metrics     `json:"centralized"`
-	LocalOnly         LocalOnly   `json:"local_only"`
-	BytesSentByAgents int64       `json:"bytes_sent_by_agents"`
-	WallSeconds       float64     `json:"wall_seconds"`
-	Rounds            []RoundLine `json:"rounds"`
+	Strategy        string   `json:"strategy"`
+	Seed            uint64   `json:"seed"`
+	ByzantineSites  []string `json:"byzantine_sites,omitempty"`
+	RoundsCompleted int      `json:"rounds_completed"`
+	// Privacy is a private job's ε spent and its parameters.
+	Privacy           *coordinator.PrivacyStatus `json:"privacy,omitempty"`
+	Sites             int                        `json:"sites"`
+	Coordinators      int                        `json:"coordinators"`
+	Federated         Metrics                    `json:"federated"`
+	Centralized       Metrics                    `json:"centralized"`
+	LocalOnly         LocalOnly                  `json:"local_only"`
+	BytesSentByAgents int64                      `json:"bytes_sent_by_agents"`
+	WallSeconds       float64                    `json:"wall_seconds"`
+	Rounds            []RoundLine                `json:"rounds"`
 	// SiteInfo describes each site.
 	SiteInfo []SiteInfo `json:"site_info,omitempty"`
 	// Faults are the timeline's events as they happened.
@@ -510,6 +515,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	job.Train.Optimizer = cfg.Optimizer
 	if cfg.Strategy.Name != "" {
 		job.Strategy = coordinator.StrategySpec{Spec: cfg.Strategy}
+	}
+	if cfg.Privacy != nil {
+		p := *cfg.Privacy
+		job.Privacy = &p
+		if err := job.PlanPrivacy(); err != nil {
+			return nil, err
+		}
 	}
 	if err := job.Validate(0); err != nil {
 		return nil, err
@@ -720,6 +732,7 @@ func (w *watcher) watch(ctx context.Context) (Metrics, []float32, error) {
 			}
 			switch j.State {
 			case coordinator.JobDone:
+				w.rep.Privacy = j.PrivacyStatus()
 				return last, lastWeights, nil
 			case coordinator.JobFailed:
 				return last, nil, fmt.Errorf("job failed: %s", j.FailReason)
@@ -752,6 +765,9 @@ func printSummary(out io.Writer, rep *Report) {
 			rec = "  no commit followed"
 		}
 		fmt.Fprintf(out, "fault at %5.1fs  %-16s %s%s\n", e.At, e.Action, e.Detail, rec)
+	}
+	if p := rep.Privacy; p != nil {
+		fmt.Fprintf(out, "privacy: ε %.3g of %g spent at δ=%g (noise multiplier %.3g, clip %g)\n", p.EpsilonSpent, p.EpsilonBudget, p.Delta, p.NoiseMultiplier, p.ClipNorm)
 	}
 	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, late updates %d, wall %.1fs, peak heap %.0f MiB\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.UpdatesLate, rep.WallSeconds, float64(rep.PeakHeapBytes)/(1<<20))
 }

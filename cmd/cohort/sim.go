@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cohort-fl/cohort/aggregator"
+	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/sim"
 )
 
@@ -50,6 +51,10 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var params stringList
 	fs.Var(&params, "strategy-param", "a rule parameter as `name=value` (repeatable), e.g. server_lr=0.03 for fedadam, f=1 for krum")
 	fs.Float64Var(&cfg.Strategy.NormBound, "norm-bound", 0, "clip every update to this L2 norm on the coordinator (0 = off)")
+	epsilon := fs.Float64("epsilon", 0, "make the job differentially private (central DP-FedAvg) with this ε budget; the noise is planned so that every round fits (0 = off)")
+	delta := fs.Float64("delta", coordinator.DefaultDelta, "with --epsilon: the δ of (ε, δ)-DP")
+	clipNorm := fs.Float64("clip-norm", 0.5, "with --epsilon: each site's update is clipped to this L2 norm")
+	noise := fs.Float64("noise-multiplier", 0, "with --epsilon: the noise multiplier (0 = planned from the budget)")
 	scenario := fs.String("scenario", "", "run the scenario in this YAML `file`, or every *.yaml in this directory, and check its expectations (other job flags are ignored)")
 	reportDir := fs.String("report-dir", "", "write a report (report.md, report.json and PNG charts) to this `directory`; with several scenarios, one subdirectory each")
 	compare := fs.String("compare", "", "run once per `rules` (comma-separated; parameters after colons, e.g. fedavg,fedadam:server_lr=0.1) and seed, and print a comparison table")
@@ -101,6 +106,9 @@ Flags:
 			cfg.Strategy.Params = map[string]float64{}
 		}
 		cfg.Strategy.Params[k] = x
+	}
+	if *epsilon > 0 {
+		cfg.Privacy = &coordinator.PrivacySpec{ClipNorm: *clipNorm, NoiseMultiplier: *noise, Epsilon: *epsilon, Delta: *delta}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
