@@ -87,6 +87,9 @@ fuzz FuzzParseScenario ./sim
 fuzz FuzzParseMessage ./sim/synth
 fuzz FuzzReadLog ./agent/egress
 fuzz FuzzAuthHeader ./coordinator
+fuzz FuzzDecode ./protocol/secagg
+fuzz FuzzServerHandle ./protocol/secagg
+fuzz FuzzAccountantState ./protocol/dp
 # The audit log's fuzzer minimizes slowly: cap it so it fuzzes.
 go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s ./coordinator/audit 2>&1 | tail -1
 
