@@ -123,6 +123,9 @@ type Expect struct {
 	// NoPHI checks that no planted identifier of any synthetic patient
 	// appears in any byte an agent sent.
 	NoPHI bool `json:"no_phi,omitempty"`
+	// MaxEpsilon bounds the ε a private job spent (and requires the job
+	// to be private).
+	MaxEpsilon float64 `json:"max_epsilon,omitempty"`
 }
 
 // Expectation is one check of a run and its outcome.
@@ -258,7 +261,7 @@ func (sc *Scenario) Config(def Config) (Config, error) {
 	}
 	e := sc.Expect
 	if e.MinAUROC < 0 || e.MinAUROC > 1 || e.MaxRecoverySeconds < 0 || e.MinLateUpdates < 0 ||
-		e.MinRoundSites < 0 || e.MinDroppedDatagrams < 0 || e.MaxWallSeconds < 0 {
+		e.MinRoundSites < 0 || e.MinDroppedDatagrams < 0 || e.MaxWallSeconds < 0 || e.MaxEpsilon < 0 {
 		return bad("expect: values must not be negative, and min_auroc at most 1")
 	}
 	if e.MinDroppedDatagrams > 0 && !c.relays() {
@@ -293,6 +296,13 @@ func (e Expect) check(rep *Report, c Config, runErr error) []Expectation {
 	fed := rep.Federated.AUROC
 	if e.MinAUROC > 0 {
 		add("final AUROC", "≥ "+f4(e.MinAUROC), f4(fed), fed >= e.MinAUROC)
+	}
+	if e.MaxEpsilon > 0 {
+		if p := rep.Privacy; p == nil {
+			add("ε spent", "≤ "+f4(e.MaxEpsilon), "the job is not private", false)
+		} else {
+			add("ε spent", "≤ "+f4(e.MaxEpsilon), f4(p.EpsilonSpent), p.EpsilonSpent <= e.MaxEpsilon && p.EpsilonSpent > 0)
+		}
 	}
 	if g := e.MaxGapToCentralized; g != nil {
 		gap := rep.Centralized.AUROC - fed

@@ -58,6 +58,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scenario := fs.String("scenario", "", "run the scenario in this YAML `file`, or every *.yaml in this directory, and check its expectations (other job flags are ignored)")
 	reportDir := fs.String("report-dir", "", "write a report (report.md, report.json and PNG charts) to this `directory`; with several scenarios, one subdirectory each")
 	compare := fs.String("compare", "", "run once per `rules` (comma-separated; parameters after colons, e.g. fedavg,fedadam:server_lr=0.1) and seed, and print a comparison table")
+	compareEps := fs.String("compare-epsilon", "", "run the rule once per ε `budgets` (comma-separated; 0 = without differential privacy) and seed, with the noise planned for each budget, and print a comparison table")
 	seedList := fs.String("seeds", "1", "with --compare: the `seeds`, comma-separated")
 	markdown := fs.String("markdown", "", "with --compare: also write the table as Markdown to this `file`")
 	fs.IntVar(&cfg.Byzantine.Sites, "byzantine", 0, "how many sites attack (the last ones)")
@@ -142,6 +143,26 @@ Flags:
 	if *scenario != "" {
 		return runScenarios(ctx, cfg, *scenario, *reportDir, args, stdout)
 	}
+	if *compareEps != "" {
+		var budgets []float64
+		for _, f := range strings.Split(*compareEps, ",") {
+			x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || x < 0 {
+				return fmt.Errorf("sim: --compare-epsilon %q: want non-negative numbers, comma-separated", *compareEps)
+			}
+			budgets = append(budgets, x)
+		}
+		seeds, err := parseSeeds(*seedList)
+		if err != nil {
+			return err
+		}
+		cfg.Privacy = &coordinator.PrivacySpec{ClipNorm: *clipNorm, Delta: *delta} // clip and δ for every budget
+		c, err := sim.ComparePrivacy(ctx, cfg, budgets, seeds, stdout)
+		if err != nil {
+			return err
+		}
+		return writeComparison(c, args, *markdown, stdout)
+	}
 	if *compare != "" {
 		return runCompare(ctx, cfg, *compare, *seedList, *markdown, args, stdout)
 	}
@@ -177,18 +198,32 @@ func runCompare(ctx context.Context, cfg sim.Config, compare, seedList, markdown
 		}
 		rules = append(rules, r)
 	}
-	var seeds []uint64
-	for _, f := range strings.Split(seedList, ",") {
-		x, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
-		if err != nil {
-			return fmt.Errorf("sim: --seeds %q: %w", seedList, err)
-		}
-		seeds = append(seeds, x)
+	seeds, err := parseSeeds(seedList)
+	if err != nil {
+		return err
 	}
 	c, err := sim.Compare(ctx, cfg, rules, seeds, stdout)
 	if err != nil {
 		return err
 	}
+	return writeComparison(c, args, markdown, stdout)
+}
+
+// parseSeeds reads --seeds.
+func parseSeeds(seedList string) ([]uint64, error) {
+	var seeds []uint64
+	for _, f := range strings.Split(seedList, ",") {
+		x, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("sim: --seeds %q: %w", seedList, err)
+		}
+		seeds = append(seeds, x)
+	}
+	return seeds, nil
+}
+
+// writeComparison prints a comparison's table and writes it to markdown.
+func writeComparison(c *sim.Comparison, args []string, markdown string, stdout io.Writer) error {
 	md := c.Markdown("cohort sim " + strings.Join(args, " "))
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, md)
