@@ -324,7 +324,9 @@ func (n *Node) guard(rt adminRoute) http.Handler {
 			host := hostOf(rs.entry.Remote)
 			if n.failLimits.blocked(host, now) {
 				n.stats.AdminRateLimited.Add(1)
-				w.Header().Del(RequestIDHeader)
+				rs.entry.Kind, rs.entry.Actor, rs.entry.Outcome = "site", "unauthenticated", "denied"
+				rs.entry.Status, rs.entry.Time = http.StatusTooManyRequests, now
+				n.queueAudit(rs.entry)
 				w.Header().Set("Retry-After", "1")
 				writeProblem(w, http.StatusTooManyRequests, "too many refused requests from this address")
 				return
@@ -345,10 +347,13 @@ func (n *Node) guard(rt adminRoute) http.Handler {
 			rs.entry.Actor, rs.entry.Outcome = "unauthenticated", "denied"
 			host := hostOf(rs.entry.Remote)
 			if ok, wait := n.failLimits.allow(host, now); !ok {
-				// Past the limit, refusals are counted, not each audited:
-				// a client guessing tokens must not fill the log.
+				// Past the limit, a refusal is answered at once and its
+				// leaf queued: the queue is written in batches (many
+				// leaves per Raft entry), so a client guessing tokens
+				// costs the log little and cannot hold the leader up.
 				n.stats.AdminRateLimited.Add(1)
-				w.Header().Del(RequestIDHeader)
+				rs.entry.Status, rs.entry.Time = http.StatusTooManyRequests, now
+				n.queueAudit(rs.entry)
 				w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.5))))
 				writeProblem(w, http.StatusTooManyRequests, "too many failed authentications from this address")
 				return

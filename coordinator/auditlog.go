@@ -3,10 +3,12 @@ package coordinator
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -147,6 +149,12 @@ func (f *fsm) record(t cmdType, c command, res error) {
 			leaves = append(leaves, e)
 		}
 	}
+	if t == cmdAuditBatch && res == nil {
+		var b auditBatchBody
+		if json.Unmarshal(c.Body, &b) == nil {
+			leaves = append(leaves, b.Entries...)
+		}
+	}
 	if len(leaves) == 0 {
 		return
 	}
@@ -218,4 +226,58 @@ func (a *auditSink) restore(head AuditHead, r io.Reader) error {
 	}
 	a.broken.Store(false)
 	return nil
+}
+
+// Rate-limited refusals are recorded in batches: queueAudit holds their
+// entries and the leader's flush loop writes them, many per Raft entry
+// (cmdAuditBatch). The queue is bounded: past maxAuditQueue entries (a
+// flood faster than the log can take), refusals are only counted
+// (AuditDropped).
+const (
+	maxAuditQueue   = 10000
+	maxAuditBatch   = 1000
+	auditFlushEvery = 200 * time.Millisecond
+)
+
+type auditBatchBody struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+// queueAudit queues an entry for the next batch.
+func (n *Node) queueAudit(e AuditEntry) {
+	n.auditQMu.Lock()
+	defer n.auditQMu.Unlock()
+	if len(n.auditQ) >= maxAuditQueue {
+		n.stats.AuditDropped.Add(1)
+		return
+	}
+	n.auditQ = append(n.auditQ, e)
+}
+
+// flushAudit writes the queued entries, in batches, while this node leads.
+func (n *Node) flushAudit(ctx context.Context) error {
+	t := time.NewTicker(auditFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for {
+			n.auditQMu.Lock()
+			k := min(len(n.auditQ), maxAuditBatch)
+			batch := slices.Clone(n.auditQ[:k])
+			n.auditQ = slices.Delete(n.auditQ, 0, k)
+			n.auditQMu.Unlock()
+			if k == 0 {
+				break
+			}
+			if err := n.propose(cmdAuditBatch, auditBatchBody{Entries: batch}); err != nil {
+				n.stats.AuditDropped.Add(int64(k))
+				n.log.Warn("audit: a batch of rate-limited refusals could not be recorded", "entries", k, "err", err)
+				break
+			}
+		}
+	}
 }

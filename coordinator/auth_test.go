@@ -367,3 +367,52 @@ func TestRateLimitPerToken(t *testing.T) {
 		t.Fatalf("another token: %d %s", code, raw)
 	}
 }
+
+// TestRateLimitedRefusalsAreAudited: a client guessing tokens past the
+// per-address limit gets 429 at once, and every one of its requests is
+// still one leaf of the log (written in batches).
+func TestRateLimitedRefusalsAreAudited(t *testing.T) {
+	tc := startClusterWith(t, 1, nil, nil, func(c *Config) { c.Auth.FailedPerSecond, c.Auth.FailedBurst = 0.001, 5 })
+	leader, _ := tc.leader(t)
+	addr := leader.AdminAddr()
+	ids := map[string]int{}
+	limited := 0
+	for i := range 40 {
+		req, _ := http.NewRequest("GET", "https://"+addr+"/v1/jobs", nil)
+		req.Header.Set("Authorization", fmt.Sprintf("Bearer cohort_t%010d_guess%d", i, i))
+		resp, err := tc.adminHTTP(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+		rid := resp.Header.Get(RequestIDHeader)
+		if rid == "" {
+			t.Fatalf("request %d (%d) has no request id", i, resp.StatusCode)
+		}
+		ids[rid] = resp.StatusCode
+	}
+	if limited < 30 {
+		t.Fatalf("%d of 40 guesses rate limited, want at least 30", limited)
+	}
+	waitFor(t, leader, "every guess in the audit log", func() bool {
+		leaves, err := leader.audit.log.Entries(0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		for _, raw := range leaves {
+			var e AuditEntry
+			json.Unmarshal(raw, &e)
+			if code, ok := ids[e.RequestID]; ok && e.Status == code && e.Outcome == "denied" {
+				found++
+			}
+		}
+		return found == len(ids)
+	})
+	if d := leader.Stats().AuditDropped.Load(); d != 0 {
+		t.Errorf("%d refusals dropped", d)
+	}
+}

@@ -37,6 +37,9 @@ const (
 	cmdCreateEnrollToken
 	cmdEnroll
 	cmdRenew
+	// cmdAuditBatch records many admin requests that changed nothing
+	// (rate-limited refusals), each one leaf.
+	cmdAuditBatch
 )
 
 func (t cmdType) String() string {
@@ -75,6 +78,8 @@ func (t cmdType) String() string {
 		return "enroll"
 	case cmdRenew:
 		return "renew"
+	case cmdAuditBatch:
+		return "audit-batch"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -476,6 +481,15 @@ func (f *fsm) apply(t cmdType, c command) error {
 		return nil
 	case cmdAudit:
 		return nil // the entry is c.Audit, recorded by Apply
+	case cmdAuditBatch:
+		var b auditBatchBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		if len(b.Entries) == 0 || len(b.Entries) > maxAuditBatch {
+			return fmt.Errorf("%w: an audit batch of %d entries", ErrBadCommand, len(b.Entries))
+		}
+		return nil // the entries are recorded by Apply
 	case cmdCreateToken:
 		var tk Token
 		if err := decode(&tk); err != nil {

@@ -95,6 +95,10 @@ type Node struct {
 	// conns are the open agent connections by site (site id → *siteConns).
 	conns sync.Map
 
+	// auditQ holds rate-limited refusals' audit entries for flushAudit.
+	auditQMu sync.Mutex
+	auditQ   []AuditEntry
+
 	// leaderC is closed and replaced when this node gains or loses
 	// leadership (seen by the engine within a tick); long polls wait on it.
 	leaderMu sync.Mutex
@@ -148,6 +152,9 @@ type Stats struct {
 	AdminRateLimited atomic.Int64
 	// SitesRevokedRefused are connections or requests of revoked sites.
 	SitesRevokedRefused atomic.Int64
+	// AuditDropped are rate-limited refusals that could not be recorded
+	// (the queue was full, or the node lost leadership before writing it).
+	AuditDropped atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the
@@ -398,11 +405,12 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errC := make(chan error, 6)
+	errC := make(chan error, 7)
 	wg.Go(func() { errC <- n.serveAgents(ctx) })
 	wg.Go(func() { errC <- n.runEngine(ctx) })
 	wg.Go(func() { errC <- n.syncBlobs(ctx) })
 	wg.Go(func() { errC <- n.collectLoop(ctx) })
+	wg.Go(func() { errC <- n.flushAudit(ctx) })
 	if n.statusLn != nil {
 		srv := &http.Server{Handler: n.statusHandler(), ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
