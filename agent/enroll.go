@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent/egress"
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
@@ -164,9 +165,15 @@ func issueClient(pool *x509.CertPool, now func() time.Time, cert func() *tls.Cer
 
 // postIssue posts body to server+path and decodes the certificate answer.
 // An error answer is an *HTTPError; a connection error names the server.
-func postIssue(ctx context.Context, client *http.Client, server, path string, body issueRequest) (*issueResponse, error) {
+//
+// The body passes the egress guard g (kind egress.KindEnroll or KindRenew),
+// which checks it and records it in the egress log.
+func postIssue(ctx context.Context, client *http.Client, g *egress.Guard, kind, server, path string, body issueRequest) (*issueResponse, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
+		return nil, err
+	}
+	if b, err = g.CertRequest(kind, b); err != nil {
 		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+path, bytes.NewReader(b))
@@ -386,7 +393,12 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Enrolled, error) {
 	}
 	defer os.Remove(pendingKey)
 
-	resp, err := postIssue(ctx, issueClient(pool, now, nil), server, "/v1/enroll", issueRequest{Token: token, CSR: csr})
+	guard, err := egress.New(egress.Config{LogPath: filepath.Join(cfg.DataDir, egress.LogFile), Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("egress log: %w", err)
+	}
+	defer guard.Close()
+	resp, err := postIssue(ctx, issueClient(pool, now, nil), guard, egress.KindEnroll, server, "/v1/enroll", issueRequest{Token: token, CSR: csr})
 	var he *HTTPError
 	switch {
 	case errors.As(err, &he) && he.Status == http.StatusUnauthorized:

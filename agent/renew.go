@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent/egress"
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
@@ -168,7 +169,10 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := postIssue(ctx, a.renewClient, a.renewServer, "/v1/renew", issueRequest{CSR: csr})
+	if a.guard == nil {
+		return errors.New("renewal: the agent is not open (no egress guard)")
+	}
+	resp, err := postIssue(ctx, a.renewClient, a.guard, egress.KindRenew, a.renewServer, "/v1/renew", issueRequest{CSR: csr})
 	var he *HTTPError
 	switch {
 	case errors.As(err, &he) && he.Status == http.StatusForbidden:

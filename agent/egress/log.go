@@ -26,11 +26,15 @@ const (
 	KindUpdateBody         = "update-body"
 	KindStats              = "stats"
 	KindDecline            = "decline"
+	// KindEnroll and KindRenew are certificate requests, sent over HTTPS
+	// to the coordinators' admin address.
+	KindEnroll = "enroll"
+	KindRenew  = "renew"
 )
 
 // Kinds lists every record kind, in the order of a round.
 var Kinds = []string{KindHello, KindTaskRequest, KindRoundStatusRequest, KindModelRequest,
-	KindUpdateHeader, KindUpdateBody, KindStats, KindDecline}
+	KindUpdateHeader, KindUpdateBody, KindStats, KindDecline, KindEnroll, KindRenew}
 
 // MaxLineBytes bounds one line of the log; a longer line is reported as
 // malformed (the guard writes lines of a few hundred bytes).
