@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cohort's test command (README, and .ci/run in CI). On a fresh Debian
-# machine it installs what the tests need (protoc, Mosquitto), then runs
+# machine it installs what the tests need (protoc, Mosquitto, Chromium for
+# the dashboard's browser test), then runs
 # every check: formatting, vet, staticcheck, module verification, the test
 # suite with the race detector (-short: the heavy real-data runs skip), the
 # whole suite without it (the real-data runs included), and a short run of
@@ -10,8 +11,11 @@
 # Needs: Go 1.26 and, for the real-data tests, ../shared/data (CI has it;
 # elsewhere those tests skip and say so). The multi-container test
 # (deploy/dockertest) needs Docker; it skips without it, except in CI.
+# Test artefacts (the dashboard's screenshot) go to artifacts/ unless
+# COHORT_ARTIFACTS names another directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export COHORT_ARTIFACTS="${COHORT_ARTIFACTS:-$PWD/artifacts}"
 
 PROTOC_GEN_GO_VERSION=v1.36.12   # = google.golang.org/protobuf in go.mod
 STATICCHECK_VERSION=v0.8.2
