@@ -489,14 +489,20 @@ func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
 // runStats answers a statistics offer with each feature's count, sum and
 // sum of squares over the eligible cohort. Below the job's minimum cohort
 // it declines; a feature observed in fewer patients than the minimum is
-// sent as empty (count 0), so no small group's values can be inferred.
+// sent as empty (count 0), so no small group's values can be inferred. An
+// analytics job's offer also asks for histograms: a bin holding fewer
+// patients than the minimum is sent as 0 (suppressed).
 func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
 	minN := a.minCohort(offer.GetParams().GetMinRecords())
 	patients, err := a.patients()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errLocal, err)
 	}
-	n, stats, err := features.Stats(offer.GetFeatures(), patients)
+	var edges [][]float64
+	for _, h := range offer.GetAnalytics().GetHistograms() {
+		edges = append(edges, h.GetEdges())
+	}
+	n, stats, err := features.Histograms(offer.GetFeatures(), patients, edges, offer.GetAnalytics().GetClip())
 	if err != nil {
 		return a.decline(s, offer, err)
 	}
@@ -505,10 +511,16 @@ func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
 	}
 	up := &pb.StatsUpload{JobId: offer.GetJobId(), Round: offer.GetRound(), CohortSize: uint64(n)}
 	for _, fs := range stats {
-		if fs.Count < uint64(max(minN, 1)) {
-			fs = features.FeatureStats{}
+		k := uint64(max(minN, 1))
+		if fs.Count < k {
+			fs = features.FeatureStats{Bins: make([]uint64, len(fs.Bins))}
 		}
-		up.Stats = append(up.Stats, &pb.FeatureStats{Count: fs.Count, Sum: fs.Sum, SumSq: fs.SumSq})
+		for i, c := range fs.Bins {
+			if c < k {
+				fs.Bins[i] = 0
+			}
+		}
+		up.Stats = append(up.Stats, &pb.FeatureStats{Count: fs.Count, Sum: fs.Sum, SumSq: fs.SumSq, Bins: fs.Bins})
 	}
 	resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: up}})
 	if err != nil {

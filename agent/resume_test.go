@@ -33,9 +33,11 @@ type scriptedCoordinator struct {
 	uploadOffsets   []uint64
 	// received is the update body as assembled from the uploads.
 	received []byte
-	acked    bool
-	digest   string
-	done     chan struct{}
+	// stats is the statistics upload received, if any.
+	stats  *pb.StatsUpload
+	acked  bool
+	digest string
+	done   chan struct{}
 }
 
 func (c *scriptedCoordinator) serve(ctx context.Context, ln *quic.Listener) {
@@ -151,6 +153,15 @@ func (c *scriptedCoordinator) stream(conn *quic.Conn, s *quic.Stream) {
 			reply(&pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: "j", Round: 1, Sha256: c.digest}}})
 			close(c.done)
 			return
+		case *pb.Envelope_StatsUpload:
+			c.mu.Lock()
+			first := !c.acked
+			c.stats, c.acked = b.StatsUpload, true
+			c.mu.Unlock()
+			reply(&pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: b.StatsUpload.GetJobId()}}})
+			if first {
+				close(c.done)
+			}
 		case *pb.Envelope_Decline:
 			c.t.Errorf("the agent declined: %v", b.Decline)
 			reply(&pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: "j", Round: 1}}})

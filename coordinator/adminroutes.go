@@ -40,6 +40,7 @@ func (n *Node) adminRoutes() []adminRoute {
 		{method: "POST", pattern: "/v1/jobs/{id}/resume", perm: permJobsWrite, h: n.jobAction("resume")},
 		{method: "POST", pattern: "/v1/jobs/{id}/cancel", perm: permJobsWrite, h: n.jobAction("cancel")},
 		{method: "GET", pattern: "/v1/jobs/{id}/rounds", perm: permJobsRead, h: n.listRounds},
+		{method: "GET", pattern: "/v1/jobs/{id}/results", perm: permJobsRead, h: n.getJobResults},
 
 		{method: "GET", pattern: "/v1/models", perm: permModelsRead, h: n.listModels},
 		{method: "GET", pattern: "/v1/models/{digest}", perm: permModelsRead, h: n.getModel},
@@ -271,7 +272,10 @@ func (n *Node) postJob(w http.ResponseWriter, req *http.Request) {
 	if !decodeBody(w, req, &spec) {
 		return
 	}
-	if spec.Features.FeatureSpec != nil && spec.Model.NumFeatures == 0 {
+	if spec.IsAnalytics() && spec.noModel() {
+		spec.Model = ModelSpec{} // the defaults: an analytics job has none
+	}
+	if !spec.IsAnalytics() && spec.Features.FeatureSpec != nil && spec.Model.NumFeatures == 0 {
 		spec.Model.NumFeatures = len(spec.Features.GetFeatures())
 	}
 	if err := spec.PlanPrivacy(); err != nil {

@@ -308,7 +308,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 		for _, id := range ids {
 			j := st.Jobs[id]
 			r := j.Current
-			if !j.State.active() || r == nil || j.Global == nil {
+			if !j.State.active() || r == nil || (j.Global == nil && r.Kind != KindStats) {
 				continue
 			}
 			if _, done := r.Receipts[site]; done || !r.Asks(site) {
@@ -328,6 +328,9 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 			if r.Kind == KindStats {
 				offer = &pb.TaskOffer{JobId: id, Round: r.Number, Kind: pb.TaskKind_TASK_KIND_STATS,
 					Params: params, Features: sp.Features.FeatureSpec}
+				if sp.IsAnalytics() {
+					offer.Features, offer.Analytics = sp.analyticsFeatures(), sp.analyticsWire()
+				}
 				return
 			}
 			offer = &pb.TaskOffer{
@@ -532,6 +535,7 @@ func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
 	}
 	var (
 		nFeat, minN int
+		spec        JobSpec
 		errResp     *pb.Envelope
 	)
 	n.fsm.view(func(st *state) {
@@ -542,7 +546,7 @@ func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
 		case j.Current == nil || j.Current.Kind != KindStats || j.Current.Number != su.GetRound():
 			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s has no open statistics round", su.GetJobId())
 		default:
-			nFeat, minN = len(j.Spec.Features.GetFeatures()), j.Spec.Train.MinRecords
+			nFeat, minN, spec = len(j.Spec.Features.GetFeatures()), j.Spec.Train.MinRecords, j.Spec
 		}
 	})
 	if errResp != nil {
@@ -563,7 +567,10 @@ func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
 		if fs.GetCount() > 0 && fs.GetCount() < uint64(minN) {
 			return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "feature %d statistics cover %d patients, below the minimum of %d", i, fs.GetCount(), minN)
 		}
-		stats[i] = FeatureStats{Count: fs.GetCount(), Sum: fs.GetSum(), SumSq: fs.GetSumSq()}
+		if err := checkAnalyticsStats(spec, fs, i, minN); err != nil {
+			return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "%v", err)
+		}
+		stats[i] = FeatureStats{Count: fs.GetCount(), Sum: fs.GetSum(), SumSq: fs.GetSumSq(), Bins: fs.GetBins()}
 	}
 	err := n.propose(cmdReceipt, receiptBody{Job: su.GetJobId(), Round: su.GetRound(), Receipt: Receipt{
 		Site: ac.site, Stats: stats, CohortSize: su.GetCohortSize()}})

@@ -38,6 +38,7 @@ var routeSamples = map[string]struct {
 	"POST /v1/jobs/{id}/resume":             {path: "/v1/jobs/nowhere/resume"},
 	"POST /v1/jobs/{id}/cancel":             {path: "/v1/jobs/nowhere/cancel"},
 	"GET /v1/jobs/{id}/rounds":              {path: "/v1/jobs/j1/rounds"},
+	"GET /v1/jobs/{id}/results":             {path: "/v1/jobs/j1/results"},
 	"GET /v1/models":                        {path: "/v1/models"},
 	"GET /v1/models/{digest}":               {path: "/v1/models/" + strings.Repeat("0", 64)},
 	"GET /v1/models/{digest}/weights":       {path: "/v1/models/" + strings.Repeat("0", 64) + "/weights"},

@@ -154,6 +154,9 @@ type commitStatsBody struct {
 	Job     string        `json:"job"`
 	Attempt int           `json:"attempt"`
 	Norm    Normalization `json:"norm"`
+	// Results are an analytics job's (instead of Norm), computed and, with
+	// noise, drawn by the leader.
+	Results *AnalyticsResult `json:"results,omitempty"`
 }
 
 type failRoundBody struct {
@@ -292,11 +295,14 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if err := b.Spec.Validate(0); err != nil {
 			return err
 		}
-		if err := checkModelRef(b.Initial.Digest, b.Initial.Size, b.Spec.Model); err != nil {
-			return err
+		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At}
+		if !b.Spec.IsAnalytics() { // an analytics job has no model
+			if err := checkModelRef(b.Initial.Digest, b.Initial.Size, b.Spec.Model); err != nil {
+				return err
+			}
+			b.Initial.Round = 0
+			j.Models = []*Model{&b.Initial}
 		}
-		b.Initial.Round = 0
-		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At, Models: []*Model{&b.Initial}}
 		j.reindex()
 		st.Jobs[b.Spec.ID] = j
 		return nil
@@ -445,6 +451,19 @@ func (f *fsm) apply(t cmdType, c command) error {
 		j := st.Jobs[b.Job]
 		if r.Kind != KindStats || r.Attempt != b.Attempt {
 			return fmt.Errorf("%w: job %s has no open statistics round attempt %d", ErrRoundConflict, b.Job, b.Attempt)
+		}
+		if j.Spec.IsAnalytics() {
+			if b.Results == nil || len(b.Results.Features) != len(j.Spec.Features.GetFeatures()) {
+				return fmt.Errorf("%w: job %s: analytics results must cover the spec's %d features", ErrBadCommand, b.Job, len(j.Spec.Features.GetFeatures()))
+			}
+			j.Results = b.Results
+			r.State = RoundCommitted
+			r.Closed = c.At
+			r.Contributors = slices.Clone(b.Results.Sites)
+			j.Current = nil
+			j.State = JobDone
+			j.Finished = c.At
+			return nil
 		}
 		if n := len(j.Spec.Features.GetFeatures()); len(b.Norm.Mean) != n || len(b.Norm.Std) != n {
 			return fmt.Errorf("%w: job %s: normalization for %d features, the spec has %d", ErrBadCommand, b.Job, len(b.Norm.Mean), n)

@@ -648,6 +648,9 @@ func (n *Node) createJob(spec JobSpec, prop func(cmdType, any) error) error {
 	if exists {
 		return nil
 	}
+	if spec.IsAnalytics() {
+		return prop(cmdEnsureJob, ensureJobBody{Spec: spec})
+	}
 	w, err := initialWeights(spec)
 	if err != nil {
 		return err

@@ -468,6 +468,14 @@ func (n *Node) stepStats(v roundView, now time.Time) error {
 		n.log.Warn("statistics round failed", "job", v.job, "attempt", r.Attempt, "reason", reason)
 		return n.propose(cmdFailRound, failRoundBody{Job: v.job, Round: 0, Attempt: r.Attempt, Reason: reason})
 	}
+	if v.spec.IsAnalytics() {
+		res := aggregateAnalytics(v.spec, r.Receipts, newLaplace(nil))
+		if err := n.propose(cmdCommitStats, commitStatsBody{Job: v.job, Attempt: r.Attempt, Results: res}); err != nil {
+			return fmt.Errorf("commit analytics: %w", err)
+		}
+		n.log.Info("analytics committed", "job", v.job, "sites", len(res.Sites))
+		return nil
+	}
 	norm := aggregateStats(len(v.spec.Features.GetFeatures()), r.Receipts)
 	if err := n.propose(cmdCommitStats, commitStatsBody{Job: v.job, Attempt: r.Attempt, Norm: norm}); err != nil {
 		return fmt.Errorf("commit statistics: %w", err)

@@ -185,6 +185,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 type JobSpec struct {
 	// ID names the job; lowercase letters, digits, '-', '_' and '.'.
 	ID string `json:"id"`
+	// Kind is JobKindTrain ("train", the default when empty) or
+	// JobKindAnalytics ("analytics": one statistics round, no model; see
+	// analytics.go).
+	Kind string `json:"kind,omitempty"`
+	// Analytics is an analytics job's section.
+	Analytics *AnalyticsSpec `json:"analytics,omitempty"`
 	// Rounds is the number of rounds to commit.
 	Rounds int `json:"rounds"`
 	// MinSites is how many site updates close a round; at the deadline a
@@ -316,6 +322,16 @@ func (s JobSpec) checkCohort(k int) error {
 }
 
 func (s JobSpec) Validate(maxModelBytes int) error {
+	switch s.Kind {
+	case "", JobKindTrain:
+		if s.Analytics != nil {
+			return fmt.Errorf("%w: the analytics section is for kind %q jobs", ErrInvalidJob, JobKindAnalytics)
+		}
+	case JobKindAnalytics:
+		return s.validateAnalytics()
+	default:
+		return fmt.Errorf("%w: kind %q: use %q or %q", ErrInvalidJob, s.Kind, JobKindTrain, JobKindAnalytics)
+	}
 	switch {
 	case !validID(s.ID):
 		return fmt.Errorf("%w: job id %q: use 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalidJob, s.ID)
@@ -411,6 +427,8 @@ type FeatureStats struct {
 	Count uint64  `json:"n"`
 	Sum   float64 `json:"s"`
 	SumSq float64 `json:"ss"`
+	// Bins are an analytics job's histogram counts.
+	Bins []uint64 `json:"b,omitempty"`
 }
 
 // Round kinds.
@@ -487,11 +505,13 @@ type Job struct {
 	Spec JobSpec `json:"spec"`
 	// Norm is set once a statistics round committed (federated
 	// normalization).
-	Norm       *Normalization `json:"norm,omitempty"`
-	State      JobState       `json:"state"`
-	Created    time.Time      `json:"created"`
-	Finished   time.Time      `json:"finished,omitzero"`
-	FailReason string         `json:"fail_reason,omitempty"`
+	Norm *Normalization `json:"norm,omitempty"`
+	// Results are what an analytics job committed.
+	Results    *AnalyticsResult `json:"results,omitempty"`
+	State      JobState         `json:"state"`
+	Created    time.Time        `json:"created"`
+	Finished   time.Time        `json:"finished,omitzero"`
+	FailReason string           `json:"fail_reason,omitempty"`
 	// StopReason says why a job ended before its last round (its privacy
 	// budget).
 	StopReason string `json:"stop_reason,omitempty"`
@@ -552,6 +572,9 @@ func (r *Round) Asks(site string) bool {
 
 // NeedsStats reports whether the job still has to run its statistics round.
 func (j *Job) NeedsStats() bool {
+	if j.Spec.IsAnalytics() {
+		return j.Results == nil
+	}
 	return j.Spec.Features.GetNormalization() == pb.Normalization_NORMALIZATION_FEDERATED && j.Norm == nil
 }
 

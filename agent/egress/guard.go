@@ -128,6 +128,13 @@ func check(env *pb.Envelope) (kind string, err error) {
 				fs.GetCount() > b.StatsUpload.GetCohortSize() {
 				return "", fmt.Errorf("%w: feature statistics", ErrPayload)
 			}
+			var inBins uint64
+			for _, c := range fs.GetBins() {
+				inBins += c
+				if c > fs.GetCount() || inBins > fs.GetCount() {
+					return "", fmt.Errorf("%w: histogram counts exceed the feature's count", ErrPayload)
+				}
+			}
 		}
 		return KindStats, nil
 	case *pb.Envelope_Decline:

@@ -50,6 +50,10 @@ func TestGuardAdmitsOnlyAgentMessages(t *testing.T) {
 		{"model request with text for a digest", &pb.Envelope{Body: &pb.Envelope_ModelRequest{ModelRequest: &pb.ModelRequest{Sha256: "MRN-0012345"}}}, ErrPayload},
 		{"update with a NaN metric", &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: &pb.UpdateUpload{
 			BaseModelSha256: digest, Delta: delta, Metrics: &pb.LocalMetrics{TrainLoss: math.NaN()}}}}, ErrPayload},
+		{"statistics with a histogram", &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{CohortSize: 30,
+			Stats: []*pb.FeatureStats{{Count: 30, Sum: 60, SumSq: 150, Bins: []uint64{0, 20, 10}}}}}}, nil},
+		{"histogram beyond the feature's count", &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{CohortSize: 30,
+			Stats: []*pb.FeatureStats{{Count: 25, Sum: 60, SumSq: 150, Bins: []uint64{20, 10}}}}}}, ErrPayload},
 		{"update without encoding", &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: &pb.UpdateUpload{
 			BaseModelSha256: digest, Delta: &pb.BlobRef{Sha256: digest, Size: 4}}}}, ErrPayload},
 	}

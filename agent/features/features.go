@@ -152,16 +152,27 @@ rowLoop:
 }
 
 // FeatureStats are one feature's aggregates over the eligible cohort: the
-// count, sum and sum of squares of its present raw values.
+// count, sum and sum of squares of its present raw values, and, when asked
+// for, its histogram's bin counts.
 type FeatureStats struct {
 	Count      uint64
 	Sum, SumSq float64
+	Bins       []uint64
 }
 
 // Stats computes, for federated normalization, each feature's count, sum
 // and sum of squares of raw values over the eligible patients, and the
 // number of eligible patients. Nothing per patient leaves this function.
 func Stats(spec *pb.FeatureSpec, patients []fhir.PatientData) (cohort int, stats []FeatureStats, err error) {
+	return Histograms(spec, patients, nil, false)
+}
+
+// Histograms is Stats with, for each feature i with len(edges[i]) >= 2, the
+// counts of its values in the bins [edges[k], edges[k+1]) (the last bin
+// closed; values outside the edges are not counted unless clip is set).
+// With clip every value is first clipped into [first edge, last edge],
+// for the count, sum and sum of squares as well.
+func Histograms(spec *pb.FeatureSpec, patients []fhir.PatientData, edges [][]float64, clip bool) (cohort int, stats []FeatureStats, err error) {
 	if err := ValidateSpec(spec); err != nil {
 		return 0, nil, err
 	}
@@ -171,19 +182,53 @@ func Stats(spec *pb.FeatureSpec, patients []fhir.PatientData) (cohort int, stats
 	}
 	feats := spec.GetFeatures()
 	stats = make([]FeatureStats, len(feats))
+	for c := range feats {
+		if c < len(edges) && len(edges[c]) >= 2 {
+			stats[c].Bins = make([]uint64, len(edges[c])-1)
+		}
+	}
 	raw := make([]float64, len(feats))
 	have := make([]bool, len(feats))
 	for _, rw := range rows {
 		rawValues(feats, rw.pd, rw.index, raw, have)
 		for c := range feats {
-			if have[c] {
-				stats[c].Count++
-				stats[c].Sum += raw[c]
-				stats[c].SumSq += raw[c] * raw[c]
+			if !have[c] {
+				continue
+			}
+			v := raw[c]
+			var e []float64
+			if stats[c].Bins != nil {
+				e = edges[c]
+				if clip {
+					v = min(max(v, e[0]), e[len(e)-1])
+				}
+			}
+			stats[c].Count++
+			stats[c].Sum += v
+			stats[c].SumSq += v * v
+			if k := binOf(e, v); k >= 0 {
+				stats[c].Bins[k]++
 			}
 		}
 	}
 	return len(rows), stats, nil
+}
+
+// binOf is the bin of v among increasing edges, or -1 outside them (or
+// with no edges).
+func binOf(edges []float64, v float64) int {
+	n := len(edges)
+	if n < 2 || !(v >= edges[0] && v <= edges[n-1]) {
+		return -1
+	}
+	if v == edges[n-1] {
+		return n - 2
+	}
+	k, _ := slices.BinarySearch(edges, v) // first edge >= v
+	if k < n && edges[k] == v {
+		return k
+	}
+	return k - 1
 }
 
 type row struct {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
@@ -438,6 +439,73 @@ of each committed model.`,
 				return nil
 			},
 		},
+		{
+			name: "jobs results", synopsis: "ID", nargs: 1, perm: "jobs.read",
+			about: `Shows an analytics job's results: per feature the number of patients, mean,
+sample standard deviation and quantiles, then each histogram. Cells under
+the job's k are suppressed (shown as <k); a feature seen in fewer than k
+patients is shown as suppressed.`,
+			run: func(ctx context.Context, c *adminClient, args []string) error {
+				var res coordinator.AnalyticsResult
+				raw, err := c.get(ctx, "/v1/jobs/"+url.PathEscape(args[0])+"/results", &res)
+				if err != nil {
+					return err
+				}
+				if a.json {
+					return a.printJSON(raw)
+				}
+				a.resultsTable(res)
+				return nil
+			},
+		},
+	}
+}
+
+// resultsTable prints an analytics job's results.
+func (a *adminCLI) resultsTable(res coordinator.AnalyticsResult) {
+	noise := "no noise"
+	if res.Epsilon > 0 {
+		noise = fmt.Sprintf("Laplace noise at ε=%g", res.Epsilon)
+	}
+	cohort := ""
+	if res.Cohort > 0 {
+		cohort = fmt.Sprintf(", %d eligible patients", res.Cohort)
+	}
+	fmt.Fprintf(a.stdout, "%d sites%s; cells under k=%d suppressed; %s\n\n", len(res.Sites), cohort, res.K, noise)
+	tw := a.table()
+	fmt.Fprintln(tw, "FEATURE\tN\tMEAN\tSTD\tQUANTILES")
+	for _, f := range res.Features {
+		if f.Suppressed {
+			fmt.Fprintf(tw, "%s\t<%d\t-\t-\t-\n", f.Name, res.K)
+			continue
+		}
+		qs := make([]string, 0, len(f.Quantiles))
+		for _, q := range f.Quantiles {
+			qs = append(qs, fmt.Sprintf("q%g=%.4g", q.Q, q.Value))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%s\n", f.Name, f.N, f.Mean, f.Std, dash(strings.Join(qs, " ")))
+	}
+	tw.Flush()
+	for _, f := range res.Features {
+		h := f.Histogram
+		if f.Suppressed || h == nil {
+			continue
+		}
+		fmt.Fprintf(a.stdout, "\n%s\n", f.Name)
+		tw := a.table()
+		fmt.Fprintln(tw, "BIN\tCOUNT")
+		for i, c := range h.Counts {
+			bin := fmt.Sprintf("[%g, %g)", h.Edges[i], h.Edges[i+1])
+			if i == len(h.Counts)-1 {
+				bin = fmt.Sprintf("[%g, %g]", h.Edges[i], h.Edges[i+1])
+			}
+			count := fmt.Sprint(c)
+			if i < len(h.Suppressed) && h.Suppressed[i] {
+				count = fmt.Sprintf("<%d", res.K)
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", bin, count)
+		}
+		tw.Flush()
 	}
 }
 

@@ -1122,10 +1122,12 @@ type TaskOffer struct {
 	Round uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
 	Kind  TaskKind               `protobuf:"varint,7,opt,name=kind,proto3,enum=cohort.v1.TaskKind" json:"kind,omitempty"`
 	// The global model to start from.
-	Model         *BlobRef     `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	ModelSpec     *ModelSpec   `protobuf:"bytes,4,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
-	Params        *TrainParams `protobuf:"bytes,5,opt,name=params,proto3" json:"params,omitempty"`
-	Features      *FeatureSpec `protobuf:"bytes,6,opt,name=features,proto3" json:"features,omitempty"`
+	Model     *BlobRef     `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	ModelSpec *ModelSpec   `protobuf:"bytes,4,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	Params    *TrainParams `protobuf:"bytes,5,opt,name=params,proto3" json:"params,omitempty"`
+	Features  *FeatureSpec `protobuf:"bytes,6,opt,name=features,proto3" json:"features,omitempty"`
+	// For a statistics round of an analytics job: the histograms to compute.
+	Analytics     *AnalyticsParams `protobuf:"bytes,8,opt,name=analytics,proto3" json:"analytics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1209,6 +1211,116 @@ func (x *TaskOffer) GetFeatures() *FeatureSpec {
 	return nil
 }
 
+func (x *TaskOffer) GetAnalytics() *AnalyticsParams {
+	if x != nil {
+		return x.Analytics
+	}
+	return nil
+}
+
+// AnalyticsParams ask a statistics round for histograms, one entry per
+// feature in spec order.
+type AnalyticsParams struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Histograms []*HistogramEdges      `protobuf:"bytes,1,rep,name=histograms,proto3" json:"histograms,omitempty"`
+	// Clip each value into [first edge, last edge] before it enters the
+	// count, sum, sum of squares and histogram (bounds each patient's
+	// contribution when the coordinator adds differential-privacy noise).
+	Clip          bool `protobuf:"varint,2,opt,name=clip,proto3" json:"clip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalyticsParams) Reset() {
+	*x = AnalyticsParams{}
+	mi := &file_cohort_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalyticsParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalyticsParams) ProtoMessage() {}
+
+func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalyticsParams.ProtoReflect.Descriptor instead.
+func (*AnalyticsParams) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AnalyticsParams) GetHistograms() []*HistogramEdges {
+	if x != nil {
+		return x.Histograms
+	}
+	return nil
+}
+
+func (x *AnalyticsParams) GetClip() bool {
+	if x != nil {
+		return x.Clip
+	}
+	return false
+}
+
+// HistogramEdges are a histogram's increasing bin edges; bin i is
+// [edges[i], edges[i+1]), the last bin closed. Empty: no histogram.
+type HistogramEdges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Edges         []float64              `protobuf:"fixed64,1,rep,packed,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistogramEdges) Reset() {
+	*x = HistogramEdges{}
+	mi := &file_cohort_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistogramEdges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistogramEdges) ProtoMessage() {}
+
+func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistogramEdges.ProtoReflect.Descriptor instead.
+func (*HistogramEdges) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HistogramEdges) GetEdges() []float64 {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
 // NoTask says there is nothing to do for now.
 type NoTask struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1219,7 +1331,7 @@ type NoTask struct {
 
 func (x *NoTask) Reset() {
 	*x = NoTask{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1343,7 @@ func (x *NoTask) String() string {
 func (*NoTask) ProtoMessage() {}
 
 func (x *NoTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1356,7 @@ func (x *NoTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoTask.ProtoReflect.Descriptor instead.
 func (*NoTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NoTask) GetRetryAfterMs() uint32 {
@@ -1273,7 +1385,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1397,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1410,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1371,7 +1483,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1495,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1508,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TrainParams) GetLocalEpochs() uint32 {
@@ -1500,7 +1612,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1624,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1637,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FeatureSpec) GetFeatures() []*Feature {
@@ -1584,7 +1696,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1708,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1721,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Feature) GetName() string {
@@ -1690,7 +1802,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1814,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1827,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Label) GetConditionSystem() string {
@@ -1778,7 +1890,7 @@ type Cohort struct {
 
 func (x *Cohort) Reset() {
 	*x = Cohort{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1902,7 @@ func (x *Cohort) String() string {
 func (*Cohort) ProtoMessage() {}
 
 func (x *Cohort) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1915,7 @@ func (x *Cohort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
 func (*Cohort) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cohort) GetMinAge() float64 {
@@ -1853,7 +1965,7 @@ type IndexTime struct {
 
 func (x *IndexTime) Reset() {
 	*x = IndexTime{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +1977,7 @@ func (x *IndexTime) String() string {
 func (*IndexTime) ProtoMessage() {}
 
 func (x *IndexTime) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +1990,7 @@ func (x *IndexTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
 func (*IndexTime) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IndexTime) GetKind() IndexKind {
@@ -1915,7 +2027,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2039,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2052,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -1977,7 +2089,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2101,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2114,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -2037,7 +2149,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2161,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2174,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -2093,7 +2205,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2217,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2230,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -2171,7 +2283,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2295,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2308,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -2251,17 +2363,21 @@ func (x *UpdateUpload) GetOffset() uint64 {
 // FeatureStats are one feature's aggregates over a site's eligible cohort:
 // numbers only, never rows.
 type FeatureStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
-	Sum           float64                `protobuf:"fixed64,2,opt,name=sum,proto3" json:"sum,omitempty"`
-	SumSq         float64                `protobuf:"fixed64,3,opt,name=sum_sq,json=sumSq,proto3" json:"sum_sq,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Count uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Sum   float64                `protobuf:"fixed64,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	SumSq float64                `protobuf:"fixed64,3,opt,name=sum_sq,json=sumSq,proto3" json:"sum_sq,omitempty"`
+	// Histogram bin counts for the edges the offer's AnalyticsParams gave
+	// this feature (len(edges) - 1 bins; empty when it gave none). A bin
+	// holding fewer patients than the job's minimum is sent as 0.
+	Bins          []uint64 `protobuf:"varint,4,rep,packed,name=bins,proto3" json:"bins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2389,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2402,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FeatureStats) GetCount() uint64 {
@@ -2310,6 +2426,13 @@ func (x *FeatureStats) GetSumSq() float64 {
 	return 0
 }
 
+func (x *FeatureStats) GetBins() []uint64 {
+	if x != nil {
+		return x.Bins
+	}
+	return nil
+}
+
 // StatsUpload answers a TASK_KIND_STATS offer, one entry per feature in
 // spec order.
 type StatsUpload struct {
@@ -2325,7 +2448,7 @@ type StatsUpload struct {
 
 func (x *StatsUpload) Reset() {
 	*x = StatsUpload{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2460,7 @@ func (x *StatsUpload) String() string {
 func (*StatsUpload) ProtoMessage() {}
 
 func (x *StatsUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2473,7 @@ func (x *StatsUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
 func (*StatsUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsUpload) GetJobId() string {
@@ -2394,7 +2517,7 @@ type Decline struct {
 
 func (x *Decline) Reset() {
 	*x = Decline{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2529,7 @@ func (x *Decline) String() string {
 func (*Decline) ProtoMessage() {}
 
 func (x *Decline) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2542,7 @@ func (x *Decline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decline.ProtoReflect.Descriptor instead.
 func (*Decline) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Decline) GetJobId() string {
@@ -2455,7 +2578,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2590,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2603,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Ack) GetJobId() string {
@@ -2515,7 +2638,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2650,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2663,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2572,7 +2695,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2707,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2720,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -2638,7 +2761,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2773,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2786,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -2739,7 +2862,7 @@ const file_cohort_proto_rawDesc = "" +
 	"leaderAddr\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"&\n" +
 	"\vTaskRequest\x12\x17\n" +
-	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xa4\x02\n" +
+	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xde\x02\n" +
 	"\tTaskOffer\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12'\n" +
@@ -2748,7 +2871,15 @@ const file_cohort_proto_rawDesc = "" +
 	"\n" +
 	"model_spec\x18\x04 \x01(\v2\x14.cohort.v1.ModelSpecR\tmodelSpec\x12.\n" +
 	"\x06params\x18\x05 \x01(\v2\x16.cohort.v1.TrainParamsR\x06params\x122\n" +
-	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\".\n" +
+	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\x128\n" +
+	"\tanalytics\x18\b \x01(\v2\x1a.cohort.v1.AnalyticsParamsR\tanalytics\"`\n" +
+	"\x0fAnalyticsParams\x129\n" +
+	"\n" +
+	"histograms\x18\x01 \x03(\v2\x19.cohort.v1.HistogramEdgesR\n" +
+	"histograms\x12\x12\n" +
+	"\x04clip\x18\x02 \x01(\bR\x04clip\"&\n" +
+	"\x0eHistogramEdges\x12\x14\n" +
+	"\x05edges\x18\x01 \x03(\x01R\x05edges\".\n" +
 	"\x06NoTask\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\"\xb3\x01\n" +
 	"\tModelSpec\x12\x12\n" +
@@ -2838,11 +2969,12 @@ const file_cohort_proto_rawDesc = "" +
 	"\fsample_count\x18\x04 \x01(\x04R\vsampleCount\x121\n" +
 	"\ametrics\x18\x05 \x01(\v2\x17.cohort.v1.LocalMetricsR\ametrics\x12(\n" +
 	"\x05delta\x18\x06 \x01(\v2\x12.cohort.v1.BlobRefR\x05delta\x12\x16\n" +
-	"\x06offset\x18\a \x01(\x04R\x06offset\"M\n" +
+	"\x06offset\x18\a \x01(\x04R\x06offset\"a\n" +
 	"\fFeatureStats\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x10\n" +
 	"\x03sum\x18\x02 \x01(\x01R\x03sum\x12\x15\n" +
-	"\x06sum_sq\x18\x03 \x01(\x01R\x05sumSq\"\x8a\x01\n" +
+	"\x06sum_sq\x18\x03 \x01(\x01R\x05sumSq\x12\x12\n" +
+	"\x04bins\x18\x04 \x03(\x04R\x04bins\"\x8a\x01\n" +
 	"\vStatsUpload\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x1f\n" +
@@ -2942,7 +3074,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
@@ -2960,26 +3092,28 @@ var file_cohort_proto_goTypes = []any{
 	(*Redirect)(nil),           // 13: cohort.v1.Redirect
 	(*TaskRequest)(nil),        // 14: cohort.v1.TaskRequest
 	(*TaskOffer)(nil),          // 15: cohort.v1.TaskOffer
-	(*NoTask)(nil),             // 16: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 17: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 18: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 19: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 20: cohort.v1.Feature
-	(*Label)(nil),              // 21: cohort.v1.Label
-	(*Cohort)(nil),             // 22: cohort.v1.Cohort
-	(*IndexTime)(nil),          // 23: cohort.v1.IndexTime
-	(*BlobRef)(nil),            // 24: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 25: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 26: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 27: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 28: cohort.v1.UpdateUpload
-	(*FeatureStats)(nil),       // 29: cohort.v1.FeatureStats
-	(*StatsUpload)(nil),        // 30: cohort.v1.StatsUpload
-	(*Decline)(nil),            // 31: cohort.v1.Decline
-	(*Ack)(nil),                // 32: cohort.v1.Ack
-	(*Error)(nil),              // 33: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 34: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 35: cohort.v1.RoundStatus
+	(*AnalyticsParams)(nil),    // 16: cohort.v1.AnalyticsParams
+	(*HistogramEdges)(nil),     // 17: cohort.v1.HistogramEdges
+	(*NoTask)(nil),             // 18: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 19: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 20: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 21: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 22: cohort.v1.Feature
+	(*Label)(nil),              // 23: cohort.v1.Label
+	(*Cohort)(nil),             // 24: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 25: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 26: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 27: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 28: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 29: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 30: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 31: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 32: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 33: cohort.v1.Decline
+	(*Ack)(nil),                // 34: cohort.v1.Ack
+	(*Error)(nil),              // 35: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 36: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 37: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
 	11, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
@@ -2987,43 +3121,45 @@ var file_cohort_proto_depIdxs = []int32{
 	13, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
 	14, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
 	15, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	16, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	25, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	26, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	28, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	32, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	33, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	34, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	35, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	30, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
-	31, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	18, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	27, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	28, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	30, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	34, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	35, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	36, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	37, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	32, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	33, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
 	0,  // 15: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
-	24, // 16: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	17, // 17: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	18, // 18: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	19, // 19: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	20, // 20: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	21, // 21: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	22, // 22: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
-	23, // 23: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
-	5,  // 24: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
-	1,  // 25: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	2,  // 26: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
-	3,  // 27: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
-	4,  // 28: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
-	6,  // 29: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	24, // 30: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	27, // 31: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	24, // 32: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	29, // 33: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
-	7,  // 34: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
-	8,  // 35: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	9,  // 36: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	26, // 16: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	19, // 17: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	20, // 18: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	21, // 19: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	16, // 20: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
+	17, // 21: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
+	22, // 22: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	23, // 23: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	24, // 24: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	25, // 25: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 26: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 27: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 28: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 29: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 30: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 31: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	26, // 32: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	29, // 33: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	26, // 34: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	31, // 35: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 36: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 37: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 38: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3054,7 +3190,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
