@@ -352,7 +352,7 @@ func (e Expect) check(rep *Report, c Config, runErr error) []Expectation {
 		if len(rep.PHIFound) > 0 {
 			got = fmt.Sprintf("%d kinds found: %s", len(rep.PHIFound), strings.Join(rep.PHIFound, ", "))
 		}
-		add("no planted identifier in agent egress", "none found", got, len(rep.PHIFound) == 0 && rep.PHIChecked > 0)
+		add("no planted identifier in agent egress or logs", "none found", got, len(rep.PHIFound) == 0 && rep.PHIChecked > 0)
 	}
 	return out
 }

@@ -129,7 +129,7 @@ func TestExpectations(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"final AUROC", "gap to centralized", "gain over local only",
-		"recovery after coordinator faults", "contributors per round", "no planted identifier in agent egress"} {
+		"recovery after coordinator faults", "contributors per round", "no planted identifier in agent egress or logs"} {
 		if !failed[want] {
 			t.Errorf("%q should fail: failed %v", want, failed)
 		}

@@ -122,8 +122,9 @@ type Config struct {
 	// agents.
 	Processes    bool
 	AgentCommand []string
-	// CheckPHI scans every byte agents send for the identifiers planted
-	// in the synthetic patients (Report.PHIFound).
+	// CheckPHI scans every byte agents send, and every log line of the
+	// federation at every level, for the identifiers planted in the
+	// synthetic patients (Report.PHIFound).
 	CheckPHI bool
 	// Progress, when a terminal, shows a progress bar (not in CI).
 	Progress io.Writer
@@ -542,6 +543,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.CheckPHI {
 		phi = newPHIScanner(data.canaries)
 		tap = phi.wrap(tap)
+		// Every log line of the federation, at every level, is scanned too.
+		log = slog.New(newPHILogHandler(log.Handler(), phi))
 	}
 
 	var agentCommand []string
