@@ -2,21 +2,16 @@ package agent
 
 import (
 	"context"
-	"errors"
-	"net"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/features"
 	"github.com/cohort-fl/cohort/agent/fhir"
-	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/protocol/pki"
 	"github.com/cohort-fl/cohort/sim/synth"
-	"github.com/quic-go/quic-go"
 )
 
 // TestAgentSendsAnalyticsHistogramsWithSmallBinsSuppressed: an analytics
@@ -86,29 +81,11 @@ func TestAgentSendsAnalyticsHistogramsWithSmallBinsSuppressed(t *testing.T) {
 		Features:  spec,
 		Analytics: &pb.AnalyticsParams{Histograms: []*pb.HistogramEdges{{Edges: edges}}},
 	}}
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(pki.ServerTLS(pool, cert, protocol.ALPN, pki.RoleSite), &quic.Config{MaxIdleTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { c.serve(ctx, ln) })
-	defer func() {
-		cancel()
-		ln.Close()
-		tr.Close()
-		udp.Close()
-		wg.Wait()
-	}()
+	coordAddr := serveScripted(t, c, pool, cert)
 
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "agent")
-	cfg.Coordinators = []string{udp.LocalAddr().String()}
+	cfg.Coordinators = []string{coordAddr}
 	cfg.TLS = pki.Files{CA: filepath.Join(pkiDir, "ca.crt"), Cert: siteCert, Key: siteKey}
 	cfg.FHIRDir = data
 	cfg.BackoffMin, cfg.BackoffMax = Duration(50*time.Millisecond), Duration(200*time.Millisecond)
@@ -117,20 +94,7 @@ func TestAgentSendsAnalyticsHistogramsWithSmallBinsSuppressed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	actx, acancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(actx) }()
-	select {
-	case <-c.done:
-	case err := <-runErr:
-		t.Fatalf("agent stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("no statistics within 60 s")
-	}
-	acancel()
-	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("agent: %v", err)
-	}
+	runUntil(t, a, c.done, "the statistics")
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

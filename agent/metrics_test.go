@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +19,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/quic-go/quic-go"
 )
 
 // scrapeAgentMetrics GETs /metrics from addr and parses it as the
@@ -128,30 +125,12 @@ func TestAgentMetricsAfterRound(t *testing.T) {
 		Params:    &pb.TrainParams{LocalEpochs: 1, LearningRate: 0.1, BatchSize: 32, Seed: 1, ValidationFraction: 0.2, MinRecords: 20},
 		Features:  spec,
 	}}
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(pki.ServerTLS(pool, cert, protocol.ALPN, pki.RoleSite), &quic.Config{MaxIdleTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { c.serve(ctx, ln) })
-	defer func() {
-		cancel()
-		ln.Close()
-		tr.Close()
-		udp.Close()
-		wg.Wait()
-	}()
+	coordAddr := serveScripted(t, c, pool, cert)
 
 	metricsAddr := freeLoopback(t)
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "agent")
-	cfg.Coordinators = []string{udp.LocalAddr().String()}
+	cfg.Coordinators = []string{coordAddr}
 	cfg.TLS = pki.Files{CA: filepath.Join(pkiDir, "ca.crt"), Cert: siteCert, Key: siteKey}
 	cfg.FHIRDir = data
 	cfg.MetricsAddr = metricsAddr

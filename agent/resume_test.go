@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -217,29 +219,11 @@ func TestAgentResumesInterruptedTransfers(t *testing.T) {
 		Features:  spec,
 	}}
 
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &quic.Transport{Conn: udp}
-	ln, err := tr.Listen(pki.ServerTLS(pool, cert, protocol.ALPN, pki.RoleSite), &quic.Config{MaxIdleTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { c.serve(ctx, ln) })
-	defer func() {
-		cancel()
-		ln.Close()
-		tr.Close()
-		udp.Close()
-		wg.Wait()
-	}()
+	coordAddr := serveScripted(t, c, pool, cert)
 
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "agent")
-	cfg.Coordinators = []string{udp.LocalAddr().String()}
+	cfg.Coordinators = []string{coordAddr}
 	cfg.TLS = pki.Files{CA: filepath.Join(pkiDir, "ca.crt"), Cert: siteCert, Key: siteKey}
 	cfg.FHIRDir = data
 	cfg.BackoffMin, cfg.BackoffMax = Duration(50*time.Millisecond), Duration(200*time.Millisecond)
@@ -248,20 +232,7 @@ func TestAgentResumesInterruptedTransfers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	actx, acancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(actx) }()
-	select {
-	case <-c.done:
-	case err := <-runErr:
-		t.Fatalf("agent stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the update was not delivered within 60 s")
-	}
-	acancel()
-	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("agent: %v", err)
-	}
+	runUntil(t, a, c.done, "the update")
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -278,5 +249,54 @@ func TestAgentResumesInterruptedTransfers(t *testing.T) {
 	}
 	if st.DownloadsResumed != 1 || st.UploadsResumed != 1 {
 		t.Errorf("status counts %d resumed downloads and %d resumed uploads, want 1 and 1", st.DownloadsResumed, st.UploadsResumed)
+	}
+}
+
+// serveScripted serves c on a QUIC listener on loopback, presenting the
+// coordinator certificate cert and trusting site certificates of pool,
+// until the test ends; it returns the listener's address.
+func serveScripted(t *testing.T, c *scriptedCoordinator, pool *x509.CertPool, cert tls.Certificate) string {
+	t.Helper()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(pki.ServerTLS(pool, cert, protocol.ALPN, pki.RoleSite), &quic.Config{MaxIdleTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.serve(ctx, ln) })
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		tr.Close()
+		udp.Close()
+		wg.Wait()
+	})
+	return udp.LocalAddr().String()
+}
+
+// runUntil runs a until done is closed (within 60 s), then stops it.
+func runUntil(t *testing.T, a *Agent, done <-chan struct{}, what string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	select {
+	case <-done:
+	case err := <-runErr:
+		cancel()
+		t.Fatalf("agent stopped before %s: %v", what, err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-runErr
+		t.Fatalf("no %s within 60 s", what)
+	}
+	cancel()
+	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("agent: %v", err)
 	}
 }

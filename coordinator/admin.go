@@ -243,7 +243,7 @@ func (n *Node) proposeFor(req *http.Request, t cmdType, body any, status int) er
 
 // isApplyFailure reports an error from Raft itself (the entry may not
 // have committed), as opposed to the FSM's refusal.
-func isApplyFailure(err error) bool { return strings.HasPrefix(err.Error(), "raft apply ") }
+func isApplyFailure(err error) bool { return errors.Is(err, errApply) }
 
 // captureWriter holds a handler's answer until the request's audit leaf
 // has committed.

@@ -8,10 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
 // analyticsJob is an analytics job over testFeatureSpec(3) with k = 10, a
@@ -91,19 +91,8 @@ func TestAnalyticsJobCommitsPooledResults(t *testing.T) {
 	job := analyticsJob("an")
 	tc := startClusterWith(t, 1, []string{"a", "b", "c"}, []JobSpec{job}, func(c *Config) { c.MinCohort = 10 })
 	leader, _ := tc.leader(t)
-	dial := func(site string) *rawAgent {
-		ra, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ra.call(t, hello()).GetWelcome() == nil {
-			t.Fatal("not welcomed")
-		}
-		return ra
-	}
-	task := func(ra *rawAgent) *pb.TaskOffer {
-		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
-	}
+	dial := func(site string) *rawAgent { return tc.welcomed(t, leader, site) }
+	task := func(ra *rawAgent) *pb.TaskOffer { return ra.task(t, 10*time.Second) }
 	stats := func(ra *rawAgent, cohort uint64, fs ...*pb.FeatureStats) *pb.Envelope {
 		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{
 			JobId: "an", CohortSize: cohort, Stats: fs}}})

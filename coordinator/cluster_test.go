@@ -303,6 +303,26 @@ func (r *rawAgent) call(t *testing.T, env *pb.Envelope) *pb.Envelope {
 	return resp
 }
 
+// welcomed dials n as site, with a certificate of the cluster's CA, and
+// has it welcomed.
+func (tc *testCluster) welcomed(t *testing.T, n *Node, site string) *rawAgent {
+	t.Helper()
+	a, err := dialRaw(t, n.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.call(t, hello()).GetWelcome() == nil {
+		t.Fatalf("site %s not welcomed", site)
+	}
+	return a
+}
+
+// task asks for a task, held up to wait; nil when there is none.
+func (r *rawAgent) task(t *testing.T, wait time.Duration) *pb.TaskOffer {
+	t.Helper()
+	return r.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: uint32(wait / time.Millisecond)}}}).GetTaskOffer()
+}
+
 func hello() *pb.Envelope {
 	return &pb.Envelope{Body: &pb.Envelope_Hello{Hello: &pb.Hello{ProtocolVersion: protocol.Version, MinProtocolVersion: protocol.MinVersion}}}
 }
@@ -633,19 +653,8 @@ func TestStatisticsRoundCommitsFederatedNormalization(t *testing.T) {
 	job.Train.MinRecords = 10
 	tc := startClusterWith(t, 1, []string{"a", "b", "c"}, []JobSpec{job}, func(c *Config) { c.MinCohort = 10 })
 	leader, _ := tc.leader(t)
-	dial := func(site string) *rawAgent {
-		ra, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, site))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ra.call(t, hello()).GetWelcome() == nil {
-			t.Fatal("not welcomed")
-		}
-		return ra
-	}
-	task := func(ra *rawAgent) *pb.TaskOffer {
-		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
-	}
+	dial := func(site string) *rawAgent { return tc.welcomed(t, leader, site) }
+	task := func(ra *rawAgent) *pb.TaskOffer { return ra.task(t, 10*time.Second) }
 	stats := func(ra *rawAgent, cohort uint64, fs ...*pb.FeatureStats) *pb.Envelope {
 		return ra.call(t, &pb.Envelope{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{
 			JobId: "norm", CohortSize: cohort, Stats: fs}}})

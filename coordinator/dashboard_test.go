@@ -3,10 +3,9 @@ package coordinator
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cohort-fl/cohort/coordinator/web/webtest"
-	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
 // TestDashboardInBrowser runs a job of three rounds on a real node, then
@@ -20,13 +19,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	const rounds = 3
 	tc := startCluster(t, 1, []string{"st-a"}, []JobSpec{testJob("j-chart", rounds, 1)})
 	leader, _ := tc.leader(t)
-	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.call(t, hello())
+	a := tc.welcomed(t, leader, "st-a")
 	for r := 1; r <= rounds; r++ {
-		offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+		offer := a.task(t, 10*time.Second)
 		if offer.GetRound() != uint64(r) {
 			t.Fatalf("offer %v, want round %d", offer, r)
 		}

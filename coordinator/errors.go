@@ -39,6 +39,9 @@ var (
 	// ErrAudit: the audit log could not record an entry; the node answers
 	// no admin request until it can.
 	ErrAudit = errors.New("audit log unavailable")
+	// errApply: Raft did not apply a proposal (it may or may not commit
+	// later), as opposed to the FSM refusing it.
+	errApply = errors.New("raft apply")
 	// ErrClosed: the node is shut down.
 	ErrClosed = errors.New("coordinator closed")
 )

@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/protocol/pki"
+	"time"
 )
 
 // TestPauseResumeCancel: pausing lets the open round finish and opens no
@@ -17,12 +15,8 @@ func TestPauseResumeCancel(t *testing.T) {
 	tc := startCluster(t, 1, []string{"st-a"}, []JobSpec{testJob("j1", 5, 1)})
 	leader, _ := tc.leader(t)
 	addr := leader.AdminAddr()
-	a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, "st-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.call(t, hello())
-	offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 10000}}}).GetTaskOffer()
+	a := tc.welcomed(t, leader, "st-a")
+	offer := a.task(t, 10*time.Second)
 	if offer.GetRound() != 1 {
 		t.Fatalf("offer %v", offer)
 	}

@@ -608,7 +608,7 @@ func (n *Node) proposeAudited(t cmdType, body any, ev *AuditEntry) error {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
-		return fmt.Errorf("raft apply %s: %w", t, err)
+		return fmt.Errorf("%w %s: %w", errApply, t, err)
 	}
 	if err, ok := f.Response().(error); ok && err != nil {
 		return err

@@ -6,10 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
-	"github.com/cohort-fl/cohort/protocol/pb"
-	"github.com/cohort-fl/cohort/protocol/pki"
 )
 
 // TestPrivateJobStopsAtItsBudget runs a DP-FedAvg job: each committed
@@ -23,12 +22,7 @@ func TestPrivateJobStopsAtItsBudget(t *testing.T) {
 	leader, _ := tc.leader(t)
 	agents := map[string]*rawAgent{}
 	for _, s := range []string{"st-a", "st-b"} {
-		a, err := dialRaw(t, leader.AgentAddr(), tc.ca.issue(t, pki.RoleSite, s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.call(t, hello())
-		agents[s] = a
+		agents[s] = tc.welcomed(t, leader, s)
 	}
 	var spent []float64
 	for round := 1; ; round++ {
@@ -41,7 +35,7 @@ func TestPrivateJobStopsAtItsBudget(t *testing.T) {
 		}
 		var global []float32
 		for _, a := range agents {
-			offer := a.call(t, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{WaitMs: 2000}}}).GetTaskOffer()
+			offer := a.task(t, 2*time.Second)
 			if offer == nil {
 				break // the job stopped
 			}
