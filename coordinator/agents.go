@@ -254,6 +254,10 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		return n.onStatsUpload(ac, b.StatsUpload), false
 	case *pb.Envelope_Decline:
 		return n.onDecline(ac, b.Decline), false
+	case *pb.Envelope_SecaggMessage:
+		return n.onSecAggMessage(ac, b.SecaggMessage), false
+	case *pb.Envelope_SecaggFetch:
+		return n.onSecAggFetch(ctx, ac, b.SecaggFetch), false
 	}
 	n.stats.FramesRejected.Add(1)
 	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "unexpected message %T from an agent", env.GetBody()), true
@@ -317,6 +321,14 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 			if _, declined := r.Declines[site]; declined {
 				continue
 			}
+			var sa *pb.SecAggParams
+			if r.SecAgg != nil {
+				// A site is offered a secure aggregation round until it
+				// advertised its keys; after that it drives the run.
+				if sa = secAggParams(j, r, site); sa == nil {
+					continue
+				}
+			}
 			sp := j.Spec
 			params := &pb.TrainParams{
 				LocalEpochs: uint32(sp.Train.LocalEpochs), LearningRate: float32(sp.Train.LearningRate),
@@ -340,6 +352,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				ModelSpec: sp.Model.Wire(),
 				Params:    params,
 				Features:  j.EffectiveFeatures(),
+				Secagg:    sa,
 			}
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator/audit"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 )
 
 // The audit trail: every admin request (allowed, refused or failed) and
@@ -120,6 +121,24 @@ func roundEvent(t cmdType, c command) (AuditEntry, bool) {
 		}
 		e.Kind, e.Actor, e.Action = "site", b.Site, "round.decline"
 		e.Target = fmt.Sprintf("job %s round %d", b.Job, b.Round)
+	case cmdSecAggInput:
+		var b secAggInputBody
+		if json.Unmarshal(c.Body, &b) != nil {
+			return e, false
+		}
+		// The kind of message only, never its content.
+		kind := "message"
+		if m, err := secagg.Decode(b.Payload); err == nil {
+			kind = m.Kind().String()
+		}
+		e.Kind, e.Actor, e.Action = "site", b.Site, "secagg."+kind
+		e.Target = fmt.Sprintf("job %s round %d attempt %d", b.Job, b.Round, b.Attempt)
+	case cmdSecAggAdvance:
+		var b secAggAdvanceBody
+		if json.Unmarshal(c.Body, &b) != nil {
+			return e, false
+		}
+		e.Action, e.Target = "secagg.close-phase", fmt.Sprintf("job %s round %d attempt %d phase %s", b.Job, b.Round, b.Attempt, b.Phase)
 	default:
 		return e, false
 	}

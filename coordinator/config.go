@@ -83,6 +83,11 @@ type Config struct {
 	Logger *slog.Logger `json:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `json:"-"`
+	// SecAggObserver, if set, sees every vector this node's secure
+	// aggregation servers hold, as they come to hold them (a test hook
+	// that proves no single site's update is among them; see
+	// secagg.Server.SetObserver). It must not keep or modify v.
+	SecAggObserver func(label string, v []uint32) `json:"-"`
 }
 
 // AuthConfig configures admin tokens.

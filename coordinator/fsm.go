@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator/audit"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 	"github.com/hashicorp/raft"
 )
 
@@ -40,6 +41,10 @@ const (
 	// cmdAuditBatch records many admin requests that changed nothing
 	// (rate-limited refusals), each one leaf.
 	cmdAuditBatch
+	// cmdSecAggInput and cmdSecAggAdvance drive a round's secure
+	// aggregation run (secagg.go).
+	cmdSecAggInput
+	cmdSecAggAdvance
 )
 
 func (t cmdType) String() string {
@@ -80,6 +85,10 @@ func (t cmdType) String() string {
 		return "renew"
 	case cmdAuditBatch:
 		return "audit-batch"
+	case cmdSecAggInput:
+		return "secagg-input"
+	case cmdSecAggAdvance:
+		return "secagg-advance"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -116,6 +125,9 @@ type openRoundBody struct {
 	Deadline time.Time `json:"deadline"`
 	// Selected are the sites asked (empty: all), chosen by the leader.
 	Selected []string `json:"selected,omitempty"`
+	// SecAgg opens a secure aggregation run (a job with
+	// secure_aggregation): its sites and configuration.
+	SecAgg *secAggOpen `json:"secagg,omitempty"`
 }
 
 type receiptBody struct {
@@ -196,6 +208,9 @@ type fsm struct {
 	// audit is the node's audit log; nil keeps only the count and root's
 	// place in the state (unit tests of the FSM).
 	audit *auditSink
+	// secAggObserver, if set, sees every vector a secure aggregation
+	// server holds (a test hook; see secagg.Server.SetObserver).
+	secAggObserver func(label string, v []uint32)
 }
 
 func newFSM() *fsm {
@@ -345,6 +360,24 @@ func (f *fsm) apply(t cmdType, c command) error {
 		r := &Round{Number: b.Round, Kind: kind, Attempt: j.attempts[key], State: RoundOpen, Base: b.Base,
 			Opened: c.At, Deadline: b.Deadline, Receipts: make(map[string]*Receipt), Declines: make(map[string]string),
 			Selected: slices.Clone(b.Selected)}
+		if (b.SecAgg != nil) != (kind == KindTrain && j.Spec.SecureAggregation != nil) {
+			j.attempts[key]--
+			return fmt.Errorf("%w: job %s: a round opens a secure aggregation run exactly when the job asks for one", ErrRoundConflict, b.Job)
+		}
+		if b.SecAgg != nil {
+			for _, site := range b.SecAgg.Clients {
+				if _, ok := st.Sites[site]; !ok {
+					j.attempts[key]--
+					return fmt.Errorf("%w: secure aggregation site %q", ErrUnknownSite, site)
+				}
+			}
+			srv, err := secagg.NewServer(b.SecAgg.Config, secagg.Session{JobID: b.Job, Round: b.Round, Clients: b.SecAgg.Clients})
+			if err != nil {
+				j.attempts[key]--
+				return fmt.Errorf("%w: job %s round %d: %w", ErrBadCommand, b.Job, b.Round, err)
+			}
+			r.SecAgg, r.PhaseDeadline = srv, b.Deadline
+		}
 		j.Rounds = append(j.Rounds, r)
 		j.Current = r
 		return nil
@@ -416,6 +449,7 @@ func (f *fsm) apply(t cmdType, c command) error {
 		r.Contributors = slices.Clone(b.Contributors)
 		r.Samples = b.Samples
 		r.MeanValAUROC = b.MeanValAUROC
+		r.SecAgg = nil // the sum is in the model; the run's state is no longer needed
 		j.Current = nil
 		j.committedN = b.Round
 		if int(b.Round) >= j.Spec.Rounds {
@@ -487,17 +521,20 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if r.Attempt != b.Attempt {
 			return fmt.Errorf("%w: job %s round %d attempt %d is not open", ErrRoundConflict, b.Job, b.Round, b.Attempt)
 		}
-		j := st.Jobs[b.Job]
-		r.State = RoundFailed
-		r.Closed = c.At
-		r.FailReason = b.Reason
-		j.Current = nil
-		if r.Attempt >= j.Spec.MaxAttempts {
-			j.State = JobFailed
-			j.Finished = c.At
-			j.FailReason = fmt.Sprintf("round %d failed on all %d attempts; last: %s", b.Round, r.Attempt, b.Reason)
-		}
+		f.failRound(st.Jobs[b.Job], r, c.At, b.Reason)
 		return nil
+	case cmdSecAggInput:
+		var b secAggInputBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applySecAggInput(b)
+	case cmdSecAggAdvance:
+		var b secAggAdvanceBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applySecAggAdvance(b, c.At)
 	case cmdAudit:
 		return nil // the entry is c.Audit, recorded by Apply
 	case cmdAuditBatch:
@@ -651,6 +688,21 @@ func (f *fsm) activeJob(id string) (*Job, error) {
 		return nil, fmt.Errorf("%w: job %s is %s", ErrRoundClosed, id, j.State)
 	}
 	return j, nil
+}
+
+// failRound ends round r of job j as failed, and the job with it once the
+// round has used all its attempts.
+func (f *fsm) failRound(j *Job, r *Round, at time.Time, reason string) {
+	r.State = RoundFailed
+	r.Closed = at
+	r.FailReason = reason
+	r.SecAgg = nil
+	j.Current = nil
+	if r.Attempt >= j.Spec.MaxAttempts {
+		j.State = JobFailed
+		j.Finished = at
+		j.FailReason = fmt.Sprintf("round %d failed on all %d attempts; last: %s", r.Number, r.Attempt, reason)
+	}
 }
 
 func (f *fsm) openRound(job string, round uint64) (*Round, error) {

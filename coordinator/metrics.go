@@ -41,6 +41,8 @@ var statsHelp = map[string]string{
 	"UploadsResumed":     "Update uploads resumed from an offset.",
 	"UpdatesLate":        "Updates for a round that had already closed (stragglers), discarded.",
 	"UpdatesNotAsked":    "Updates from a site the round did not sample, discarded.",
+	"SecAggMessages":     "Secure aggregation messages from sites applied to a round's run.",
+	"SecAggRejected":     "Secure aggregation messages from sites refused (malformed, wrong phase or run).",
 }
 
 // statsCounter is one atomic counter of Stats, exported as

@@ -155,6 +155,11 @@ type Stats struct {
 	// AuditDropped are rate-limited refusals that could not be recorded
 	// (the queue was full, or the node lost leadership before writing it).
 	AuditDropped atomic.Int64
+	// SecAggMessages are secure aggregation messages from sites applied to
+	// a round's run; SecAggRejected are those refused (malformed, for
+	// another phase or run, or from a site the run went on without).
+	SecAggMessages atomic.Int64
+	SecAggRejected atomic.Int64
 }
 
 // New validates cfg, opens the Raft stores in cfg.DataDir and binds the
@@ -185,6 +190,7 @@ func newNode(cfg Config) (n *Node, err error) {
 		now = time.Now
 	}
 	n = &Node{cfg: cfg, log: log, now: now, fsm: newFSM(), fetching: make(map[string]chan struct{}), leaderC: make(chan struct{})}
+	n.fsm.secAggObserver = cfg.SecAggObserver
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.heartbeat = n.raftConfig().HeartbeatTimeout
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

@@ -205,6 +205,13 @@ func addPrivacyNoise(weights []float32, spec *PrivacySpec, st *PrivacyState, con
 	if err := g.AddNoise(weights, std/float64(contributors)); err != nil {
 		return nil, err
 	}
+	return stepAccountant(spec, st, selected, enrolled)
+}
+
+// stepAccountant accounts for one more round of the job's Gaussian
+// mechanism (asking selected of enrolled sites) and returns the state
+// after it.
+func stepAccountant(spec *PrivacySpec, st *PrivacyState, selected, enrolled int) (*PrivacyState, error) {
 	acc, err := st.accountant()
 	if err != nil {
 		return nil, err

@@ -233,14 +233,24 @@ func (n *Node) stepJob(v roundView) error {
 				return n.propose(cmdJobState, jobStateBody{Job: v.job, Action: "budget", Reason: reason})
 			}
 		}
+		var sa *secAggOpen
+		if v.spec.SecureAggregation != nil {
+			var err error
+			if sa, err = newSecAggOpen(&v.spec, selected, v.allSites); err != nil {
+				return fmt.Errorf("round %d not opened: %w", next, err)
+			}
+		}
 		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: next, Base: v.global.Digest,
-			Deadline: now.Add(time.Duration(v.spec.RoundTimeout)), Selected: selected}); err != nil {
+			Deadline: now.Add(time.Duration(v.spec.RoundTimeout)), Selected: selected, SecAgg: sa}); err != nil {
 			return fmt.Errorf("open round %d: %w", next, err)
 		}
 		n.log.Info("round opened", "job", v.job, "round", next, "sites_asked", len(selected))
 		return nil
 	}
 	r := v.open
+	if r.SecAgg != nil {
+		return n.stepSecAgg(v, now)
+	}
 	// Updates whose body this node holds can be aggregated; a receipt
 	// without a body (committed under an earlier leader) waits for the
 	// agent to send it again.
@@ -372,28 +382,8 @@ func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*
 // closeRound aggregates the ready updates and commits the new global model.
 func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	slices.SortFunc(ready, func(a, b *Receipt) int { return cmpString(a.Site, b.Site) })
-	gw, err := n.ModelWeights(n.bgCtx, v.global.Digest)
-	if err != nil {
-		return fmt.Errorf("global model: %w", err)
-	}
-	global, err := protocol.DecodeF32(gw)
-	if err != nil {
-		return fmt.Errorf("decode global model: %w", err)
-	}
-	strategy, err := v.spec.Strategy.Strategy()
-	if err != nil {
-		return fmt.Errorf("strategy: %w", err)
-	}
-	var state []byte
-	if v.optState != nil {
-		if state, err = n.ModelWeights(n.bgCtx, v.optState.Digest); err != nil {
-			return fmt.Errorf("%s state: %w", strategy.Name(), err)
-		}
-	}
-	if v.spec.Privacy != nil {
-		strategy = privateRule(strategy, v.spec.Privacy)
-	}
-	agg, err := strategy.Begin(global, state)
+	private := v.spec.Privacy != nil
+	agg, name, err := n.beginRule(v, private)
 	if err != nil {
 		return err
 	}
@@ -402,7 +392,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples uint64
 		auroc   float64
 	)
-	if err := errors.Join(n.foldBodies(agg, ready, v.spec.Privacy != nil)...); err != nil {
+	if err := errors.Join(n.foldBodies(agg, ready, private)...); err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	for _, rc := range ready {
@@ -412,7 +402,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	}
 	res, err := agg.Finish()
 	if err != nil {
-		return fmt.Errorf("aggregate (%s): %w", strategy.Name(), err)
+		return fmt.Errorf("aggregate (%s): %w", name, err)
 	}
 	var privacy *PrivacyState
 	if p := v.spec.Privacy; p != nil {
@@ -420,8 +410,44 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
 		}
 	}
-	// A majority holds the new model (and the rule's state) before the
-	// entry naming them exists.
+	if samples > 0 {
+		auroc /= float64(samples)
+	}
+	return n.commitModel(v, r, res, sites, samples, auroc, privacy)
+}
+
+// beginRule starts the job's rule on the current global model and the
+// rule's state; private wraps it in the job's clipping.
+func (n *Node) beginRule(v roundView, private bool) (agg aggregator.Round, name string, err error) {
+	gw, err := n.ModelWeights(n.bgCtx, v.global.Digest)
+	if err != nil {
+		return nil, "", fmt.Errorf("global model: %w", err)
+	}
+	global, err := protocol.DecodeF32(gw)
+	if err != nil {
+		return nil, "", fmt.Errorf("decode global model: %w", err)
+	}
+	strategy, err := v.spec.Strategy.Strategy()
+	if err != nil {
+		return nil, "", fmt.Errorf("strategy: %w", err)
+	}
+	var state []byte
+	if v.optState != nil {
+		if state, err = n.ModelWeights(n.bgCtx, v.optState.Digest); err != nil {
+			return nil, "", fmt.Errorf("%s state: %w", strategy.Name(), err)
+		}
+	}
+	if private {
+		strategy = privateRule(strategy, v.spec.Privacy)
+	}
+	agg, err = strategy.Begin(global, state)
+	return agg, strategy.Name(), err
+}
+
+// commitModel stores the rule's result (a majority holds the new model and
+// the rule's state before the entry naming them exists), commits the round
+// and drops the round's update bodies.
+func (n *Node) commitModel(v roundView, r *Round, res aggregator.Result, sites []string, samples uint64, auroc float64, privacy *PrivacyState) error {
 	m, err := n.storeModel(protocol.EncodeF32(res.Weights))
 	if err != nil {
 		return fmt.Errorf("round %d: %w", r.Number, err)
@@ -430,13 +456,13 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	if res.State != nil {
 		sm, err := n.storeModel(res.State)
 		if err != nil {
-			return fmt.Errorf("round %d: %s state: %w", r.Number, strategy.Name(), err)
+			return fmt.Errorf("round %d: rule state: %w", r.Number, err)
 		}
 		optState = &BlobRef{Digest: sm.Digest, Size: sm.Size}
 	}
 	if err := n.propose(cmdCommitRound, commitRoundBody{
 		Job: v.job, Round: r.Number, Attempt: r.Attempt, Digest: m.Digest, Size: m.Size, OptState: optState,
-		Contributors: sites, Samples: samples, MeanValAUROC: auroc / float64(samples), Privacy: privacy,
+		Contributors: sites, Samples: samples, MeanValAUROC: auroc, Privacy: privacy,
 	}); err != nil {
 		return fmt.Errorf("commit round %d: %w", r.Number, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/protocol/featurespec"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -213,6 +214,10 @@ type JobSpec struct {
 	// Privacy, when set, makes the job differentially private (central
 	// DP-FedAvg) under an ε budget; see privacy.go.
 	Privacy *PrivacySpec `json:"privacy,omitempty"`
+	// SecureAggregation, when set, aggregates each training round with
+	// secure aggregation: the coordinator learns only the sum of the
+	// sites' updates; see secagg.go.
+	SecureAggregation *SecureAggregationSpec `json:"secure_aggregation,omitempty"`
 }
 
 // StrategySpec is a job's aggregation rule. In JSON it is a rule name
@@ -369,6 +374,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: train.pos_weight must be in [0, 1e6]", ErrInvalidJob)
 	case s.Privacy != nil && s.Privacy.validate(s.Strategy.Name) != nil:
 		return s.Privacy.validate(s.Strategy.Name)
+	case s.SecureAggregation != nil && s.SecureAggregation.validate(&s) != nil:
+		return s.SecureAggregation.validate(&s)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:
 		return fmt.Errorf("%w: features: at least one feature is required", ErrInvalidJob)
 	case featurespec.Validate(s.Features.FeatureSpec) != nil:
@@ -483,6 +490,11 @@ type Round struct {
 	// validation AUROC.
 	MeanValAUROC float64 `json:"mean_val_auroc,omitempty"`
 	FailReason   string  `json:"fail_reason,omitempty"`
+	// SecAgg is a secure aggregation round's protocol server while the
+	// round is open (replicated: see secagg.go); PhaseDeadline closes its
+	// current phase.
+	SecAgg        *secagg.Server `json:"secagg,omitempty"`
+	PhaseDeadline time.Time      `json:"phase_deadline,omitzero"`
 }
 
 // Model is one committed global model: a reference to a blob (the

@@ -45,6 +45,9 @@ type RoundSummary struct {
 	MeanValAUROC float64    `json:"mean_val_auroc,omitempty"`
 	Model        string     `json:"model,omitempty"`
 	FailReason   string     `json:"fail_reason,omitempty"`
+	// SecAggPhase is the phase an open secure aggregation round's run is
+	// in (AdvertiseKeys, ShareKeys, MaskedInput, Unmasking).
+	SecAggPhase string `json:"secagg_phase,omitempty"`
 }
 
 // Status returns the node's view of the federation.
@@ -83,6 +86,9 @@ func (n *Node) Status() Status {
 				js.History = append(js.History, RoundSummary{Round: r.Number, Kind: kind, Attempt: r.Attempt, State: r.State,
 					Selected: slices.Clone(r.Selected), Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
 					Model: r.Result, FailReason: r.FailReason})
+				if r.SecAgg != nil {
+					js.History[len(js.History)-1].SecAggPhase = r.SecAgg.Phase().String()
+				}
 			}
 			s.Jobs = append(s.Jobs, js)
 		}

@@ -614,6 +614,8 @@ type Envelope struct {
 	//	*Envelope_RoundStatus
 	//	*Envelope_StatsUpload
 	//	*Envelope_Decline
+	//	*Envelope_SecaggMessage
+	//	*Envelope_SecaggFetch
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -791,6 +793,24 @@ func (x *Envelope) GetDecline() *Decline {
 	return nil
 }
 
+func (x *Envelope) GetSecaggMessage() *SecAggMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_SecaggMessage); ok {
+			return x.SecaggMessage
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetSecaggFetch() *SecAggFetch {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_SecaggFetch); ok {
+			return x.SecaggFetch
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -855,6 +875,14 @@ type Envelope_Decline struct {
 	Decline *Decline `protobuf:"bytes,15,opt,name=decline,proto3,oneof"`
 }
 
+type Envelope_SecaggMessage struct {
+	SecaggMessage *SecAggMessage `protobuf:"bytes,16,opt,name=secagg_message,json=secaggMessage,proto3,oneof"`
+}
+
+type Envelope_SecaggFetch struct {
+	SecaggFetch *SecAggFetch `protobuf:"bytes,17,opt,name=secagg_fetch,json=secaggFetch,proto3,oneof"`
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Welcome) isEnvelope_Body() {}
@@ -884,6 +912,10 @@ func (*Envelope_RoundStatus) isEnvelope_Body() {}
 func (*Envelope_StatsUpload) isEnvelope_Body() {}
 
 func (*Envelope_Decline) isEnvelope_Body() {}
+
+func (*Envelope_SecaggMessage) isEnvelope_Body() {}
+
+func (*Envelope_SecaggFetch) isEnvelope_Body() {}
 
 // Hello is the first frame an agent sends on its control stream.
 type Hello struct {
@@ -1127,7 +1159,11 @@ type TaskOffer struct {
 	Params    *TrainParams `protobuf:"bytes,5,opt,name=params,proto3" json:"params,omitempty"`
 	Features  *FeatureSpec `protobuf:"bytes,6,opt,name=features,proto3" json:"features,omitempty"`
 	// For a statistics round of an analytics job: the histograms to compute.
-	Analytics     *AnalyticsParams `protobuf:"bytes,8,opt,name=analytics,proto3" json:"analytics,omitempty"`
+	Analytics *AnalyticsParams `protobuf:"bytes,8,opt,name=analytics,proto3" json:"analytics,omitempty"`
+	// Set when the round's updates are securely aggregated: the site trains,
+	// then runs the protocol (SecAggMessage, SecAggFetch) instead of
+	// uploading its update.
+	Secagg        *SecAggParams `protobuf:"bytes,9,opt,name=secagg,proto3" json:"secagg,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1254,293 @@ func (x *TaskOffer) GetAnalytics() *AnalyticsParams {
 	return nil
 }
 
+func (x *TaskOffer) GetSecagg() *SecAggParams {
+	if x != nil {
+		return x.Secagg
+	}
+	return nil
+}
+
+// SecAggParams are one secure aggregation run's parameters (see
+// protocol/secagg): the site checks them and builds its client from them.
+type SecAggParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The round attempt this run belongs to: a failed attempt's run is never
+	// continued in another.
+	Attempt uint32 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Threshold t: shares needed to rebuild a secret, and the fewest sites
+	// that must remain at every step.
+	Threshold uint32 `protobuf:"varint,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// Every coordinate of the update is clipped to [-clip_range, clip_range]
+	// and encoded as round(x * scale) mod 2^32.
+	ClipRange float64 `protobuf:"fixed64,3,opt,name=clip_range,json=clipRange,proto3" json:"clip_range,omitempty"`
+	Scale     float64 `protobuf:"fixed64,4,opt,name=scale,proto3" json:"scale,omitempty"`
+	// 0: every site shares with every other; an even k >= 2: the SecAgg+
+	// k-regular graph.
+	Degree uint32 `protobuf:"varint,5,opt,name=degree,proto3" json:"degree,omitempty"`
+	// The update's length (the model's parameter count).
+	VectorLength uint32 `protobuf:"varint,6,opt,name=vector_length,json=vectorLength,proto3" json:"vector_length,omitempty"`
+	// The run's candidate sites in order (a site's index is its position
+	// plus one).
+	Clients []string `protobuf:"bytes,7,rep,name=clients,proto3" json:"clients,omitempty"`
+	// Differential privacy under secure aggregation: each site scales its
+	// update down to at most this L2 norm (0: no clipping) and adds Gaussian
+	// noise of this standard deviation to every coordinate before encoding,
+	// so that the sum carries the job's noise without the coordinator
+	// adding any.
+	ClipNorm      float64 `protobuf:"fixed64,8,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
+	NoiseStd      float64 `protobuf:"fixed64,9,opt,name=noise_std,json=noiseStd,proto3" json:"noise_std,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggParams) Reset() {
+	*x = SecAggParams{}
+	mi := &file_cohort_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggParams) ProtoMessage() {}
+
+func (x *SecAggParams) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggParams.ProtoReflect.Descriptor instead.
+func (*SecAggParams) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SecAggParams) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetClipRange() float64 {
+	if x != nil {
+		return x.ClipRange
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetScale() float64 {
+	if x != nil {
+		return x.Scale
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetDegree() uint32 {
+	if x != nil {
+		return x.Degree
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetVectorLength() uint32 {
+	if x != nil {
+		return x.VectorLength
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetClients() []string {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *SecAggParams) GetClipNorm() float64 {
+	if x != nil {
+		return x.ClipNorm
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetNoiseStd() float64 {
+	if x != nil {
+		return x.NoiseStd
+	}
+	return 0
+}
+
+// SecAggMessage carries one secure aggregation message in protocol/secagg's
+// wire encoding. From an agent: its AdvertiseKeys, ShareKeys, MaskedInput or
+// UnmaskResponse, answered by Ack once committed. From the coordinator,
+// answering SecAggFetch: the KeyList, the RoutedShares addressed to the site,
+// or the UnmaskRequest.
+type SecAggMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggMessage) Reset() {
+	*x = SecAggMessage{}
+	mi := &file_cohort_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggMessage) ProtoMessage() {}
+
+func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggMessage.ProtoReflect.Descriptor instead.
+func (*SecAggMessage) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SecAggMessage) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SecAggMessage) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggMessage) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SecAggMessage) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+// SecAggFetch asks for the coordinator's message that opens a protocol
+// phase (protocol/secagg Phase numbers: 1 the KeyList, 2 the RoutedShares for
+// this site, 3 the UnmaskRequest). The coordinator may hold the request up to
+// wait_ms and answers NoTask while the phase has not opened; ROUND_CLOSED
+// means the run failed, ended, or went on without this site.
+type SecAggFetch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Phase         uint32                 `protobuf:"varint,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	WaitMs        uint32                 `protobuf:"varint,5,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggFetch) Reset() {
+	*x = SecAggFetch{}
+	mi := &file_cohort_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggFetch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggFetch) ProtoMessage() {}
+
+func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggFetch.ProtoReflect.Descriptor instead.
+func (*SecAggFetch) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SecAggFetch) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SecAggFetch) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggFetch) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SecAggFetch) GetPhase() uint32 {
+	if x != nil {
+		return x.Phase
+	}
+	return 0
+}
+
+func (x *SecAggFetch) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
 // AnalyticsParams ask a statistics round for histograms, one entry per
 // feature in spec order.
 type AnalyticsParams struct {
@@ -1233,7 +1556,7 @@ type AnalyticsParams struct {
 
 func (x *AnalyticsParams) Reset() {
 	*x = AnalyticsParams{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1568,7 @@ func (x *AnalyticsParams) String() string {
 func (*AnalyticsParams) ProtoMessage() {}
 
 func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1581,7 @@ func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticsParams.ProtoReflect.Descriptor instead.
 func (*AnalyticsParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AnalyticsParams) GetHistograms() []*HistogramEdges {
@@ -1286,7 +1609,7 @@ type HistogramEdges struct {
 
 func (x *HistogramEdges) Reset() {
 	*x = HistogramEdges{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1621,7 @@ func (x *HistogramEdges) String() string {
 func (*HistogramEdges) ProtoMessage() {}
 
 func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1634,7 @@ func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramEdges.ProtoReflect.Descriptor instead.
 func (*HistogramEdges) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HistogramEdges) GetEdges() []float64 {
@@ -1331,7 +1654,7 @@ type NoTask struct {
 
 func (x *NoTask) Reset() {
 	*x = NoTask{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1666,7 @@ func (x *NoTask) String() string {
 func (*NoTask) ProtoMessage() {}
 
 func (x *NoTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1679,7 @@ func (x *NoTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoTask.ProtoReflect.Descriptor instead.
 func (*NoTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NoTask) GetRetryAfterMs() uint32 {
@@ -1385,7 +1708,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1720,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1733,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1483,7 +1806,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1818,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1831,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TrainParams) GetLocalEpochs() uint32 {
@@ -1612,7 +1935,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1947,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1960,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FeatureSpec) GetFeatures() []*Feature {
@@ -1696,7 +2019,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +2031,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +2044,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Feature) GetName() string {
@@ -1802,7 +2125,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2137,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2150,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Label) GetConditionSystem() string {
@@ -1890,7 +2213,7 @@ type Cohort struct {
 
 func (x *Cohort) Reset() {
 	*x = Cohort{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2225,7 @@ func (x *Cohort) String() string {
 func (*Cohort) ProtoMessage() {}
 
 func (x *Cohort) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2238,7 @@ func (x *Cohort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
 func (*Cohort) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Cohort) GetMinAge() float64 {
@@ -1965,7 +2288,7 @@ type IndexTime struct {
 
 func (x *IndexTime) Reset() {
 	*x = IndexTime{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2300,7 @@ func (x *IndexTime) String() string {
 func (*IndexTime) ProtoMessage() {}
 
 func (x *IndexTime) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2313,7 @@ func (x *IndexTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
 func (*IndexTime) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IndexTime) GetKind() IndexKind {
@@ -2027,7 +2350,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2362,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2375,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -2089,7 +2412,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2424,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2437,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -2149,7 +2472,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2484,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2497,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -2205,7 +2528,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2540,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2553,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -2283,7 +2606,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2618,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2631,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -2377,7 +2700,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2712,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2725,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FeatureStats) GetCount() uint64 {
@@ -2448,7 +2771,7 @@ type StatsUpload struct {
 
 func (x *StatsUpload) Reset() {
 	*x = StatsUpload{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2783,7 @@ func (x *StatsUpload) String() string {
 func (*StatsUpload) ProtoMessage() {}
 
 func (x *StatsUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2796,7 @@ func (x *StatsUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
 func (*StatsUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatsUpload) GetJobId() string {
@@ -2517,7 +2840,7 @@ type Decline struct {
 
 func (x *Decline) Reset() {
 	*x = Decline{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2852,7 @@ func (x *Decline) String() string {
 func (*Decline) ProtoMessage() {}
 
 func (x *Decline) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2865,7 @@ func (x *Decline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decline.ProtoReflect.Descriptor instead.
 func (*Decline) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Decline) GetJobId() string {
@@ -2578,7 +2901,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2913,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2926,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ack) GetJobId() string {
@@ -2638,7 +2961,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2973,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2986,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -2695,7 +3018,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +3030,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +3043,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -2761,7 +3084,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +3096,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +3109,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -2828,7 +3151,7 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\xc6\x06\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\xc6\a\n" +
 	"\bEnvelope\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.cohort.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.cohort.v1.WelcomeH\x00R\awelcome\x121\n" +
@@ -2847,7 +3170,9 @@ const file_cohort_proto_rawDesc = "" +
 	"\x14round_status_request\x18\f \x01(\v2\x1d.cohort.v1.RoundStatusRequestH\x00R\x12roundStatusRequest\x12;\n" +
 	"\fround_status\x18\r \x01(\v2\x16.cohort.v1.RoundStatusH\x00R\vroundStatus\x12;\n" +
 	"\fstats_upload\x18\x0e \x01(\v2\x16.cohort.v1.StatsUploadH\x00R\vstatsUpload\x12.\n" +
-	"\adecline\x18\x0f \x01(\v2\x12.cohort.v1.DeclineH\x00R\adeclineB\x06\n" +
+	"\adecline\x18\x0f \x01(\v2\x12.cohort.v1.DeclineH\x00R\adecline\x12A\n" +
+	"\x0esecagg_message\x18\x10 \x01(\v2\x18.cohort.v1.SecAggMessageH\x00R\rsecaggMessage\x12;\n" +
+	"\fsecagg_fetch\x18\x11 \x01(\v2\x16.cohort.v1.SecAggFetchH\x00R\vsecaggFetchB\x06\n" +
 	"\x04body\"\x89\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
@@ -2862,7 +3187,7 @@ const file_cohort_proto_rawDesc = "" +
 	"leaderAddr\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"&\n" +
 	"\vTaskRequest\x12\x17\n" +
-	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xde\x02\n" +
+	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\x8f\x03\n" +
 	"\tTaskOffer\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12'\n" +
@@ -2872,7 +3197,30 @@ const file_cohort_proto_rawDesc = "" +
 	"model_spec\x18\x04 \x01(\v2\x14.cohort.v1.ModelSpecR\tmodelSpec\x12.\n" +
 	"\x06params\x18\x05 \x01(\v2\x16.cohort.v1.TrainParamsR\x06params\x122\n" +
 	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\x128\n" +
-	"\tanalytics\x18\b \x01(\v2\x1a.cohort.v1.AnalyticsParamsR\tanalytics\"`\n" +
+	"\tanalytics\x18\b \x01(\v2\x1a.cohort.v1.AnalyticsParamsR\tanalytics\x12/\n" +
+	"\x06secagg\x18\t \x01(\v2\x17.cohort.v1.SecAggParamsR\x06secagg\"\x8c\x02\n" +
+	"\fSecAggParams\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x1c\n" +
+	"\tthreshold\x18\x02 \x01(\rR\tthreshold\x12\x1d\n" +
+	"\n" +
+	"clip_range\x18\x03 \x01(\x01R\tclipRange\x12\x14\n" +
+	"\x05scale\x18\x04 \x01(\x01R\x05scale\x12\x16\n" +
+	"\x06degree\x18\x05 \x01(\rR\x06degree\x12#\n" +
+	"\rvector_length\x18\x06 \x01(\rR\fvectorLength\x12\x18\n" +
+	"\aclients\x18\a \x03(\tR\aclients\x12\x1b\n" +
+	"\tclip_norm\x18\b \x01(\x01R\bclipNorm\x12\x1b\n" +
+	"\tnoise_std\x18\t \x01(\x01R\bnoiseStd\"p\n" +
+	"\rSecAggMessage\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\"\x83\x01\n" +
+	"\vSecAggFetch\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\rR\x05phase\x12\x17\n" +
+	"\await_ms\x18\x05 \x01(\rR\x06waitMs\"`\n" +
 	"\x0fAnalyticsParams\x129\n" +
 	"\n" +
 	"histograms\x18\x01 \x03(\v2\x19.cohort.v1.HistogramEdgesR\n" +
@@ -3074,7 +3422,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
@@ -3092,28 +3440,31 @@ var file_cohort_proto_goTypes = []any{
 	(*Redirect)(nil),           // 13: cohort.v1.Redirect
 	(*TaskRequest)(nil),        // 14: cohort.v1.TaskRequest
 	(*TaskOffer)(nil),          // 15: cohort.v1.TaskOffer
-	(*AnalyticsParams)(nil),    // 16: cohort.v1.AnalyticsParams
-	(*HistogramEdges)(nil),     // 17: cohort.v1.HistogramEdges
-	(*NoTask)(nil),             // 18: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 19: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 20: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 21: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 22: cohort.v1.Feature
-	(*Label)(nil),              // 23: cohort.v1.Label
-	(*Cohort)(nil),             // 24: cohort.v1.Cohort
-	(*IndexTime)(nil),          // 25: cohort.v1.IndexTime
-	(*BlobRef)(nil),            // 26: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 27: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 28: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 29: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 30: cohort.v1.UpdateUpload
-	(*FeatureStats)(nil),       // 31: cohort.v1.FeatureStats
-	(*StatsUpload)(nil),        // 32: cohort.v1.StatsUpload
-	(*Decline)(nil),            // 33: cohort.v1.Decline
-	(*Ack)(nil),                // 34: cohort.v1.Ack
-	(*Error)(nil),              // 35: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 36: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 37: cohort.v1.RoundStatus
+	(*SecAggParams)(nil),       // 16: cohort.v1.SecAggParams
+	(*SecAggMessage)(nil),      // 17: cohort.v1.SecAggMessage
+	(*SecAggFetch)(nil),        // 18: cohort.v1.SecAggFetch
+	(*AnalyticsParams)(nil),    // 19: cohort.v1.AnalyticsParams
+	(*HistogramEdges)(nil),     // 20: cohort.v1.HistogramEdges
+	(*NoTask)(nil),             // 21: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 22: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 23: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 24: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 25: cohort.v1.Feature
+	(*Label)(nil),              // 26: cohort.v1.Label
+	(*Cohort)(nil),             // 27: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 28: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 29: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 30: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 31: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 32: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 33: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 34: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 35: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 36: cohort.v1.Decline
+	(*Ack)(nil),                // 37: cohort.v1.Ack
+	(*Error)(nil),              // 38: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 39: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 40: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
 	11, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
@@ -3121,45 +3472,48 @@ var file_cohort_proto_depIdxs = []int32{
 	13, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
 	14, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
 	15, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	18, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	27, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	28, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	30, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	34, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	35, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	36, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	37, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	32, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
-	33, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
-	0,  // 15: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
-	26, // 16: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	19, // 17: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	20, // 18: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	21, // 19: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	16, // 20: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
-	17, // 21: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
-	22, // 22: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	23, // 23: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	24, // 24: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
-	25, // 25: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
-	5,  // 26: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
-	1,  // 27: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	2,  // 28: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
-	3,  // 29: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
-	4,  // 30: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
-	6,  // 31: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	26, // 32: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	29, // 33: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	26, // 34: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	31, // 35: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
-	7,  // 36: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
-	8,  // 37: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	9,  // 38: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	21, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	30, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	31, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	33, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	37, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	38, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	39, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	40, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	35, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	36, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	17, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
+	18, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
+	0,  // 17: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
+	29, // 18: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	22, // 19: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	23, // 20: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	24, // 21: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	19, // 22: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
+	16, // 23: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
+	20, // 24: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
+	25, // 25: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	26, // 26: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	27, // 27: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	28, // 28: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 29: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 30: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 31: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 32: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 33: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 34: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	29, // 35: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	32, // 36: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	29, // 37: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	34, // 38: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 39: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 40: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 41: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3183,6 +3537,8 @@ func file_cohort_proto_init() {
 		(*Envelope_RoundStatus)(nil),
 		(*Envelope_StatsUpload)(nil),
 		(*Envelope_Decline)(nil),
+		(*Envelope_SecaggMessage)(nil),
+		(*Envelope_SecaggFetch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3190,7 +3546,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
