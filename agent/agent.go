@@ -42,6 +42,10 @@ var (
 	ErrTooFewRecords = errors.New("too few eligible records")
 	// ErrUnsupportedModel: a job's model kind this agent cannot train.
 	ErrUnsupportedModel = errors.New("model kind not supported by this agent")
+	// ErrSecAggParams: a round's secure aggregation parameters this site
+	// cannot run (they do not fit the model, do not name this site, or do
+	// not pass protocol/secagg's checks).
+	ErrSecAggParams = errors.New("invalid secure aggregation parameters")
 )
 
 // Config is one site agent's configuration.
@@ -222,6 +226,13 @@ type Agent struct {
 	// session is the coordinator session's state, for /readyz and the
 	// status report (its own lock; see status.go).
 	session sessionState
+
+	// secagg is the secure aggregation run this site is taking part in,
+	// if any (see secagg.go). It outlives a session, so that the run goes
+	// on after a reconnect, but not the process. Only the federation
+	// loop's goroutine (loop, serve and what they call) touches it, so it
+	// needs no lock.
+	secagg *secaggRun
 }
 
 // Stats are the agent's counters.
@@ -234,6 +245,10 @@ type Stats struct {
 	DownloadsResumed int
 	Reconnects       int
 	LastRoundError   string
+	// SecAggRuns counts the secure aggregation runs this site saw
+	// through: it answered the unmasking request and the coordinator
+	// acknowledged the answer. Its rounds are in RoundsTrained too.
+	SecAggRuns int
 	// CertRenewals and CertRenewalFailures count certificate renewals
 	// and failed attempts; LastRenewalError is the last failure's error,
 	// cleared by a success.

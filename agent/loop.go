@@ -18,6 +18,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/train"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -179,7 +180,8 @@ func (a *Agent) markRevoked(cause error) {
 	}
 }
 
-// serve runs one session: settle kept updates, then ask for work.
+// serve runs one session: settle kept updates, continue a secure
+// aggregation run an earlier session left, then ask for work.
 func (a *Agent) serve(ctx context.Context, s *session) error {
 	// Stopping the agent closes the session at once, which ends any read
 	// blocked on the coordinator (a long poll can take PollWait).
@@ -188,6 +190,16 @@ func (a *Agent) serve(ctx context.Context, s *session) error {
 	for ctx.Err() == nil {
 		if err := a.flushOutbox(ctx, s); err != nil {
 			return err
+		}
+		if run := a.secagg; run != nil {
+			if err := a.runSecAgg(ctx, s); err != nil {
+				if a.secagg != nil || isTransport(err) {
+					return err // the run is kept for the next session
+				}
+				if err := a.taskFailed(ctx, s, run.job, run.round, err); err != nil {
+					return err
+				}
+			}
 		}
 		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_TaskRequest{TaskRequest: &pb.TaskRequest{
 			WaitMs: uint32(a.cfg.PollWait / 1e6)}}})
@@ -199,15 +211,12 @@ func (a *Agent) serve(ctx context.Context, s *session) error {
 			continue // NoTask: ask again
 		}
 		if err := a.runTask(ctx, s, offer); err != nil {
-			if isTransport(err) {
+			// A secure aggregation run the agent still holds stopped
+			// on a session error: the next session continues it.
+			if a.secagg != nil || isTransport(err) {
 				return err
 			}
-			a.mu.Lock()
-			a.stats.LastRoundError = err.Error()
-			a.mu.Unlock()
-			a.writeStatus()
-			a.log.Warn("round not trained", "job", offer.GetJobId(), "round", offer.GetRound(), "err", err)
-			if err := a.waitForChange(ctx, s, offer); err != nil {
+			if err := a.taskFailed(ctx, s, offer.GetJobId(), offer.GetRound(), err); err != nil {
 				return err
 			}
 		}
@@ -215,12 +224,29 @@ func (a *Agent) serve(ctx context.Context, s *session) error {
 	return ctx.Err()
 }
 
+// taskFailed records a task that failed for a reason other than the
+// session (local work, a refusal, an abandoned secure aggregation run) and
+// holds off until its round is no longer open. It returns only a session
+// error.
+func (a *Agent) taskFailed(ctx context.Context, s *session, job string, round uint64, cause error) error {
+	a.mu.Lock()
+	a.stats.LastRoundError = cause.Error()
+	a.mu.Unlock()
+	a.writeStatus()
+	msg := "round not trained"
+	if errors.Is(cause, errSecAgg) {
+		msg = "secure aggregation run abandoned"
+	}
+	a.log.Warn(msg, "job", job, "round", round, "err", cause)
+	return a.waitForChange(ctx, s, job, round)
+}
+
 // waitForChange holds off after a failed task until its round is no longer
 // open, so a site that cannot train does not spin.
-func (a *Agent) waitForChange(ctx context.Context, s *session, offer *pb.TaskOffer) error {
+func (a *Agent) waitForChange(ctx context.Context, s *session, job string, round uint64) error {
 	for ctx.Err() == nil {
 		resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_RoundStatusRequest{RoundStatusRequest: &pb.RoundStatusRequest{
-			JobId: offer.GetJobId(), Round: offer.GetRound()}}})
+			JobId: job, Round: round}}})
 		if err != nil {
 			return err
 		}
@@ -237,11 +263,12 @@ func (a *Agent) waitForChange(ctx context.Context, s *session, offer *pb.TaskOff
 }
 
 // isTransport reports whether err came from the connection (reconnect)
-// rather than from local training.
+// rather than from local training, the coordinator's refusal, or an
+// abandoned secure aggregation run.
 func isTransport(err error) bool {
 	var rd *errRedirect
 	var re *protocol.RemoteError
-	return errors.As(err, &rd) || !errors.As(err, &re) && !errors.Is(err, errLocal)
+	return errors.As(err, &rd) || !errors.As(err, &re) && !errors.Is(err, errLocal) && !errors.Is(err, errSecAgg)
 }
 
 // errLocal marks failures of local work (features, training).
@@ -320,7 +347,9 @@ func (a *Agent) sendFrom(ctx context.Context, s *session, p *pending, offset uin
 }
 
 // runTask answers one offer: statistics, or a training round whose update
-// it sends. A site that cannot or may not take part declines with a code.
+// it sends (or, when the round is securely aggregated, masks in a protocol
+// run: see startSecAgg). A site that cannot or may not take part declines
+// with a code.
 func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) error {
 	if offer.GetKind() == pb.TaskKind_TASK_KIND_STATS {
 		return a.runStats(s, offer)
@@ -328,6 +357,14 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	// Decline a model this agent cannot train before downloading it.
 	if k := offer.GetModelSpec().GetKind(); k != "logreg" && k != "mlp" {
 		return a.decline(s, offer, fmt.Errorf("%w: %q", ErrUnsupportedModel, k))
+	}
+	// Likewise secure aggregation parameters this site cannot run.
+	var sa *secagg.Client
+	if offer.GetSecagg() != nil {
+		var err error
+		if sa, err = a.newSecAggClient(offer); err != nil {
+			return a.decline(s, offer, err)
+		}
 	}
 	ref := offer.GetModel()
 	body, err := a.download(ctx, s, offer.GetJobId(), ref)
@@ -367,6 +404,11 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 			case <-t.C:
 			}
 		}
+	}
+	if sa != nil {
+		// The update goes into the secure aggregation run, never into
+		// the outbox: the coordinator must not see it on its own.
+		return a.startSecAgg(ctx, s, offer, sa, p)
 	}
 	p.Base = ref.GetSha256()
 	if err := a.saveOutbox(p); err != nil {

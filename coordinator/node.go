@@ -92,6 +92,10 @@ type Node struct {
 	// lastSeen is when each site last sent this node a request (site id
 	// → time.Time), for sampling the available sites.
 	lastSeen sync.Map
+	// engineWarned is the last round engine warning per job (job id →
+	// engineWarning), so that a job stuck on the same problem is logged
+	// once a minute, not at every tick.
+	engineWarned sync.Map
 	// conns are the open agent connections by site (site id → *siteConns).
 	conns sync.Map
 

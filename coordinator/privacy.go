@@ -34,6 +34,84 @@ type PrivacySpec struct {
 	Epsilon float64 `json:"epsilon"`
 	// Delta is the δ of (ε, δ)-DP; default 1e-5.
 	Delta float64 `json:"delta,omitempty"`
+	// AdaptiveClipping, when set, moves the clip norm after every round
+	// toward a quantile of the sites' update norms (Andrew et al. 2021);
+	// ClipNorm is then the first round's clip.
+	AdaptiveClipping *AdaptiveClipSpec `json:"adaptive_clipping,omitempty"`
+}
+
+// AdaptiveClipSpec configures adaptive clipping (Andrew, Thakkar, McMahan,
+// Ramaswamy, "Differentially Private Learning with Adaptive Clipping",
+// NeurIPS 2021). After each round the leader releases, with Gaussian noise
+// of standard deviation CountStddev, how many sites' updates were within
+// the clip, and moves the clip by a factor exp(−LearningRate·(b̄ − γ)),
+// b̄ the estimated unclipped fraction and γ the TargetQuantile. The noise
+// on the updates grows so that the round still costs what the job's noise
+// multiplier z states (z_Δ = (z^−2 − (2σ_b)^−2)^−1/2), so the accountant
+// and the budget are unchanged.
+type AdaptiveClipSpec struct {
+	// TargetQuantile γ of the update norms the clip tracks, in (0, 1);
+	// default 0.5 (the median).
+	TargetQuantile float64 `json:"target_quantile,omitempty"`
+	// LearningRate η_C > 0; default 0.2.
+	LearningRate float64 `json:"learning_rate,omitempty"`
+	// CountStddev σ_b, the noise on the count of unclipped updates; it
+	// must exceed half the noise multiplier. Default: the larger of
+	// ExpectedSites/20 (Andrew et al.) and the noise multiplier.
+	CountStddev float64 `json:"count_stddev,omitempty"`
+	// ExpectedSites m, the expected number of sites per round (a public
+	// constant of the job); default min_sites.
+	ExpectedSites float64 `json:"expected_sites,omitempty"`
+}
+
+// adaptiveConfig is the protocol/dp configuration of the spec's adaptive
+// clipping, defaults filled.
+func (p *PrivacySpec) adaptiveConfig(minSites int) dp.AdaptiveClipConfig {
+	a := p.AdaptiveClipping
+	m := a.ExpectedSites
+	if m == 0 {
+		m = float64(minSites)
+	}
+	cfg := dp.DefaultAdaptiveClipConfig(m)
+	cfg.InitialClip = p.ClipNorm
+	if a.TargetQuantile != 0 {
+		cfg.TargetQuantile = a.TargetQuantile
+	}
+	if a.LearningRate != 0 {
+		cfg.LearningRate = a.LearningRate
+	}
+	cfg.CountStddev = max(cfg.CountStddev, p.NoiseMultiplier)
+	if a.CountStddev != 0 {
+		cfg.CountStddev = a.CountStddev
+	}
+	return cfg
+}
+
+// clipper returns the job's adaptive clipper as of its privacy state
+// (a new one before the first round); nil without adaptive clipping.
+func (p *PrivacySpec) clipper(st *PrivacyState, minSites int) (*dp.AdaptiveClipper, error) {
+	if p.AdaptiveClipping == nil {
+		return nil, nil
+	}
+	if st != nil && len(st.Clipper) > 0 {
+		c := new(dp.AdaptiveClipper)
+		if err := json.Unmarshal(st.Clipper, c); err != nil {
+			return nil, fmt.Errorf("adaptive clipper: %w", err)
+		}
+		return c, nil
+	}
+	return dp.NewAdaptiveClipper(p.adaptiveConfig(minSites))
+}
+
+// roundClip is the clip norm and the noise multiplier on the update sum
+// for the job's next round: ClipNorm and z, or under adaptive clipping the
+// clipper's current clip and z_Δ.
+func (p *PrivacySpec) roundClip(st *PrivacyState, minSites int) (clip, z float64, c *dp.AdaptiveClipper, err error) {
+	if c, err = p.clipper(st, minSites); err != nil || c == nil {
+		return p.ClipNorm, p.NoiseMultiplier, nil, err
+	}
+	z, err = c.NoiseMultiplier(p.NoiseMultiplier)
+	return c.Clip(), z, c, err
 }
 
 // DefaultDelta is a job's δ when its spec names none.
@@ -87,7 +165,7 @@ func (s *JobSpec) PlanPrivacy() error {
 // validate checks the spec against the job's rule: only the plain mean
 // (fedavg, fedprox) is analysed; a server optimizer or a robust rule would
 // need its own analysis.
-func (p *PrivacySpec) validate(rule string) error {
+func (p *PrivacySpec) validate(rule string, minSites int) error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
 	case rule != "fedavg" && rule != "fedprox":
@@ -100,6 +178,18 @@ func (p *PrivacySpec) validate(rule string) error {
 		return fmt.Errorf("%w: privacy.epsilon (the budget) must be a positive number", ErrInvalidJob)
 	case p.Delta < 0 || p.Delta >= 1 || !finite(p.Delta):
 		return fmt.Errorf("%w: privacy.delta must be in (0, 1) (default %g)", ErrInvalidJob, DefaultDelta)
+	}
+	if a := p.AdaptiveClipping; a != nil {
+		if a.TargetQuantile < 0 || a.LearningRate < 0 || a.CountStddev < 0 || a.ExpectedSites < 0 {
+			return fmt.Errorf("%w: privacy.adaptive_clipping: values must be positive (or 0 for the defaults)", ErrInvalidJob)
+		}
+		cfg := p.adaptiveConfig(max(minSites, 1))
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: privacy.adaptive_clipping: %w", ErrInvalidJob, err)
+		}
+		if _, err := dp.AdjustedNoiseMultiplier(p.NoiseMultiplier, cfg.CountStddev); err != nil {
+			return fmt.Errorf("%w: privacy.adaptive_clipping: count_stddev %g with noise_multiplier %g: %w", ErrInvalidJob, cfg.CountStddev, p.NoiseMultiplier, err)
+		}
 	}
 	// Even one round with every site must fit the budget.
 	var acc dp.Accountant
@@ -124,6 +214,10 @@ type PrivacyState struct {
 	Epsilon float64 `json:"epsilon"`
 	// Rounds counts the rounds accounted for.
 	Rounds int `json:"rounds"`
+	// Clipper is the adaptive clipper's state after the last round, and
+	// Clip the clip norm the next round uses (adaptive clipping only).
+	Clipper json.RawMessage `json:"clipper,omitempty"`
+	Clip    float64         `json:"clip,omitempty"`
 }
 
 // PrivacyStatus is a job's privacy as the admin API shows it.
@@ -134,6 +228,9 @@ type PrivacyStatus struct {
 	NoiseMultiplier float64 `json:"noise_multiplier"`
 	ClipNorm        float64 `json:"clip_norm"`
 	Rounds          int     `json:"rounds"`
+	// CurrentClip is the clip norm of the next round under adaptive
+	// clipping.
+	CurrentClip float64 `json:"current_clip,omitempty"`
 }
 
 func privacyStatus(spec *PrivacySpec, st *PrivacyState) *PrivacyStatus {
@@ -142,7 +239,10 @@ func privacyStatus(spec *PrivacySpec, st *PrivacyState) *PrivacyStatus {
 	}
 	s := &PrivacyStatus{EpsilonBudget: spec.Epsilon, Delta: spec.delta(), NoiseMultiplier: spec.NoiseMultiplier, ClipNorm: spec.ClipNorm}
 	if st != nil {
-		s.EpsilonSpent, s.Rounds = st.Epsilon, st.Rounds
+		s.EpsilonSpent, s.Rounds, s.CurrentClip = st.Epsilon, st.Rounds, st.Clip
+	}
+	if spec.AdaptiveClipping != nil && s.CurrentClip == 0 {
+		s.CurrentClip = spec.ClipNorm
 	}
 	return s
 }
@@ -184,28 +284,41 @@ func budgetLeft(spec *PrivacySpec, st *PrivacyState, selected, enrolled int) (ok
 	return !over && err == nil, eps, err
 }
 
-// privateRule wraps a job's rule for DP: updates clipped to the job's
-// ClipNorm.
-func privateRule(rule aggregator.Strategy, spec *PrivacySpec) aggregator.Strategy {
-	return aggregator.NormBound{Rule: rule, Bound: spec.ClipNorm}
+// privateRule wraps a job's rule for DP: updates clipped to the round's
+// clip norm.
+func privateRule(rule aggregator.Strategy, clip float64) aggregator.Strategy {
+	return aggregator.NormBound{Rule: rule, Bound: clip}
 }
 
 // addPrivacyNoise adds the Gaussian mechanism's noise to the new global
 // weights global + Σ clipped/n: N(0, (z·C/n)²) per weight, which is
-// N(0, (z·C)²) on the sum. It returns the accountant's state after the
-// round.
-func addPrivacyNoise(weights []float32, spec *PrivacySpec, st *PrivacyState, contributors, selected, enrolled int, g *dp.Gaussian) (*PrivacyState, error) {
-	std, err := dp.CentralStddev(spec.NoiseMultiplier, spec.ClipNorm)
+// N(0, (z·C)²) on the sum.
+func addPrivacyNoise(weights []float32, z, clip float64, contributors int, g *dp.Gaussian) error {
+	std, err := dp.CentralStddev(z, clip)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if g == nil {
 		g = dp.NewGaussian(nil) // a cryptographically secure source
 	}
-	if err := g.AddNoise(weights, std/float64(contributors)); err != nil {
+	return g.AddNoise(weights, std/float64(contributors))
+}
+
+// endPrivateRound accounts for the round (stepAccountant) and, under
+// adaptive clipping, moves the clip with the round's noised count of
+// unclipped updates and keeps the clipper in the state.
+func endPrivateRound(spec *PrivacySpec, st *PrivacyState, c *dp.AdaptiveClipper, noisyCount float64, selected, enrolled int) (*PrivacyState, error) {
+	next, err := stepAccountant(spec, st, selected, enrolled)
+	if err != nil || c == nil {
+		return next, err
+	}
+	if next.Clip, err = c.Update(noisyCount); err != nil {
+		return nil, fmt.Errorf("adaptive clipping: %w", err)
+	}
+	if next.Clipper, err = json.Marshal(c); err != nil {
 		return nil, err
 	}
-	return stepAccountant(spec, st, selected, enrolled)
+	return next, nil
 }
 
 // stepAccountant accounts for one more round of the job's Gaussian

@@ -111,12 +111,12 @@ func TestPrivacySpecValidation(t *testing.T) {
 		{"NaN clip", PrivacySpec{ClipNorm: math.NaN(), NoiseMultiplier: 1, Epsilon: 8}, "fedavg", "clip_norm"},
 		{"budget below one round", PrivacySpec{ClipNorm: 1, NoiseMultiplier: 0.3, Epsilon: 0.5}, "fedavg", "already spends"},
 	} {
-		err := c.p.validate(c.rule)
+		err := c.p.validate(c.rule, 1)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error about %q", c.name, err, c.want)
 		}
 	}
-	if err := (&PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 8}).validate("fedprox"); err != nil {
+	if err := (&PrivacySpec{ClipNorm: 1, NoiseMultiplier: 1, Epsilon: 8}).validate("fedprox", 1); err != nil {
 		t.Errorf("a valid spec: %v", err)
 	}
 }
@@ -141,7 +141,10 @@ func TestPrivacyPlansNoise(t *testing.T) {
 	var st *PrivacyState
 	for r := range 10 {
 		w := make([]float32, 4)
-		if st, err = addPrivacyNoise(w, spec.Privacy, st, 2, 0, 2, nil); err != nil {
+		if err := addPrivacyNoise(w, spec.Privacy.NoiseMultiplier, spec.Privacy.ClipNorm, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = stepAccountant(spec.Privacy, st, 0, 2); err != nil {
 			t.Fatal(err)
 		}
 		if st.Epsilon > 3*(1+1e-9) {
@@ -156,5 +159,78 @@ func TestPrivacyPlansNoise(t *testing.T) {
 	more.Privacy = &PrivacySpec{ClipNorm: 1, Epsilon: 3}
 	if err := more.PlanPrivacy(); err != nil || more.Privacy.NoiseMultiplier <= z {
 		t.Fatalf("40 rounds: z=%v (10 rounds: %v), %v", more.Privacy.NoiseMultiplier, z, err)
+	}
+}
+
+// TestAdaptiveClipping: the clip moves by exp(−η(b̄ − γ)) with the noised
+// count of unclipped updates, the noise on the updates grows to z_Δ so the
+// round costs what z states, and the clipper's state survives in the
+// replicated privacy state.
+func TestAdaptiveClipping(t *testing.T) {
+	spec := &PrivacySpec{ClipNorm: 0.5, NoiseMultiplier: 1, Epsilon: 10, AdaptiveClipping: &AdaptiveClipSpec{}}
+	if err := spec.validate("fedavg", 4); err != nil {
+		t.Fatal(err)
+	}
+	clip, z, c, err := spec.roundClip(nil, 4)
+	if err != nil || c == nil {
+		t.Fatal(err)
+	}
+	if clip != 0.5 || !(z > 1) {
+		t.Fatalf("first round: clip %g, z_Δ %g; want 0.5 and more than z = 1", clip, z)
+	}
+	if got := c.Config().CountStddev; got != 1 {
+		t.Fatalf("default count stddev %g, want max(4/20, z) = 1", got)
+	}
+	// Every one of 4 updates clipped: b̄ = -2/4 + ½ = 0, so the clip grows
+	// by exp(0.2·0.5).
+	st, err := endPrivateRound(spec, nil, c, -2, 0, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 0.5 * math.Exp(0.1); math.Abs(st.Clip-want) > 1e-12 || st.Rounds != 1 || !(st.Epsilon > 0) {
+		t.Fatalf("after a round with every update clipped: %+v, want clip %g", st, want)
+	}
+	clip2, _, _, err := spec.roundClip(st, 4)
+	if err != nil || clip2 != st.Clip {
+		t.Fatalf("the next round's clip %g (%v), want the state's %g", clip2, err, st.Clip)
+	}
+	if got := privacyStatus(spec, st).CurrentClip; got != st.Clip {
+		t.Fatalf("status shows clip %g", got)
+	}
+	// A count noise that cannot pay for itself is refused.
+	bad := *spec
+	bad.AdaptiveClipping = &AdaptiveClipSpec{CountStddev: 0.4}
+	if err := bad.validate("fedavg", 4); err == nil || !strings.Contains(err.Error(), "count_stddev") {
+		t.Fatalf("count_stddev below z/2: %v", err)
+	}
+}
+
+// TestAdaptiveClippingJob runs a private job with adaptive clipping whose
+// sites' updates are all far above the clip: the clip grows round after
+// round (the noised count can only slow it), and the status shows it.
+func TestAdaptiveClippingJob(t *testing.T) {
+	job := testJob("adaptive", 3, 2)
+	job.Privacy = &PrivacySpec{ClipNorm: 0.01, NoiseMultiplier: 0.5, Epsilon: 100,
+		AdaptiveClipping: &AdaptiveClipSpec{LearningRate: 1, CountStddev: 0.3}}
+	tc := startCluster(t, 1, []string{"st-a", "st-b"}, []JobSpec{job})
+	leader, _ := tc.leader(t)
+	agents := []*rawAgent{tc.welcomed(t, leader, "st-a"), tc.welcomed(t, leader, "st-b")}
+	for round := 1; round <= 3; round++ {
+		for _, a := range agents {
+			offer := a.task(t, 5*time.Second)
+			download(t, a, offer)
+			if resp := upload(t, a, offer, []float32{10, 10, 10, 10}, 100); resp.GetAck() == nil {
+				t.Fatalf("round %d upload: %v", round, resp)
+			}
+		}
+		waitFor(t, leader, "the round to commit", func() bool {
+			j, _ := leader.Job("adaptive")
+			return j.CommittedRounds() >= uint64(round)
+		})
+	}
+	j, _ := leader.Job("adaptive")
+	ps := j.PrivacyStatus()
+	if ps == nil || ps.Rounds != 3 || !(ps.CurrentClip > 0.01) || ps.CurrentClip > 0.01*math.Exp(3*0.5)+1e-12 {
+		t.Fatalf("after 3 rounds of clipped updates: %+v; want the clip grown above 0.01 by at most e^1.5", ps)
 	}
 }

@@ -159,9 +159,28 @@ func (n *Node) step() {
 	slices.SortFunc(views, func(a, b roundView) int { return cmpString(a.job, b.job) })
 	for _, v := range views {
 		if err := n.stepJob(v); err != nil && !errors.Is(err, ErrNotLeader) {
-			n.log.Warn("round engine", "job", v.job, "err", err)
+			n.warnEngine(v.job, err)
 		}
 	}
+}
+
+// engineWarning is the last warning logged for a job.
+type engineWarning struct {
+	msg string
+	at  time.Time
+}
+
+// warnEngine logs the round engine's error for a job, unless the same
+// error was logged for it within the last minute.
+func (n *Node) warnEngine(job string, err error) {
+	now := n.now()
+	if v, ok := n.engineWarned.Load(job); ok {
+		if w := v.(engineWarning); w.msg == err.Error() && now.Sub(w.at) < time.Minute {
+			return
+		}
+	}
+	n.engineWarned.Store(job, engineWarning{msg: err.Error(), at: now})
+	n.log.Warn("round engine", "job", job, "err", err)
 }
 
 // sample chooses the sites a training round asks, per the job's Sampling
@@ -236,7 +255,7 @@ func (n *Node) stepJob(v roundView) error {
 		var sa *secAggOpen
 		if v.spec.SecureAggregation != nil {
 			var err error
-			if sa, err = newSecAggOpen(&v.spec, selected, v.allSites); err != nil {
+			if sa, err = newSecAggOpen(&v.spec, v.privacy, selected, v.allSites); err != nil {
 				return fmt.Errorf("round %d not opened: %w", next, err)
 			}
 		}
@@ -382,8 +401,18 @@ func (n *Node) foldBatch(agg aggregator.Round, ba aggregator.BatchAdder, rcs []*
 // closeRound aggregates the ready updates and commits the new global model.
 func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	slices.SortFunc(ready, func(a, b *Receipt) int { return cmpString(a.Site, b.Site) })
-	private := v.spec.Privacy != nil
-	agg, name, err := n.beginRule(v, private)
+	p := v.spec.Privacy
+	var (
+		clip, z float64
+		clipper *dp.AdaptiveClipper
+	)
+	if p != nil {
+		var err error
+		if clip, z, clipper, err = p.roundClip(v.privacy, v.spec.MinSites); err != nil {
+			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
+		}
+	}
+	agg, name, err := n.beginRule(v, clip)
 	if err != nil {
 		return err
 	}
@@ -392,7 +421,7 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		samples uint64
 		auroc   float64
 	)
-	if err := errors.Join(n.foldBodies(agg, ready, private)...); err != nil {
+	if err := errors.Join(n.foldBodies(agg, ready, p != nil)...); err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	for _, rc := range ready {
@@ -405,8 +434,8 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		return fmt.Errorf("aggregate (%s): %w", name, err)
 	}
 	var privacy *PrivacyState
-	if p := v.spec.Privacy; p != nil {
-		if privacy, err = addPrivacyNoise(res.Weights, p, v.privacy, len(ready), len(r.Selected), v.sites, dp.NewGaussian(nil)); err != nil {
+	if p != nil {
+		if privacy, err = n.privateRound(v, r, res.Weights, ready, clip, z, clipper); err != nil {
 			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
 		}
 	}
@@ -416,9 +445,40 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 	return n.commitModel(v, r, res, sites, samples, auroc, privacy)
 }
 
+// privateRound adds the round's noise to the new weights (the mean of the
+// updates clipped to clip) and ends the round for the accountant and,
+// under adaptive clipping, for the clipper: it counts the updates that
+// were within the clip and releases that count with noise.
+func (n *Node) privateRound(v roundView, r *Round, weights []float32, ready []*Receipt, clip, z float64, clipper *dp.AdaptiveClipper) (*PrivacyState, error) {
+	g := dp.NewGaussian(nil) // a cryptographically secure source
+	if err := addPrivacyNoise(weights, z, clip, len(ready), g); err != nil {
+		return nil, err
+	}
+	var noisy float64
+	if clipper != nil {
+		var bits float64
+		for _, rc := range ready {
+			body, err := n.blob.get(rc.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("update of site %s: %w", rc.Site, err)
+			}
+			u, err := protocol.DecodeF32(body)
+			if err != nil {
+				return nil, fmt.Errorf("update of site %s: %w", rc.Site, err)
+			}
+			bits += dp.CountBit(dp.L2Norm(u) > clip)
+		}
+		var err error
+		if noisy, err = clipper.NoisyCount(bits, g); err != nil {
+			return nil, err
+		}
+	}
+	return endPrivateRound(v.spec.Privacy, v.privacy, clipper, noisy, len(r.Selected), v.sites)
+}
+
 // beginRule starts the job's rule on the current global model and the
-// rule's state; private wraps it in the job's clipping.
-func (n *Node) beginRule(v roundView, private bool) (agg aggregator.Round, name string, err error) {
+// rule's state; a positive clip wraps it in clipping to that L2 norm.
+func (n *Node) beginRule(v roundView, clip float64) (agg aggregator.Round, name string, err error) {
 	gw, err := n.ModelWeights(n.bgCtx, v.global.Digest)
 	if err != nil {
 		return nil, "", fmt.Errorf("global model: %w", err)
@@ -437,8 +497,8 @@ func (n *Node) beginRule(v roundView, private bool) (agg aggregator.Round, name 
 			return nil, "", fmt.Errorf("%s state: %w", strategy.Name(), err)
 		}
 	}
-	if private {
-		strategy = privateRule(strategy, v.spec.Privacy)
+	if clip > 0 {
+		strategy = privateRule(strategy, clip)
 	}
 	agg, err = strategy.Begin(global, state)
 	return agg, strategy.Name(), err

@@ -92,26 +92,40 @@ func (s *SecureAggregationSpec) phaseTimeout() time.Duration {
 }
 
 // config is the protocol configuration for a round of n sites of job spec
-// js (the threshold resolved).
-func (s *SecureAggregationSpec) config(js *JobSpec, n int) secagg.Config {
+// js whose privacy state is st (the threshold resolved). Under adaptive
+// clipping each site also sends its noised clip bit, one more
+// coordinate.
+func (s *SecureAggregationSpec) config(js *JobSpec, n int, st *PrivacyState) (secagg.Config, error) {
 	cfg := secagg.DefaultConfig()
 	cfg.VectorLength = js.Model.NumParams()
 	cfg.Degree = s.Degree
 	if s.Scale > 0 {
 		cfg.Scale = s.Scale
 	}
-	switch {
-	case s.ClipRange > 0:
-		cfg.ClipRange = s.ClipRange
-	case js.Privacy != nil:
-		p := js.Privacy
-		cfg.ClipRange = p.ClipNorm * (1 + secAggNoiseSigmas*p.NoiseMultiplier/math.Sqrt2)
-	}
 	cfg.Threshold = s.Threshold
 	if cfg.Threshold == 0 {
 		cfg.Threshold = max(secagg.MajorityThreshold(n, s.Degree), js.MinSites)
 	}
-	return cfg
+	if s.ClipRange > 0 {
+		cfg.ClipRange = s.ClipRange
+	}
+	if p := js.Privacy; p != nil {
+		clip, z, c, err := p.roundClip(st, js.MinSites)
+		if err != nil {
+			return cfg, err
+		}
+		if s.ClipRange == 0 {
+			// Room for the clipped update and 8 of its noise's standard
+			// deviations (a site's share, t ≥ 2).
+			cfg.ClipRange = clip * (1 + secAggNoiseSigmas*z/math.Sqrt2)
+		}
+		if c != nil {
+			cfg.VectorLength++
+			bit := 0.5 + secAggNoiseSigmas*c.Config().CountStddev/math.Sqrt2
+			cfg.ClipRange = max(cfg.ClipRange, bit)
+		}
+	}
+	return cfg, nil
 }
 
 // validate checks the section against the rest of the job's spec.
@@ -139,8 +153,13 @@ func (s *SecureAggregationSpec) validate(js *JobSpec) error {
 		return bad("scale must be a positive number")
 	case s.PhaseTimeout < 0:
 		return bad("phase_timeout must be positive")
+	case js.Privacy != nil && js.Privacy.AdaptiveClipping != nil && s.ClipRange != 0:
+		return bad("leave clip_range unset with privacy.adaptive_clipping: it follows the clip norm, which moves every round")
 	}
-	cfg := s.config(js, max(2, s.Threshold))
+	cfg, err := s.config(js, max(2, s.Threshold), nil)
+	if err != nil {
+		return bad("%v", err)
+	}
 	cfg.Threshold = max(2, cfg.Threshold)
 	if err := cfg.Validate(); err != nil {
 		return bad("%v", err)
@@ -168,12 +187,15 @@ type secAggOpen struct {
 
 // newSecAggOpen resolves the run for a round asking selected (nil: every
 // enrolled site, all).
-func newSecAggOpen(js *JobSpec, selected, all []string) (*secAggOpen, error) {
+func newSecAggOpen(js *JobSpec, st *PrivacyState, selected, all []string) (*secAggOpen, error) {
 	clients := selected
 	if len(clients) == 0 {
 		clients = all
 	}
-	cfg := js.SecureAggregation.config(js, len(clients))
+	cfg, err := js.SecureAggregation.config(js, len(clients), st)
+	if err != nil {
+		return nil, err
+	}
 	if err := cfg.ValidateFor(len(clients)); err != nil {
 		return nil, fmt.Errorf("secure aggregation over %d sites: %w", len(clients), err)
 	}
@@ -329,11 +351,24 @@ func (n *Node) closeSecAggRound(v roundView, r *Round, res *secagg.Result) error
 	if res.Count < 1 {
 		return fmt.Errorf("round %d: secure aggregation sum of no sites", r.Number)
 	}
-	mean := make([]float32, len(res.Sum))
-	for i, s := range res.Sum {
+	p := v.spec.Privacy
+	var clipper *dp.AdaptiveClipper
+	if p != nil {
+		var err error
+		if _, _, clipper, err = p.roundClip(v.privacy, v.spec.MinSites); err != nil {
+			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
+		}
+	}
+	sum, noisyCount := res.Sum, 0.0
+	if clipper != nil {
+		// The last coordinate is the sum of the sites' noised clip bits.
+		sum, noisyCount = sum[:len(sum)-1], sum[len(sum)-1]
+	}
+	mean := make([]float32, len(sum))
+	for i, s := range sum {
 		mean[i] = float32(s / float64(res.Count))
 	}
-	agg, name, err := n.beginRule(v, false)
+	agg, name, err := n.beginRule(v, 0)
 	if err != nil {
 		return err
 	}
@@ -345,8 +380,8 @@ func (n *Node) closeSecAggRound(v roundView, r *Round, res *secagg.Result) error
 		return fmt.Errorf("round %d: aggregate (%s): %w", r.Number, name, err)
 	}
 	var privacy *PrivacyState
-	if p := v.spec.Privacy; p != nil {
-		if privacy, err = stepAccountant(p, v.privacy, len(r.Selected), v.sites); err != nil {
+	if p != nil {
+		if privacy, err = endPrivateRound(p, v.privacy, clipper, noisyCount, len(r.Selected), v.sites); err != nil {
 			return fmt.Errorf("round %d: privacy: %w", r.Number, err)
 		}
 	}
@@ -364,11 +399,18 @@ func secAggParams(j *Job, r *Round, site string) *pb.SecAggParams {
 	p := &pb.SecAggParams{Attempt: uint32(r.Attempt), Threshold: uint32(cfg.Threshold), ClipRange: cfg.ClipRange, Scale: cfg.Scale,
 		Degree: uint32(cfg.Degree), VectorLength: uint32(cfg.VectorLength), Clients: slices.Clone(sess.Clients)}
 	if pr := j.Spec.Privacy; pr != nil {
-		std, err := dp.DistributedStddev(pr.NoiseMultiplier, pr.ClipNorm, cfg.Threshold)
+		clip, z, c, err := pr.roundClip(j.Privacy, j.Spec.MinSites)
 		if err != nil {
 			return nil
 		}
-		p.ClipNorm, p.NoiseStd = pr.ClipNorm, std
+		std, err := dp.DistributedStddev(z, clip, cfg.Threshold)
+		if err != nil {
+			return nil
+		}
+		p.ClipNorm, p.NoiseStd = clip, std
+		if c != nil {
+			p.CountStddev = c.Config().CountStddev
+		}
 	}
 	return p
 }

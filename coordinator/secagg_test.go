@@ -282,39 +282,58 @@ func TestSecureAggregationRound(t *testing.T) {
 	}
 }
 
-// TestSecureAggregationDropouts: of five sites (t = 3), one leaves before
-// sending its masked update and one before its unmasking shares; the
-// round still commits the mean of the four whose updates arrived.
+// TestSecureAggregationDropouts: with seven sites and t = 4, up to
+// n − t = 3 sites leave, at every step of the protocol across the cases:
+// before advertising keys, before sharing secrets, before sending the
+// masked update, before the unmasking shares. Each round commits the mean
+// of the sites whose masked updates arrived.
 func TestSecureAggregationDropouts(t *testing.T) {
-	names := []string{"a-site", "b-site", "c-site", "d-site", "e-site"}
-	tc := startCluster(t, 1, names, []JobSpec{secAggJob("sa", 3, 3)})
-	leader, _ := tc.leader(t)
-	var sites []*saSite
-	for i, name := range names {
-		sites = append(sites, tc.joinSecAgg(t, leader, name, siteDelta(i)))
+	names := []string{"a-site", "b-site", "c-site", "d-site", "e-site", "f-site", "g-site"}
+	for _, c := range []struct {
+		name string
+		// drops[i] is the phase in which site i leaves (PhaseDone: it
+		// stays to the end).
+		drops [7]secagg.Phase
+	}{
+		{"keys, shares and unmasking", [7]secagg.Phase{4, 4, 4, 4, secagg.PhaseUnmasking, secagg.PhaseShareKeys, secagg.PhaseAdvertiseKeys}},
+		{"masked input", [7]secagg.Phase{4, 4, 4, 4, secagg.PhaseMaskedInput, secagg.PhaseMaskedInput, secagg.PhaseMaskedInput}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			job := secAggJob("sa", 4, 4)
+			job.RoundTimeout = Duration(3 * time.Second) // the key advertisement step's deadline
+			tc := startCluster(t, 1, names, []JobSpec{job})
+			leader, _ := tc.leader(t)
+			var sites []*saSite
+			for i, name := range names {
+				sites = append(sites, tc.joinSecAgg(t, leader, name, siteDelta(i)))
+			}
+			start := download(t, sites[0].a, sites[0].offer)
+			var contributors []*saSite
+			for i, s := range sites {
+				if c.drops[i] > secagg.PhaseMaskedInput {
+					contributors = append(contributors, s)
+				}
+			}
+			steps := []func(*saSite, *testing.T){(*saSite).advertise, (*saSite).shareKeys, (*saSite).maskedInput, (*saSite).unmask}
+			for phase, step := range steps {
+				for i, s := range sites {
+					if c.drops[i] > secagg.Phase(phase) {
+						step(s, t)
+					}
+				}
+			}
+			checkMean(t, leader, "sa", start, contributors, 65536)
+			// A site the run went on without is told so.
+			last := sites[6]
+			cl, err := secagg.NewClient(offerConfig(last.offer.GetSecagg()), secagg.Session{JobID: "sa", Round: 1, Clients: names}, last.id, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp := last.send(t)(cl.AdvertiseKeys()); resp.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_ROUND_CLOSED {
+				t.Fatalf("a message from a dropped site answered %v", resp)
+			}
+		})
 	}
-	start := download(t, sites[0].a, sites[0].offer)
-	for _, s := range sites {
-		s.advertise(t)
-	}
-	for _, s := range sites {
-		s.shareKeys(t)
-	}
-	for _, s := range sites[:4] { // e-site drops
-		s.maskedInput(t)
-	}
-	for _, s := range sites[:3] { // d-site drops too
-		s.unmask(t)
-	}
-	// A site the run went on without is told so.
-	c, err := secagg.NewClient(offerConfig(sites[4].offer.GetSecagg()), secagg.Session{JobID: "sa", Round: 1, Clients: names}, "e-site", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp := sites[4].send(t)(c.AdvertiseKeys()); resp.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_ROUND_CLOSED {
-		t.Fatalf("a message from a dropped site answered %v", resp)
-	}
-	checkMean(t, leader, "sa", start, sites[:4], 65536)
 }
 
 // TestSecureAggregationSurvivesLeaderKill: the leader is killed after half

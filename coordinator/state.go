@@ -372,8 +372,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: train.adam_eps must be in [0, 1)", ErrInvalidJob)
 	case !(s.Train.PosWeight >= 0 && s.Train.PosWeight <= 1e6):
 		return fmt.Errorf("%w: train.pos_weight must be in [0, 1e6]", ErrInvalidJob)
-	case s.Privacy != nil && s.Privacy.validate(s.Strategy.Name) != nil:
-		return s.Privacy.validate(s.Strategy.Name)
+	case s.Privacy != nil && s.Privacy.validate(s.Strategy.Name, s.MinSites) != nil:
+		return s.Privacy.validate(s.Strategy.Name, s.MinSites)
 	case s.SecureAggregation != nil && s.SecureAggregation.validate(&s) != nil:
 		return s.SecureAggregation.validate(&s)
 	case s.Features.FeatureSpec == nil || len(s.Features.GetFeatures()) == 0:

@@ -1,8 +1,10 @@
 // Package egress is the site agent's only way out. Every byte the agent
 // sends to the coordinator passes through a Guard, which admits only the
 // protocol's agent-to-coordinator message types, checks that numeric
-// payloads are what their headers declare, counts the bytes, and records
-// each send in an append-only egress log on the gateway.
+// payloads are what their headers declare (and that secure aggregation
+// payloads are client messages of the protocol, for the round they name),
+// counts the bytes, and records each send in an append-only egress log on
+// the gateway.
 package egress
 
 import (
@@ -20,6 +22,7 @@ import (
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 )
 
 var (
@@ -31,7 +34,7 @@ var (
 
 // Record is one line of the egress log: what left, when, how big, its hash.
 // Kind is one of Kinds; Job and Round are set on update headers and
-// bodies. ReadLog reads a log back.
+// bodies and on secure aggregation messages. ReadLog reads a log back.
 type Record struct {
 	Time   time.Time `json:"time"`
 	Kind   string    `json:"kind"`
@@ -139,8 +142,47 @@ func check(env *pb.Envelope) (kind string, err error) {
 		return KindStats, nil
 	case *pb.Envelope_Decline:
 		return KindDecline, nil
+	case *pb.Envelope_SecaggMessage:
+		if err := checkSecAgg(b.SecaggMessage); err != nil {
+			return "", err
+		}
+		return KindSecAgg, nil
+	case *pb.Envelope_SecaggFetch:
+		if p := b.SecaggFetch.GetPhase(); p < uint32(secagg.PhaseShareKeys) || p > uint32(secagg.PhaseUnmasking) {
+			return "", fmt.Errorf("%w: secure aggregation fetch for phase %d", ErrPayload, p)
+		}
+		return KindSecAggFetch, nil
 	}
 	return "", fmt.Errorf("%w: %T", ErrForbidden, env.GetBody())
+}
+
+// checkSecAgg admits a secure aggregation message only if its payload
+// decodes in full (protocol/secagg refuses trailing bytes) as one of the
+// messages a client sends, for the job and round the envelope names: the
+// payload then holds public keys, ciphertexts of shares, a masked update
+// or shares of masks, and nothing the guard has not parsed.
+func checkSecAgg(m *pb.SecAggMessage) error {
+	msg, err := secagg.Decode(m.GetPayload())
+	if err != nil {
+		return fmt.Errorf("%w: secure aggregation payload: %w", ErrPayload, err)
+	}
+	var h secagg.Header
+	switch v := msg.(type) {
+	case *secagg.AdvertiseKeys:
+		h = v.Header
+	case *secagg.ShareKeys:
+		h = v.Header
+	case *secagg.MaskedInput:
+		h = v.Header
+	case *secagg.UnmaskResponse:
+		h = v.Header
+	default:
+		return fmt.Errorf("%w: secure aggregation %s is a coordinator's message", ErrForbidden, msg.Kind())
+	}
+	if h.JobID != m.GetJobId() || h.Round != m.GetRound() {
+		return fmt.Errorf("%w: secure aggregation %s for another job or round than its envelope's", ErrPayload, msg.Kind())
+	}
+	return nil
 }
 
 func isDigest(s string) bool {
@@ -168,6 +210,9 @@ func (g *Guard) Send(w io.Writer, env *pb.Envelope) error {
 	rec := Record{Kind: kind}
 	if u := env.GetUpdateUpload(); u != nil {
 		rec.Job, rec.Round = u.GetJobId(), u.GetRound()
+	}
+	if m := env.GetSecaggMessage(); m != nil {
+		rec.Job, rec.Round = m.GetJobId(), m.GetRound()
 	}
 	return g.write(w, buf.Bytes(), rec)
 }

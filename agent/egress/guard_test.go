@@ -8,11 +8,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 )
 
 func newGuard(t *testing.T) (*Guard, string, *bytes.Buffer) {
@@ -28,9 +30,76 @@ func newGuard(t *testing.T) (*Guard, string, *bytes.Buffer) {
 	return g, logPath, tapped
 }
 
+// secaggPayloads runs a two-client secure aggregation run of job "j",
+// round 3, and returns every message of it in its wire encoding, by kind.
+func secaggPayloads(t testing.TB) map[secagg.Kind][]byte {
+	t.Helper()
+	cfg := secagg.DefaultConfig()
+	cfg.Threshold, cfg.VectorLength = 2, 3
+	sess := secagg.Session{JobID: "j", Round: 3, Clients: []string{"a", "b"}}
+	srv, err := secagg.NewServer(cfg, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []*secagg.Client
+	for _, id := range sess.Clients {
+		c, err := secagg.NewClient(cfg, sess, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	out := map[secagg.Kind][]byte{}
+	keep := func(m secagg.Message, err error) secagg.Message {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[m.Kind()] = b
+		return m
+	}
+	// step has every client answer the server's last message, the server
+	// take the answers and close the phase.
+	step := func(answer func(id string, c *secagg.Client) (secagg.Message, error)) {
+		t.Helper()
+		for i, c := range clients {
+			m := keep(answer(sess.Clients[i], c))
+			if err := srv.Handle(sess.Clients[i], m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := srv.Advance(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(func(_ string, c *secagg.Client) (secagg.Message, error) { return c.AdvertiseKeys() })
+	kl := keep(srv.KeyList()).(*secagg.KeyList)
+	step(func(_ string, c *secagg.Client) (secagg.Message, error) { return c.ShareKeys(kl) })
+	step(func(id string, c *secagg.Client) (secagg.Message, error) {
+		rs := keep(srv.RoutedShares(id)).(*secagg.RoutedShares)
+		return c.MaskedInput(rs, []float32{0.5, -0.25, 0})
+	})
+	req := keep(srv.UnmaskRequest()).(*secagg.UnmaskRequest)
+	step(func(_ string, c *secagg.Client) (secagg.Message, error) { return c.Unmask(req) })
+	return out
+}
+
+func secaggEnvelope(job string, round uint64, payload []byte) *pb.Envelope {
+	return &pb.Envelope{Body: &pb.Envelope_SecaggMessage{SecaggMessage: &pb.SecAggMessage{JobId: job, Round: round, Attempt: 1, Payload: payload}}}
+}
+
+func secaggFetch(phase uint32) *pb.Envelope {
+	return &pb.Envelope{Body: &pb.Envelope_SecaggFetch{SecaggFetch: &pb.SecAggFetch{JobId: "j", Round: 3, Phase: phase, WaitMs: 1000}}}
+}
+
 func TestGuardAdmitsOnlyAgentMessages(t *testing.T) {
 	digest := protocol.Digest([]byte("x"))
 	delta := &pb.BlobRef{Sha256: digest, Size: 4, Encoding: pb.Encoding_ENCODING_F32LE}
+	sa := secaggPayloads(t)
 	cases := []struct {
 		name string
 		env  *pb.Envelope
@@ -56,6 +125,26 @@ func TestGuardAdmitsOnlyAgentMessages(t *testing.T) {
 			Stats: []*pb.FeatureStats{{Count: 25, Sum: 60, SumSq: 150, Bins: []uint64{20, 10}}}}}}, ErrPayload},
 		{"update without encoding", &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: &pb.UpdateUpload{
 			BaseModelSha256: digest, Delta: &pb.BlobRef{Sha256: digest, Size: 4}}}}, ErrPayload},
+		// Secure aggregation: the four client messages, for the round
+		// they name, and fetches of the three phases a client waits for.
+		{"secagg advertise keys", secaggEnvelope("j", 3, sa[secagg.KindAdvertiseKeys]), nil},
+		{"secagg share keys", secaggEnvelope("j", 3, sa[secagg.KindShareKeys]), nil},
+		{"secagg masked input", secaggEnvelope("j", 3, sa[secagg.KindMaskedInput]), nil},
+		{"secagg unmask response", secaggEnvelope("j", 3, sa[secagg.KindUnmaskResponse]), nil},
+		{"secagg fetch key list", secaggFetch(1), nil},
+		{"secagg fetch unmask request", secaggFetch(3), nil},
+		// The coordinator's messages never leave a site, even well formed.
+		{"secagg key list", secaggEnvelope("j", 3, sa[secagg.KindKeyList]), ErrForbidden},
+		{"secagg routed shares", secaggEnvelope("j", 3, sa[secagg.KindRoutedShares]), ErrForbidden},
+		{"secagg unmask request", secaggEnvelope("j", 3, sa[secagg.KindUnmaskRequest]), ErrForbidden},
+		// Nothing may ride along after a client message, nor instead of one.
+		{"secagg trailing bytes", secaggEnvelope("j", 3, append(slices.Clone(sa[secagg.KindAdvertiseKeys]), "MRN-0012345"...)), ErrPayload},
+		{"secagg text for a payload", secaggEnvelope("j", 3, []byte("patient Jane Doe")), ErrPayload},
+		{"secagg empty payload", secaggEnvelope("j", 3, nil), ErrPayload},
+		{"secagg another job", secaggEnvelope("k", 3, sa[secagg.KindMaskedInput]), ErrPayload},
+		{"secagg another round", secaggEnvelope("j", 4, sa[secagg.KindShareKeys]), ErrPayload},
+		{"secagg fetch advertise keys", secaggFetch(0), ErrPayload},
+		{"secagg fetch done", secaggFetch(4), ErrPayload},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,4 +248,83 @@ func TestEgressLogRecordsEverySend(t *testing.T) {
 	if int64(recs[0].Bytes+recs[1].Bytes) != g.BytesSent() || int64(wire.Len()) != g.BytesSent() {
 		t.Fatalf("log says %d+%d bytes, guard counted %d, wire has %d", recs[0].Bytes, recs[1].Bytes, g.BytesSent(), wire.Len())
 	}
+}
+
+// TestEgressLogRecordsSecAgg: a secure aggregation message is logged under
+// its kind with the job and round it belongs to; a fetch under its own.
+func TestEgressLogRecordsSecAgg(t *testing.T) {
+	g, logPath, _ := newGuard(t)
+	sa := secaggPayloads(t)
+	var wire bytes.Buffer
+	env := secaggEnvelope("j", 3, sa[secagg.KindMaskedInput])
+	if err := g.Send(&wire, env); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Send(&wire, secaggFetch(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, bad, err := ReadLog(f, Filter{})
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("ReadLog: %v, bad lines %v", err, bad)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("records = %+v", recs)
+	}
+	if r := recs[0]; r.Kind != KindSecAgg || r.Job != "j" || r.Round != 3 || r.SHA256 != protocol.Digest(tapFrame(t, env)) {
+		t.Fatalf("secagg record = %+v", r)
+	}
+	if r := recs[1]; r.Kind != KindSecAggFetch || r.Job != "" {
+		t.Fatalf("fetch record = %+v", r)
+	}
+}
+
+// FuzzGuardSecAggMessage: whatever a secure aggregation envelope holds, the
+// guard never panics, and it admits only a payload that decodes as a
+// client's message for the envelope's job and round.
+func FuzzGuardSecAggMessage(f *testing.F) {
+	for _, b := range secaggPayloads(f) {
+		f.Add("j", uint64(3), b)
+		f.Add("j", uint64(3), append(slices.Clone(b), 0))
+		f.Add("k", uint64(3), b)
+		if len(b) > 8 {
+			f.Add("j", uint64(3), b[:len(b)/2])
+		}
+	}
+	f.Fuzz(func(t *testing.T, job string, round uint64, payload []byte) {
+		kind, err := check(secaggEnvelope(job, round, payload))
+		if err != nil {
+			if !errors.Is(err, ErrPayload) && !errors.Is(err, ErrForbidden) {
+				t.Fatalf("refused with %v, want ErrPayload or ErrForbidden", err)
+			}
+			return
+		}
+		m, derr := secagg.Decode(payload)
+		if kind != KindSecAgg || derr != nil {
+			t.Fatalf("admitted as %q a payload that does not decode (%v)", kind, derr)
+		}
+		var h secagg.Header
+		switch v := m.(type) {
+		case *secagg.AdvertiseKeys:
+			h = v.Header
+		case *secagg.ShareKeys:
+			h = v.Header
+		case *secagg.MaskedInput:
+			h = v.Header
+		case *secagg.UnmaskResponse:
+			h = v.Header
+		default:
+			t.Fatalf("admitted a %s", m.Kind())
+		}
+		if h.JobID != job || h.Round != round {
+			t.Fatalf("admitted a message of job %q round %d in an envelope of job %q round %d", h.JobID, h.Round, job, round)
+		}
+	})
 }

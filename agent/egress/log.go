@@ -24,8 +24,15 @@ const (
 	KindModelRequest       = "model-request"
 	KindUpdateHeader       = "update-header"
 	KindUpdateBody         = "update-body"
-	KindStats              = "stats"
-	KindDecline            = "decline"
+	// KindSecAgg is one of the site's secure aggregation messages in a
+	// securely aggregated round, which replace its update-header and
+	// update-body: public keys, encrypted shares, the masked update,
+	// unmasking shares. KindSecAggFetch asks for the coordinator's
+	// message that opens the site's next protocol phase.
+	KindSecAgg      = "secagg"
+	KindSecAggFetch = "secagg-fetch"
+	KindStats       = "stats"
+	KindDecline     = "decline"
 	// KindEnroll and KindRenew are certificate requests, sent over HTTPS
 	// to the coordinators' admin address.
 	KindEnroll = "enroll"
@@ -34,7 +41,7 @@ const (
 
 // Kinds lists every record kind, in the order of a round.
 var Kinds = []string{KindHello, KindTaskRequest, KindRoundStatusRequest, KindModelRequest,
-	KindUpdateHeader, KindUpdateBody, KindStats, KindDecline, KindEnroll, KindRenew}
+	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindDecline, KindEnroll, KindRenew}
 
 // MaxLineBytes bounds one line of the log; a longer line is reported as
 // malformed (the guard writes lines of a few hundred bytes).
@@ -53,7 +60,7 @@ type Filter struct {
 	// Since, if not zero, keeps records at or after it.
 	Since time.Time
 	// Job, if set, keeps records of that job (update headers and bodies
-	// carry one; other kinds do not).
+	// and secure aggregation messages carry one; other kinds do not).
 	Job string
 	// Kind, if set, keeps records of that kind.
 	Kind string

@@ -1288,8 +1288,14 @@ type SecAggParams struct {
 	// noise of this standard deviation to every coordinate before encoding,
 	// so that the sum carries the job's noise without the coordinator
 	// adding any.
-	ClipNorm      float64 `protobuf:"fixed64,8,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
-	NoiseStd      float64 `protobuf:"fixed64,9,opt,name=noise_std,json=noiseStd,proto3" json:"noise_std,omitempty"`
+	ClipNorm float64 `protobuf:"fixed64,8,opt,name=clip_norm,json=clipNorm,proto3" json:"clip_norm,omitempty"`
+	NoiseStd float64 `protobuf:"fixed64,9,opt,name=noise_std,json=noiseStd,proto3" json:"noise_std,omitempty"`
+	// Adaptive clipping under secure aggregation: the site appends one
+	// coordinate to its update, +0.5 if its update was within clip_norm
+	// before clipping and -0.5 if not, plus Gaussian noise of standard
+	// deviation count_stddev / sqrt(threshold); vector_length counts it.
+	// 0: no such coordinate.
+	CountStddev   float64 `protobuf:"fixed64,10,opt,name=count_stddev,json=countStddev,proto3" json:"count_stddev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1383,6 +1389,13 @@ func (x *SecAggParams) GetClipNorm() float64 {
 func (x *SecAggParams) GetNoiseStd() float64 {
 	if x != nil {
 		return x.NoiseStd
+	}
+	return 0
+}
+
+func (x *SecAggParams) GetCountStddev() float64 {
+	if x != nil {
+		return x.CountStddev
 	}
 	return 0
 }
@@ -3198,7 +3211,7 @@ const file_cohort_proto_rawDesc = "" +
 	"\x06params\x18\x05 \x01(\v2\x16.cohort.v1.TrainParamsR\x06params\x122\n" +
 	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\x128\n" +
 	"\tanalytics\x18\b \x01(\v2\x1a.cohort.v1.AnalyticsParamsR\tanalytics\x12/\n" +
-	"\x06secagg\x18\t \x01(\v2\x17.cohort.v1.SecAggParamsR\x06secagg\"\x8c\x02\n" +
+	"\x06secagg\x18\t \x01(\v2\x17.cohort.v1.SecAggParamsR\x06secagg\"\xaf\x02\n" +
 	"\fSecAggParams\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x1c\n" +
 	"\tthreshold\x18\x02 \x01(\rR\tthreshold\x12\x1d\n" +
@@ -3209,7 +3222,9 @@ const file_cohort_proto_rawDesc = "" +
 	"\rvector_length\x18\x06 \x01(\rR\fvectorLength\x12\x18\n" +
 	"\aclients\x18\a \x03(\tR\aclients\x12\x1b\n" +
 	"\tclip_norm\x18\b \x01(\x01R\bclipNorm\x12\x1b\n" +
-	"\tnoise_std\x18\t \x01(\x01R\bnoiseStd\"p\n" +
+	"\tnoise_std\x18\t \x01(\x01R\bnoiseStd\x12!\n" +
+	"\fcount_stddev\x18\n" +
+	" \x01(\x01R\vcountStddev\"p\n" +
 	"\rSecAggMessage\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x18\n" +
