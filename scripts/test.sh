@@ -90,6 +90,7 @@ fuzz FuzzDecodeState ./aggregator
 fuzz FuzzParseScenario ./sim
 fuzz FuzzParseMessage ./sim/synth
 fuzz FuzzReadLog ./agent/egress
+fuzz FuzzGuardSecAggMessage ./agent/egress
 fuzz FuzzAuthHeader ./coordinator
 fuzz FuzzDecode ./protocol/secagg
 fuzz FuzzServerHandle ./protocol/secagg

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
+	"github.com/cohort-fl/cohort/protocol/secagg"
 	"github.com/cohort-fl/cohort/sim/relay"
 )
 
@@ -80,7 +81,8 @@ func (l Link) zero() bool { return l == Link{} }
 
 // Fault is one event of a testbed's fault timeline. It fires once, when
 // its trigger holds: Round (the round with this number is open, holding at
-// least AfterUpdates acknowledged updates) or Time (since the federation
+// least AfterUpdates acknowledged updates, or under secure aggregation at
+// least AfterUpdates masked updates) or Time (since the federation
 // started). Exactly one of them is set.
 type Fault struct {
 	Round        uint64               `json:"round,omitempty"`
@@ -269,6 +271,9 @@ func (t *timeline) currentRound(live []*coordinator.Node) roundView {
 		var v roundView
 		if c := j.Current; c != nil && c.Kind != coordinator.KindStats {
 			v = roundView{number: c.Number, open: true, receipts: len(c.Receipts)}
+			if c.SecAgg != nil {
+				v.receipts = maskedInputs(c.SecAgg)
+			}
 		} else {
 			for _, r := range j.Rounds {
 				if r.State == coordinator.RoundCommitted && r.Kind != coordinator.KindStats {
@@ -281,6 +286,20 @@ func (t *timeline) currentRound(live []*coordinator.Node) roundView {
 		}
 	}
 	return best
+}
+
+// maskedInputs is how many masked updates a secure aggregation run
+// received: a secure aggregation round's "updates" for after_updates.
+func maskedInputs(srv *secagg.Server) int {
+	switch p := srv.Phase(); {
+	case p < secagg.PhaseMaskedInput:
+		return 0
+	case p == secagg.PhaseMaskedInput:
+		return len(srv.Participants()) - len(srv.Pending())
+	case p == secagg.PhaseUnmasking:
+		return len(srv.Participants())
+	}
+	return 0
 }
 
 // due reports whether f's trigger holds. A round trigger also fires once

@@ -95,6 +95,13 @@ type Job struct {
 	// Privacy makes the job differentially private (see the operator's
 	// guide); a zero noise_multiplier is planned from epsilon.
 	Privacy *coordinator.PrivacySpec `json:"privacy,omitempty"`
+	// SecureAggregation aggregates every round with secure aggregation
+	// (see the operator's guide): {} for the defaults.
+	SecureAggregation *coordinator.SecureAggregationSpec `json:"secure_aggregation,omitempty"`
+	// Analytics also runs a federated analytics job over the same
+	// features (see the operator's guide): {} for counts, means and
+	// standard deviations only.
+	Analytics *coordinator.AnalyticsSpec `json:"analytics,omitempty"`
 }
 
 // Expect are the checks made at the end of a run; a run whose checks fail
@@ -250,6 +257,8 @@ func (sc *Scenario) Config(def Config) (Config, error) {
 	}
 	c.MinSites, c.MaxAttempts, c.Sampling = j.MinSites, j.MaxAttempts, j.Sampling
 	c.Privacy = j.Privacy
+	c.SecureAggregation = j.SecureAggregation
+	c.Analytics = j.Analytics
 	c.Byzantine = sc.Byzantine
 	c.Links = sc.Links
 	c.Faults = sc.Faults
@@ -290,6 +299,13 @@ func (e Expect) check(rep *Report, c Config, runErr error) []Expectation {
 		add("job finished", "done", "done", true)
 	}
 	add("rounds committed", fmt.Sprint(c.Rounds), fmt.Sprint(rep.RoundsCompleted), rep.RoundsCompleted == c.Rounds)
+	if c.Analytics != nil {
+		got := "no results"
+		if a := rep.Analytics; a != nil {
+			got = fmt.Sprintf("%d features over %d sites", len(a.Features), len(a.Sites))
+		}
+		add("analytics results committed", "every feature", got, rep.Analytics != nil && len(rep.Analytics.Features) > 0)
+	}
 	if runErr != nil {
 		return out
 	}

@@ -90,6 +90,13 @@ type Config struct {
 	// Privacy, when set, makes the job differentially private (central
 	// DP-FedAvg); a zero noise multiplier is planned from the budget.
 	Privacy *coordinator.PrivacySpec
+	// SecureAggregation, when set, aggregates every round with secure
+	// aggregation (the coordinators learn only the sum of the updates).
+	SecureAggregation *coordinator.SecureAggregationSpec
+	// Analytics, when set, also runs a federated analytics job (kind
+	// analytics, the training job's features) next to the training job,
+	// and the run waits for its results.
+	Analytics *coordinator.AnalyticsSpec
 	// Byzantine makes some sites attack; zero means none.
 	Byzantine Byzantine
 	// Model is the job's model (default logistic regression); its
@@ -408,15 +415,18 @@ type Report struct {
 	ByzantineSites  []string `json:"byzantine_sites,omitempty"`
 	RoundsCompleted int      `json:"rounds_completed"`
 	// Privacy is a private job's ε spent and its parameters.
-	Privacy           *coordinator.PrivacyStatus `json:"privacy,omitempty"`
-	Sites             int                        `json:"sites"`
-	Coordinators      int                        `json:"coordinators"`
-	Federated         Metrics                    `json:"federated"`
-	Centralized       Metrics                    `json:"centralized"`
-	LocalOnly         LocalOnly                  `json:"local_only"`
-	BytesSentByAgents int64                      `json:"bytes_sent_by_agents"`
-	WallSeconds       float64                    `json:"wall_seconds"`
-	Rounds            []RoundLine                `json:"rounds"`
+	Privacy *coordinator.PrivacyStatus `json:"privacy,omitempty"`
+	// Analytics are the results of the analytics job run beside the
+	// training job (Config.Analytics), nil without one.
+	Analytics         *coordinator.AnalyticsResult `json:"analytics,omitempty"`
+	Sites             int                          `json:"sites"`
+	Coordinators      int                          `json:"coordinators"`
+	Federated         Metrics                      `json:"federated"`
+	Centralized       Metrics                      `json:"centralized"`
+	LocalOnly         LocalOnly                    `json:"local_only"`
+	BytesSentByAgents int64                        `json:"bytes_sent_by_agents"`
+	WallSeconds       float64                      `json:"wall_seconds"`
+	Rounds            []RoundLine                  `json:"rounds"`
 	// SiteInfo describes each site.
 	SiteInfo []SiteInfo `json:"site_info,omitempty"`
 	// Faults are the timeline's events as they happened.
@@ -524,10 +534,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	if sa := cfg.SecureAggregation; sa != nil {
+		cp := *sa
+		job.SecureAggregation = &cp
+	}
 	if err := job.Validate(0); err != nil {
 		return nil, err
 	}
 	rep.Strategy = job.Strategy.Name
+	jobs := []coordinator.JobSpec{job}
+	if a := cfg.Analytics; a != nil {
+		aj := analyticsJob(job, *a)
+		if err := aj.Validate(0); err != nil {
+			return nil, fmt.Errorf("sim: analytics job: %w", err)
+		}
+		jobs = append(jobs, aj)
+	}
 	var adversaries map[string]func(string, uint64, []float32)
 	if b := cfg.Byzantine; b.Sites > 0 {
 		adversaries = map[string]func(string, uint64, []float32){}
@@ -559,7 +581,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	fedStart := time.Now()
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
-		Jobs: []coordinator.JobSpec{job}, Logger: log, EgressTap: tap, Seed: cfg.Seed,
+		Jobs: jobs, Logger: log, EgressTap: tap, Seed: cfg.Seed,
 		Adversaries: adversaries, Relays: cfg.relays(), AgentCommand: agentCommand,
 	})
 	if err != nil {
@@ -602,6 +624,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		runtime.GC() // and empty the pools' victim caches
 		if perr := pprof.WriteHeapProfile(cfg.HeapProfile); perr != nil {
 			fmt.Fprintf(out, "heap profile: %v\n", perr)
+		}
+	}
+	if err == nil && cfg.Analytics != nil {
+		if rep.Analytics, err = waitAnalytics(ctx, fed, jobs[1].ID); err == nil {
+			fmt.Fprintf(out, "analytics: %d features over %d sites committed (k = %d)\n", len(rep.Analytics.Features), len(rep.Analytics.Sites), rep.Analytics.K)
 		}
 	}
 	bytes.stop()
@@ -770,7 +797,48 @@ func printSummary(out io.Writer, rep *Report) {
 		fmt.Fprintf(out, "fault at %5.1fs  %-16s %s%s\n", e.At, e.Action, e.Detail, rec)
 	}
 	if p := rep.Privacy; p != nil {
-		fmt.Fprintf(out, "privacy: ε %.3g of %g spent at δ=%g (noise multiplier %.3g, clip %g)\n", p.EpsilonSpent, p.EpsilonBudget, p.Delta, p.NoiseMultiplier, p.ClipNorm)
+		clip := fmt.Sprintf("clip %g", p.ClipNorm)
+		if p.CurrentClip != 0 {
+			clip = fmt.Sprintf("adaptive clip %g → %.3g", p.ClipNorm, p.CurrentClip)
+		}
+		fmt.Fprintf(out, "privacy: ε %.3g of %g spent at δ=%g (noise multiplier %.3g, %s)\n", p.EpsilonSpent, p.EpsilonBudget, p.Delta, p.NoiseMultiplier, clip)
 	}
 	fmt.Fprintf(out, "rounds %d, bytes sent by agents %d, late updates %d, wall %.1fs, peak heap %.0f MiB\n", rep.RoundsCompleted, rep.BytesSentByAgents, rep.UpdatesLate, rep.WallSeconds, float64(rep.PeakHeapBytes)/(1<<20))
+}
+
+// analyticsJob is a federated analytics job over the training job's
+// features, asking every site, with the federation's defaults.
+func analyticsJob(train coordinator.JobSpec, a coordinator.AnalyticsSpec) coordinator.JobSpec {
+	j := coordinator.DefaultJobSpec()
+	j.ID, j.Kind, j.Analytics = train.ID+"-analytics", coordinator.JobKindAnalytics, &a
+	j.Model, j.Strategy = coordinator.ModelSpec{}, coordinator.StrategySpec{}
+	j.Features, j.MinSites, j.RoundTimeout, j.MaxAttempts = train.Features, train.MinSites, train.RoundTimeout, train.MaxAttempts
+	j.Train = coordinator.TrainParams{MinRecords: train.Train.MinRecords}
+	return j
+}
+
+// waitAnalytics waits until the analytics job id is done and returns its
+// results.
+func waitAnalytics(ctx context.Context, fed *federation, id string) (*coordinator.AnalyticsResult, error) {
+	for {
+		leader, err := fed.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		changed := leader.Changed()
+		if j, ok := leader.Job(id); ok {
+			switch {
+			case j.State == coordinator.JobDone && j.Results != nil:
+				return j.Results, nil
+			case j.State == coordinator.JobFailed || j.State == coordinator.JobCancelled:
+				return nil, fmt.Errorf("analytics job %s %s: %s", id, j.State, j.FailReason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,6 +56,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	delta := fs.Float64("delta", coordinator.DefaultDelta, "with --epsilon: the δ of (ε, δ)-DP")
 	clipNorm := fs.Float64("clip-norm", 0.5, "with --epsilon: each site's update is clipped to this L2 norm")
 	noise := fs.Float64("noise-multiplier", 0, "with --epsilon: the noise multiplier (0 = planned from the budget)")
+	secAgg := fs.Bool("secure-aggregation", false, "aggregate every round with secure aggregation: the coordinators learn only the sum of the sites' updates (mean-based rules only; with --epsilon the noise is split across the sites)")
+	secAggThreshold := fs.Int("secagg-threshold", 0, "with --secure-aggregation: the threshold t, the fewest sites that must remain at every step (0 = a majority of the sites)")
+	secAggClip := fs.Float64("secagg-clip-range", 0, "with --secure-aggregation: each coordinate of an update is clipped to [-c, c] (0 = the default)")
 	scenario := fs.String("scenario", "", "run the scenario in this YAML `file`, or every *.yaml in this directory, and check its expectations (other job flags are ignored)")
 	reportDir := fs.String("report-dir", "", "write a report (report.md, report.json and PNG charts) to this `directory`; with several scenarios, one subdirectory each")
 	compare := fs.String("compare", "", "run once per `rules` (comma-separated; parameters after colons, e.g. fedavg,fedadam:server_lr=0.1) and seed, and print a comparison table")
@@ -110,6 +114,11 @@ Flags:
 	}
 	if *epsilon > 0 {
 		cfg.Privacy = &coordinator.PrivacySpec{ClipNorm: *clipNorm, NoiseMultiplier: *noise, Epsilon: *epsilon, Delta: *delta}
+	}
+	if *secAgg {
+		cfg.SecureAggregation = &coordinator.SecureAggregationSpec{Threshold: *secAggThreshold, ClipRange: *secAggClip}
+	} else if *secAggThreshold != 0 || *secAggClip != 0 {
+		return errors.New("sim: --secagg-threshold and --secagg-clip-range need --secure-aggregation")
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
