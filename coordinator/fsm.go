@@ -376,7 +376,8 @@ func (f *fsm) apply(t cmdType, c command) error {
 				j.attempts[key]--
 				return fmt.Errorf("%w: job %s round %d: %w", ErrBadCommand, b.Job, b.Round, err)
 			}
-			r.SecAgg, r.PhaseDeadline = srv, b.Deadline
+			r.SecAgg, r.SecAggProgress, r.PhaseDeadline = srv, progress(srv), b.Deadline
+			st.SecAgg[b.Job] = srv
 		}
 		j.Rounds = append(j.Rounds, r)
 		j.Current = r
@@ -450,6 +451,7 @@ func (f *fsm) apply(t cmdType, c command) error {
 		r.Samples = b.Samples
 		r.MeanValAUROC = b.MeanValAUROC
 		r.SecAgg = nil // the sum is in the model; the run's state is no longer needed
+		delete(st.SecAgg, b.Job)
 		j.Current = nil
 		j.committedN = b.Round
 		if int(b.Round) >= j.Spec.Rounds {
@@ -609,7 +611,8 @@ func (f *fsm) apply(t cmdType, c command) error {
 			j.State, j.Finished, j.StopReason = JobDone, c.At, b.Reason
 		case b.Action == "cancel" && j.State.active():
 			if r := j.Current; r != nil {
-				r.State, r.Closed, r.FailReason = RoundFailed, c.At, "job cancelled"
+				r.State, r.Closed, r.FailReason, r.SecAgg = RoundFailed, c.At, "job cancelled", nil
+				delete(st.SecAgg, b.Job)
 				j.Current = nil
 			}
 			j.State, j.Finished = JobCancelled, c.At
@@ -697,6 +700,7 @@ func (f *fsm) failRound(j *Job, r *Round, at time.Time, reason string) {
 	r.Closed = at
 	r.FailReason = reason
 	r.SecAgg = nil
+	delete(f.st.SecAgg, j.Spec.ID)
 	j.Current = nil
 	if r.Attempt >= j.Spec.MaxAttempts {
 		j.State = JobFailed

@@ -251,7 +251,10 @@ func (f *fsm) applySecAggInput(b secAggInputBody) error {
 		return fmt.Errorf("%w: %w", ErrSecAgg, err)
 	}
 	switch err := r.SecAgg.Handle(b.Site, m); {
-	case err == nil, errors.Is(err, secagg.ErrDuplicate):
+	case err == nil:
+		r.SecAggProgress = progress(r.SecAgg)
+		return nil
+	case errors.Is(err, secagg.ErrDuplicate):
 		return nil
 	default:
 		return fmt.Errorf("%w: %w", ErrSecAgg, err)
@@ -272,7 +275,9 @@ func (f *fsm) applySecAggAdvance(b secAggAdvanceBody, at time.Time) error {
 	r.PhaseDeadline = b.Deadline
 	if err := r.SecAgg.Advance(); err != nil {
 		f.failRound(f.st.Jobs[b.Job], r, at, fmt.Sprintf("secure aggregation: %v", err))
+		return nil
 	}
+	r.SecAggProgress = progress(r.SecAgg)
 	return nil
 }
 

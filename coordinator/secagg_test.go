@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -411,4 +413,59 @@ func TestSecureAggregationSpecValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSecureAggregationStateInSnapshots: a snapshot taken mid-run holds
+// the run's server (in the state, not in the job copies readers get), and
+// a node that restores it continues the same run; cancelling the job
+// drops the run.
+func TestSecureAggregationStateInSnapshots(t *testing.T) {
+	names := []string{"a-site", "b-site", "c-site"}
+	tc := startCluster(t, 1, names, []JobSpec{secAggJob("sa", 2, 2)})
+	leader, _ := tc.leader(t)
+	var sites []*saSite
+	for i, name := range names {
+		sites = append(sites, tc.joinSecAgg(t, leader, name, siteDelta(i)))
+	}
+	for _, s := range sites {
+		s.advertise(t)
+	}
+	sites[0].shareKeys(t)
+	snap, err := leader.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.(*snapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := newFSM()
+	if err := restored.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	var phase secagg.Phase
+	var pending []string
+	restored.view(func(st *state) {
+		r := st.Jobs["sa"].Current
+		if r == nil || r.SecAgg == nil {
+			t.Fatal("the restored state has no open secure aggregation run")
+		}
+		phase, pending = r.SecAgg.Phase(), r.SecAgg.Pending()
+	})
+	if phase != secagg.PhaseShareKeys || !slices.Equal(pending, []string{"b-site", "c-site"}) {
+		t.Fatalf("restored run in phase %s waiting for %v", phase, pending)
+	}
+	// Readers' copies carry the progress, not the server.
+	j, _ := leader.Job("sa")
+	if j.Current.SecAgg != nil || j.Current.SecAggProgress == nil || j.Current.SecAggProgress.Pending != 2 {
+		t.Fatalf("a reader's copy of the round: server %v, progress %+v", j.Current.SecAgg, j.Current.SecAggProgress)
+	}
+	if code, raw := tc.api(t, "POST", leader.AdminAddr(), "/v1/jobs/sa/cancel", nil, nil); code != 200 {
+		t.Fatalf("cancel: %d %s", code, raw)
+	}
+	leader.fsm.view(func(st *state) {
+		if len(st.SecAgg) != 0 {
+			t.Fatalf("a cancelled job's run is still in the state: %v", st.SecAgg)
+		}
+	})
 }

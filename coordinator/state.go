@@ -491,10 +491,36 @@ type Round struct {
 	MeanValAUROC float64 `json:"mean_val_auroc,omitempty"`
 	FailReason   string  `json:"fail_reason,omitempty"`
 	// SecAgg is a secure aggregation round's protocol server while the
-	// round is open (replicated: see secagg.go); PhaseDeadline closes its
-	// current phase.
-	SecAgg        *secagg.Server `json:"secagg,omitempty"`
-	PhaseDeadline time.Time      `json:"phase_deadline,omitzero"`
+	// round is open (replicated: see secagg.go; it is serialized in the
+	// state's SecAgg map, not with the round, so that copies of a job for
+	// readers stay small). SecAggProgress summarizes it for readers;
+	// PhaseDeadline closes its current phase.
+	SecAgg         *secagg.Server  `json:"-"`
+	SecAggProgress *SecAggProgress `json:"secagg,omitempty"`
+	PhaseDeadline  time.Time       `json:"phase_deadline,omitzero"`
+}
+
+// SecAggProgress is where a secure aggregation round's run stands.
+type SecAggProgress struct {
+	Phase secagg.Phase `json:"phase"`
+	// Participants are the sites in the current phase, Pending those whose
+	// message for it has not arrived, and MaskedInputs the masked updates
+	// received so far.
+	Participants int `json:"participants"`
+	Pending      int `json:"pending"`
+	MaskedInputs int `json:"masked_inputs"`
+}
+
+// progress summarizes the run.
+func progress(srv *secagg.Server) *SecAggProgress {
+	p := &SecAggProgress{Phase: srv.Phase(), Participants: len(srv.Participants()), Pending: len(srv.Pending())}
+	switch p.Phase {
+	case secagg.PhaseMaskedInput:
+		p.MaskedInputs = p.Participants - p.Pending
+	case secagg.PhaseUnmasking:
+		p.MaskedInputs = p.Participants
+	}
+	return p
 }
 
 // Model is one committed global model: a reference to a blob (the
@@ -642,6 +668,9 @@ type state struct {
 	// Seen holds recent request ids, oldest first, so a retried Apply is
 	// harmless.
 	Seen []string `json:"seen"`
+	// SecAgg holds the protocol server of each job's open secure
+	// aggregation round, by job id (Round.SecAgg points to it).
+	SecAgg map[string]*secagg.Server `json:"secagg,omitempty"`
 
 	seen map[string]struct{}
 }
@@ -653,6 +682,7 @@ func newState() *state {
 		Jobs:         make(map[string]*Job),
 		Tokens:       make(map[string]*Token),
 		EnrollTokens: make(map[string]*EnrollToken),
+		SecAgg:       make(map[string]*secagg.Server),
 		seen:         make(map[string]struct{}),
 	}
 }
@@ -687,8 +717,14 @@ func (s *state) reindex() {
 	for _, id := range s.Seen {
 		s.seen[id] = struct{}{}
 	}
-	for _, j := range s.Jobs {
+	if s.SecAgg == nil {
+		s.SecAgg = make(map[string]*secagg.Server)
+	}
+	for id, j := range s.Jobs {
 		j.reindex()
+		if j.Current != nil {
+			j.Current.SecAgg = s.SecAgg[id]
+		}
 	}
 }
 

@@ -87,7 +87,7 @@ func (n *Node) Status() Status {
 					Selected: slices.Clone(r.Selected), Contributors: slices.Clone(r.Contributors), Samples: r.Samples, MeanValAUROC: r.MeanValAUROC,
 					Model: r.Result, FailReason: r.FailReason})
 				if r.SecAgg != nil {
-					js.History[len(js.History)-1].SecAggPhase = r.SecAgg.Phase().String()
+					js.History[len(js.History)-1].SecAggPhase = r.SecAggProgress.Phase.String()
 				}
 			}
 			s.Jobs = append(s.Jobs, js)

@@ -112,14 +112,16 @@ awk '
 echo
 echo "## Secure aggregation: what it costs a round (3 coordinators, 50 patients per site, logistic regression, 5 rounds)"
 echo
-echo "| sites | FedAvg ms per round | secure aggregation ms per round | ratio | FedAvg bytes per site per round | secure aggregation bytes per site per round | ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| sites | aggregation | ms per round | ratio to FedAvg | agent bytes per site per round | ratio to FedAvg |"
+echo "|---|---|---|---|---|---|"
 awk '
-  /^BenchmarkSecAggRound\/sites=/ { split($1,a,"[=/-]"); s=a[3]; m=a[5]; ns[s,m]=$3; by[s,m]=$5; ss[s]=1 }
-  END { for (s in ss) printf "%d | %.1f | %.1f | %.2f | %.0f | %.0f | %.2f |\n", s, ns[s,"plain"]/1e6, ns[s,"secagg"]/1e6, ns[s,"secagg"]/ns[s,"plain"], by[s,"plain"], by[s,"secagg"], by[s,"secagg"]/by[s,"plain"] }
-' "$out" | sort -n | sed 's/^/| /'
+  /^BenchmarkSecAggRound\/sites=/ { split($1,a,"[=/]"); s=a[3]; m=a[5]; sub(/-[0-9]+$/,"",m); ns[s,m]=$3; by[s,m]=$5; ss[s]=1 }
+  END {
+    name["plain"]="FedAvg (baseline)"; name["secagg"]="secure aggregation, full graph"; name["secagg+"]="SecAgg+, k = 2⌈log₂ n⌉"
+    for (s in ss) for (i=1;i<=3;i++) { m=(i==1)?"plain":(i==2)?"secagg":"secagg+"; if ((s,m) in ns) printf "%d | %s | %.1f | %.2f | %.0f | %.2f |\n", s, name[m], ns[s,m]/1e6, ns[s,m]/ns[s,"plain"], by[s,m], by[s,m]/by[s,"plain"] }
+  }
+' "$out" | sort -t'|' -k1,1n -s | sed 's/^/| /'
 
-echo
 echo "## Leader killed mid-round (3 coordinators, 3 sites of 100 patients; 20 trials, each a fresh cluster)"
 echo
 awk '

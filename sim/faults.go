@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/coordinator"
-	"github.com/cohort-fl/cohort/protocol/secagg"
 	"github.com/cohort-fl/cohort/sim/relay"
 )
 
@@ -271,8 +270,8 @@ func (t *timeline) currentRound(live []*coordinator.Node) roundView {
 		var v roundView
 		if c := j.Current; c != nil && c.Kind != coordinator.KindStats {
 			v = roundView{number: c.Number, open: true, receipts: len(c.Receipts)}
-			if c.SecAgg != nil {
-				v.receipts = maskedInputs(c.SecAgg)
+			if p := c.SecAggProgress; p != nil {
+				v.receipts = p.MaskedInputs
 			}
 		} else {
 			for _, r := range j.Rounds {
@@ -286,20 +285,6 @@ func (t *timeline) currentRound(live []*coordinator.Node) roundView {
 		}
 	}
 	return best
-}
-
-// maskedInputs is how many masked updates a secure aggregation run
-// received: a secure aggregation round's "updates" for after_updates.
-func maskedInputs(srv *secagg.Server) int {
-	switch p := srv.Phase(); {
-	case p < secagg.PhaseMaskedInput:
-		return 0
-	case p == secagg.PhaseMaskedInput:
-		return len(srv.Participants()) - len(srv.Pending())
-	case p == secagg.PhaseUnmasking:
-		return len(srv.Participants())
-	}
-	return 0
 }
 
 // due reports whether f's trigger holds. A round trigger also fires once

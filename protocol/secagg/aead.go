@@ -23,11 +23,7 @@ const (
 )
 
 // ecdhShared returns X25519(priv, pub); a low-order public key is ErrBadKey.
-func ecdhShared(priv, pub []byte) ([]byte, error) {
-	sk, err := ecdh.X25519().NewPrivateKey(priv)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
-	}
+func ecdhShared(sk *ecdh.PrivateKey, pub []byte) ([]byte, error) {
 	pk, err := ecdh.X25519().NewPublicKey(pub)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
@@ -39,6 +35,17 @@ func ecdhShared(priv, pub []byte) ([]byte, error) {
 	return z, nil
 }
 
+// privateKey parses an X25519 private key. Parsing computes the public key
+// (a scalar multiplication), so a client parses each of its keys once per
+// step, not once per peer.
+func privateKey(priv []byte) (*ecdh.PrivateKey, error) {
+	sk, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	return sk, nil
+}
+
 // publicKey returns the X25519 public key of a private key.
 func publicKey(priv []byte) ([]byte, error) {
 	sk, err := ecdh.X25519().NewPrivateKey(priv)
@@ -48,7 +55,7 @@ func publicKey(priv []byte) ([]byte, error) {
 	return sk.PublicKey().Bytes(), nil
 }
 
-func shareAEAD(cPriv, peerC []byte, h Header, from, to int) (cipher.AEAD, []byte, error) {
+func shareAEAD(cPriv *ecdh.PrivateKey, peerC []byte, h Header, from, to int) (cipher.AEAD, []byte, error) {
 	z, err := ecdhShared(cPriv, peerC)
 	if err != nil {
 		return nil, nil, err
@@ -65,7 +72,7 @@ func shareAEAD(cPriv, peerC []byte, h Header, from, to int) (cipher.AEAD, []byte
 }
 
 // sealShares encrypts the pair of shares from client from to client to.
-func sealShares(cPriv, peerC []byte, h Header, from, to int, sShare, bShare Share, rnd io.Reader) ([]byte, error) {
+func sealShares(cPriv *ecdh.PrivateKey, peerC []byte, h Header, from, to int, sShare, bShare Share, rnd io.Reader) ([]byte, error) {
 	a, ad, err := shareAEAD(cPriv, peerC, h, from, to)
 	if err != nil {
 		return nil, err
@@ -82,7 +89,7 @@ func sealShares(cPriv, peerC []byte, h Header, from, to int, sShare, bShare Shar
 
 // openShares decrypts a ciphertext that client from sent to client to and
 // returns the s-key share and the self-mask share, both held by to.
-func openShares(cPriv, peerC []byte, h Header, from, to int, data []byte) (sShare, bShare Share, err error) {
+func openShares(cPriv *ecdh.PrivateKey, peerC []byte, h Header, from, to int, data []byte) (sShare, bShare Share, err error) {
 	if len(data) != ciphertextSize {
 		return Share{}, Share{}, fmt.Errorf("%w: ciphertext from client %d has %d bytes, want %d", ErrDecrypt, from, len(data), ciphertextSize)
 	}

@@ -202,6 +202,10 @@ func (c *Client) ShareKeys(kl *KeyList) (*ShareKeys, error) {
 		return nil, err
 	}
 	out := &ShareKeys{Header: h, Ciphertexts: make([]Ciphertext, 0, len(nb)-1)}
+	cPriv, err := privateKey(c.st.CPriv)
+	if err != nil {
+		return nil, err
+	}
 	var own Share
 	nbKeys := make(map[int]PublicKeys, len(nb))
 	for i, v := range nb {
@@ -210,7 +214,7 @@ func (c *Client) ShareKeys(kl *KeyList) (*ShareKeys, error) {
 			own = bShares[i]
 			continue
 		}
-		ct, err := sealShares(c.st.CPriv, keys[v].C, h, me, v, sShares[i], bShares[i], c.rnd)
+		ct, err := sealShares(cPriv, keys[v].C, h, me, v, sShares[i], bShares[i], c.rnd)
 		if err != nil {
 			return nil, fmt.Errorf("client %d: %w", v, err)
 		}
@@ -242,6 +246,14 @@ func (c *Client) MaskedInput(rs *RoutedShares, update []float32) (*MaskedInput, 
 	topo := c.topology()
 	held := make(map[int]heldShares, len(rs.Ciphertexts))
 	u2 := []int{me}
+	cPriv, err := privateKey(c.st.CPriv)
+	if err != nil {
+		return nil, err
+	}
+	sPriv, err := privateKey(c.st.SPriv)
+	if err != nil {
+		return nil, err
+	}
 	for _, ct := range rs.Ciphertexts {
 		v := ct.Peer
 		if v == me || !topo.adjacent(me, v) {
@@ -250,7 +262,7 @@ func (c *Client) MaskedInput(rs *RoutedShares, update []float32) (*MaskedInput, 
 		if _, dup := held[v]; dup {
 			return nil, fmt.Errorf("%w: two ciphertexts from client %d", ErrMalformed, v)
 		}
-		s, b, err := openShares(c.st.CPriv, c.st.Keys[v].C, h, v, me, ct.Data)
+		s, b, err := openShares(cPriv, c.st.Keys[v].C, h, v, me, ct.Data)
 		if err != nil {
 			return nil, err
 		}
@@ -267,7 +279,7 @@ func (c *Client) MaskedInput(rs *RoutedShares, update []float32) (*MaskedInput, 
 		if v == me {
 			continue
 		}
-		z, err := ecdhShared(c.st.SPriv, c.st.Keys[v].S)
+		z, err := ecdhShared(sPriv, c.st.Keys[v].S)
 		if err != nil {
 			return nil, fmt.Errorf("client %d: %w", v, err)
 		}
