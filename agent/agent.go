@@ -3,7 +3,9 @@
 // coordinator over QUIC with mutual TLS, and for each round it is offered,
 // builds features, trains locally from the global model and sends back only
 // the weight delta, its sample count and local validation metrics, through
-// the egress guard.
+// the egress guard. Asked to evaluate a model, it scores it on the records
+// the model's training held out and sends back metrics and calibration
+// counts only.
 package agent
 
 import (
@@ -245,6 +247,9 @@ type Stats struct {
 	DownloadsResumed int
 	Reconnects       int
 	LastRoundError   string
+	// Evaluations counts the model evaluations this site sent and the
+	// coordinator acknowledged (see runEvaluate).
+	Evaluations int
 	// SecAggRuns counts the secure aggregation runs this site saw
 	// through: it answered the unmasking request and the coordinator
 	// acknowledged the answer. Its rounds are in RoundsTrained too.

@@ -234,8 +234,11 @@ func (a *Agent) taskFailed(ctx context.Context, s *session, job string, round ui
 	a.mu.Unlock()
 	a.writeStatus()
 	msg := "round not trained"
-	if errors.Is(cause, errSecAgg) {
+	switch {
+	case errors.Is(cause, errSecAgg):
 		msg = "secure aggregation run abandoned"
+	case errors.Is(cause, errEvaluate):
+		msg = "model not evaluated"
 	}
 	a.log.Warn(msg, "job", job, "round", round, "err", cause)
 	return a.waitForChange(ctx, s, job, round)
@@ -346,13 +349,16 @@ func (a *Agent) sendFrom(ctx context.Context, s *session, p *pending, offset uin
 	}
 }
 
-// runTask answers one offer: statistics, or a training round whose update
-// it sends (or, when the round is securely aggregated, masks in a protocol
-// run: see startSecAgg). A site that cannot or may not take part declines
-// with a code.
+// runTask answers one offer: statistics, an evaluation of a model (see
+// runEvaluate), or a training round whose update it sends (or, when the
+// round is securely aggregated, masks in a protocol run: see startSecAgg).
+// A site that cannot or may not take part declines with a code.
 func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) error {
-	if offer.GetKind() == pb.TaskKind_TASK_KIND_STATS {
+	switch offer.GetKind() {
+	case pb.TaskKind_TASK_KIND_STATS:
 		return a.runStats(s, offer)
+	case pb.TaskKind_TASK_KIND_EVALUATE:
+		return a.runEvaluate(ctx, s, offer)
 	}
 	// Decline a model this agent cannot train before downloading it.
 	if k := offer.GetModelSpec().GetKind(); k != "logreg" && k != "mlp" {
@@ -513,19 +519,25 @@ func (a *Agent) minCohort(job uint32) int {
 // decline tells the coordinator this site will not take part in the
 // offer's round, with a reason code only, and returns the local error.
 func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
-	reason := pb.DeclineReason_DECLINE_REASON_SPEC
-	switch {
-	case errors.Is(cause, ErrTooFewRecords):
-		reason = pb.DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS
-	case errors.Is(cause, ErrUnsupportedModel):
-		reason = pb.DeclineReason_DECLINE_REASON_MODEL
-	}
+	reason := declineReason(cause)
 	a.log.Warn("declining a round", "job", offer.GetJobId(), "round", offer.GetRound(), "reason", reason.String(), "err", cause)
 	if _, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Decline{Decline: &pb.Decline{
 		JobId: offer.GetJobId(), Round: offer.GetRound(), Reason: reason}}}); err != nil {
 		return err
 	}
 	return fmt.Errorf("%w: %w", errLocal, cause)
+}
+
+// declineReason is the code a decline for cause carries: too few records,
+// a model kind this agent does not know, or else the offer's spec.
+func declineReason(cause error) pb.DeclineReason {
+	switch {
+	case errors.Is(cause, ErrTooFewRecords):
+		return pb.DeclineReason_DECLINE_REASON_TOO_FEW_RECORDS
+	case errors.Is(cause, ErrUnsupportedModel):
+		return pb.DeclineReason_DECLINE_REASON_MODEL
+	}
+	return pb.DeclineReason_DECLINE_REASON_SPEC
 }
 
 // runStats answers a statistics offer with each feature's count, sum and

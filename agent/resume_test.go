@@ -28,6 +28,9 @@ type scriptedCoordinator struct {
 	offer *pb.TaskOffer
 	// site is the site id it welcomes; default "st-mary".
 	site string
+	// handle, if set, sees every frame first: an envelope it returns is
+	// the answer; nil leaves the frame to the script.
+	handle func(env *pb.Envelope) *pb.Envelope
 
 	mu sync.Mutex
 	// downloadOffsets and uploadOffsets are the offsets asked for.
@@ -67,6 +70,12 @@ func (c *scriptedCoordinator) stream(conn *quic.Conn, s *quic.Stream) {
 			return
 		}
 		reply := func(e *pb.Envelope) { protocol.WriteFrame(s, e) }
+		if c.handle != nil {
+			if resp := c.handle(env); resp != nil {
+				reply(resp)
+				continue
+			}
+		}
 		switch b := env.GetBody().(type) {
 		case *pb.Envelope_Hello:
 			site := c.site

@@ -84,7 +84,7 @@ func problemFor(err error) (int, string) {
 	case errors.Is(err, ErrInvalidJob), errors.Is(err, ErrInvalidSite), errors.Is(err, ErrModelTooLarge), errors.Is(err, ErrInvalidConfig),
 		errors.Is(err, ErrInvalidToken), errors.Is(err, ErrBadCommand):
 		return http.StatusBadRequest, err.Error()
-	case errors.Is(err, ErrUnknownJob), errors.Is(err, ErrUnknownSite), errors.Is(err, errNoSuchNode), errors.Is(err, ErrUnknownToken):
+	case errors.Is(err, ErrUnknownJob), errors.Is(err, ErrNoModel), errors.Is(err, ErrUnknownSite), errors.Is(err, errNoSuchNode), errors.Is(err, ErrUnknownToken):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, errLastVoter), errors.Is(err, ErrJobState):
 		return http.StatusConflict, err.Error()

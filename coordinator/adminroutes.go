@@ -42,6 +42,12 @@ func (n *Node) adminRoutes() []adminRoute {
 		{method: "GET", pattern: "/v1/jobs/{id}/rounds", perm: permJobsRead, h: n.listRounds},
 		{method: "GET", pattern: "/v1/jobs/{id}/results", perm: permJobsRead, h: n.getJobResults},
 
+		{method: "GET", pattern: "/v1/jobs/{id}/models", perm: permModelsRead, h: n.listVersions},
+		{method: "GET", pattern: "/v1/jobs/{id}/models/{digest}", perm: permModelsRead, h: n.getVersion},
+		{method: "GET", pattern: "/v1/jobs/{id}/models/{digest}/card", perm: permModelsRead, h: n.getModelCard},
+		{method: "POST", pattern: "/v1/jobs/{id}/models/{digest}/stage", perm: permModelsWrite, h: n.setStage},
+		{method: "POST", pattern: "/v1/jobs/{id}/models/{digest}/evaluate", perm: permJobsWrite, h: n.evaluateVersion},
+		{method: "POST", pattern: "/v1/jobs/{id}/rollback", perm: permModelsWrite, h: n.rollback},
 		{method: "GET", pattern: "/v1/models", perm: permModelsRead, h: n.listModels},
 		{method: "GET", pattern: "/v1/models/{digest}", perm: permModelsRead, h: n.getModel},
 		{method: "GET", pattern: "/v1/models/{digest}/weights", perm: permModelsDownload, stream: true, h: n.getModelWeights},
@@ -274,6 +280,12 @@ func (n *Node) postJob(w http.ResponseWriter, req *http.Request) {
 	}
 	if spec.IsAnalytics() && spec.noModel() {
 		spec.Model = ModelSpec{} // the defaults: an analytics job has none
+	}
+	if spec.IsEvaluation() {
+		if err := n.resolveEvaluationSpec(&spec); err != nil {
+			writeErr(w, err)
+			return
+		}
 	}
 	if !spec.IsAnalytics() && spec.Features.FeatureSpec != nil && spec.Model.NumFeatures == 0 {
 		spec.Model.NumFeatures = len(spec.Features.GetFeatures())

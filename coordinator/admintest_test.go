@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohort-fl/cohort/protocol/pki"
 )
@@ -56,8 +57,22 @@ func (tc *testCluster) api(t testing.TB, method, addr, path string, body any, ou
 
 // apiAs sends one admin request with token ("" sends none) and decodes a
 // successful JSON answer into out (if not nil); it returns the status code
-// and the raw body.
+// and the raw body. Like the CLI, it sends the request again (for up to
+// 5 s) while the answer is a 503 saying the leadership changed, which a
+// loaded machine's short test election timeouts make happen.
 func (tc *testCluster) apiAs(t testing.TB, token, method, addr, path string, body any, out any) (int, string) {
+	t.Helper()
+	for try := 0; ; try++ {
+		code, raw := tc.apiOnce(t, token, method, addr, path, body, out)
+		if code != http.StatusServiceUnavailable || !strings.Contains(raw, "retry") || try == 50 {
+			return code, raw
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// apiOnce is apiAs without the retries.
+func (tc *testCluster) apiOnce(t testing.TB, token, method, addr, path string, body any, out any) (int, string) {
 	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {

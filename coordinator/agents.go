@@ -258,6 +258,8 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		return n.onSecAggMessage(ac, b.SecaggMessage), false
 	case *pb.Envelope_SecaggFetch:
 		return n.onSecAggFetch(ctx, ac, b.SecaggFetch), false
+	case *pb.Envelope_EvalUpload:
+		return n.onEvalUpload(ac, b.EvalUpload), false
 	}
 	n.stats.FramesRejected.Add(1)
 	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "unexpected message %T from an agent", env.GetBody()), true
@@ -312,7 +314,7 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 		for _, id := range ids {
 			j := st.Jobs[id]
 			r := j.Current
-			if !j.State.active() || r == nil || (j.Global == nil && r.Kind != KindStats) {
+			if !j.State.active() || r == nil || (j.Global == nil && r.Kind != KindStats && r.Kind != KindEval) {
 				continue
 			}
 			if _, done := r.Receipts[site]; done || !r.Asks(site) {
@@ -336,6 +338,10 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 				ValidationFraction: sp.Train.ValidationFraction, MinRecords: uint32(sp.Train.MinRecords),
 				Optimizer: sp.Train.Optimizer, AdamBeta1: sp.Train.AdamBeta1, AdamBeta2: sp.Train.AdamBeta2,
 				AdamEps: sp.Train.AdamEps, PosWeight: sp.Train.PosWeight, ProxMu: sp.Strategy.ProxMu(),
+			}
+			if r.Kind == KindEval {
+				offer = n.evalOffer(st, id, j, r)
+				return
 			}
 			if r.Kind == KindStats {
 				offer = &pb.TaskOffer{JobId: id, Round: r.Number, Kind: pb.TaskKind_TASK_KIND_STATS,
@@ -400,7 +406,7 @@ func (n *Node) onRoundStatus(ac *agentConn, req *pb.RoundStatusRequest) *pb.Enve
 			case RoundOpen:
 				rs.State = pb.RoundState_ROUND_STATE_OPEN
 				if rc, ok := r.Receipts[ac.site]; ok {
-					rs.HaveUpdate = r.Kind == KindStats || n.blob.has(rc.Digest)
+					rs.HaveUpdate = r.Kind == KindStats || r.Kind == KindEval || n.blob.has(rc.Digest)
 				}
 				if !rs.HaveUpdate && req.GetUpdateSha256() != "" {
 					rs.HaveBytes = n.partialBytes(ac.site, req.GetUpdateSha256())
@@ -421,6 +427,9 @@ func (n *Node) onModelRequest(ac *agentConn, s *quic.Stream, req *pb.ModelReques
 	var m *Model
 	n.fsm.view(func(st *state) {
 		if j, ok := st.Jobs[req.GetJobId()]; ok {
+			if e := j.Spec.Evaluation; j.Spec.IsEvaluation() && e.Model == req.GetSha256() && st.Jobs[e.Job] != nil {
+				j = st.Jobs[e.Job] // an evaluation job serves the version it scores
+			}
 			if jm := j.ModelByDigest(req.GetSha256()); jm != nil {
 				cp := *jm
 				m = &cp
@@ -483,7 +492,7 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		switch {
 		case !ok:
 			errResp = reject(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "no job %q", up.GetJobId())
-		case !j.State.active() || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats:
+		case !j.State.active() || j.Current == nil || j.Current.Number != up.GetRound() || j.Current.Kind == KindStats || j.Current.Kind == KindEval:
 			// A straggler: discarded, counted, and never carried into
 			// another round (its base is the closed round's model).
 			n.stats.UpdatesLate.Add(1)

@@ -422,6 +422,7 @@ func (n *Node) getJobResults(w http.ResponseWriter, req *http.Request) {
 	var (
 		found, analytics bool
 		res              *AnalyticsResult
+		eval             *Evaluation
 		jobState         JobState
 	)
 	n.fsm.view(func(st *state) {
@@ -430,12 +431,18 @@ func (n *Node) getJobResults(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		found, analytics, res, jobState = true, j.Spec.IsAnalytics(), j.Results, j.State
+		if j.Spec.IsEvaluation() && j.Evaluated != nil {
+			cp := *j.Evaluated
+			eval = &cp
+		}
 	})
 	switch {
 	case !found:
 		writeProblem(w, http.StatusNotFound, "no such job")
+	case eval != nil:
+		writeJSON(w, http.StatusOK, eval)
 	case !analytics:
-		writeProblem(w, http.StatusConflict, "not an analytics job: its results are its models")
+		writeProblem(w, http.StatusConflict, "not an analytics or a finished evaluation job: a training job's results are its models (GET /v1/jobs/{id}/models)")
 	case res == nil:
 		writeProblem(w, http.StatusConflict, fmt.Sprintf("no results yet (job is %s)", jobState))
 	default:

@@ -11,6 +11,24 @@ import (
 	"github.com/cohort-fl/cohort/coordinator/audit"
 )
 
+// auditActions returns the action of every leaf of a node's audit log.
+func auditActions(t *testing.T, n *Node) []string {
+	t.Helper()
+	leaves, err := n.audit.log.Entries(0, int(n.audit.log.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, l := range leaves {
+		var e AuditEntry
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		actions = append(actions, e.Action)
+	}
+	return actions
+}
+
 // auditOf returns a node's audit log size and root.
 func auditOf(n *Node) (uint64, []byte) { return n.audit.log.Size(), n.audit.log.Root() }
 

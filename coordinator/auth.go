@@ -55,6 +55,7 @@ const (
 	permJobsWrite      perm = "jobs.write"      // create, pause, resume, cancel
 	permModelsRead     perm = "models.read"     // list, show
 	permModelsDownload perm = "models.download" // weights
+	permModelsWrite    perm = "models.write"    // registry stages, rollback
 	permTokensRead     perm = "tokens.read"     // list
 	permTokensWrite    perm = "tokens.write"    // create, revoke
 	permAuditRead      perm = "audit.read"      // entries, checkpoints, proofs
@@ -64,7 +65,7 @@ const (
 // TestAuthorizationTable checks every route with every role.
 var rolePerms = func() map[Role]map[perm]bool {
 	all := []perm{permSelf, permClusterRead, permClusterWrite, permSitesRead, permSitesWrite, permJobsRead, permJobsWrite,
-		permModelsRead, permModelsDownload, permTokensRead, permTokensWrite, permAuditRead}
+		permModelsRead, permModelsDownload, permModelsWrite, permTokensRead, permTokensWrite, permAuditRead}
 	set := func(ps ...perm) map[perm]bool {
 		m := make(map[perm]bool, len(ps))
 		for _, p := range ps {
@@ -77,7 +78,7 @@ var rolePerms = func() map[Role]map[perm]bool {
 		RoleBreakGlass: set(all...),
 		// Operators run the federation: sites and jobs, not membership,
 		// people or the audit log.
-		RoleOperator: set(permSelf, permClusterRead, permSitesRead, permSitesWrite, permJobsRead, permJobsWrite, permModelsRead, permModelsDownload),
+		RoleOperator: set(permSelf, permClusterRead, permSitesRead, permSitesWrite, permJobsRead, permJobsWrite, permModelsRead, permModelsDownload, permModelsWrite),
 		// Auditors read everything that is not model weights, and the
 		// audit log; they change nothing.
 		RoleAuditor: set(permSelf, permClusterRead, permSitesRead, permJobsRead, permModelsRead, permTokensRead, permAuditRead),

@@ -20,35 +20,41 @@ var routeSamples = map[string]struct {
 	path string
 	body any
 }{
-	"GET /v1/whoami":                        {path: "/v1/whoami"},
-	"GET /v1/cluster":                       {path: "/v1/cluster"},
-	"POST /v1/cluster/nodes":                {path: "/v1/cluster/nodes", body: map[string]string{"id": "Bad Id", "raft_addr": "x"}},
-	"DELETE /v1/cluster/nodes/{id}":         {path: "/v1/cluster/nodes/c9"},
-	"GET /v1/sites":                         {path: "/v1/sites"},
-	"POST /v1/sites":                        {path: "/v1/sites", body: map[string]string{"id": "st-new"}},
-	"GET /v1/sites/{id}":                    {path: "/v1/sites/st-a"},
-	"POST /v1/sites/{id}/revoke":            {path: "/v1/sites/nowhere/revoke"},
-	"POST /v1/sites/{id}/enrollment-tokens": {path: "/v1/sites/nowhere/enrollment-tokens"},
-	"POST /v1/enroll":                       {path: "/v1/enroll", body: map[string]string{"token": "cohortenroll_e0000000000_x", "csr": "x"}},
-	"POST /v1/renew":                        {path: "/v1/renew", body: map[string]string{"csr": "x"}},
-	"GET /v1/jobs":                          {path: "/v1/jobs"},
-	"POST /v1/jobs":                         {path: "/v1/jobs", body: map[string]any{"id": "j-bad", "rounds": 0}},
-	"GET /v1/jobs/{id}":                     {path: "/v1/jobs/j1"},
-	"POST /v1/jobs/{id}/pause":              {path: "/v1/jobs/nowhere/pause"},
-	"POST /v1/jobs/{id}/resume":             {path: "/v1/jobs/nowhere/resume"},
-	"POST /v1/jobs/{id}/cancel":             {path: "/v1/jobs/nowhere/cancel"},
-	"GET /v1/jobs/{id}/rounds":              {path: "/v1/jobs/j1/rounds"},
-	"GET /v1/jobs/{id}/results":             {path: "/v1/jobs/j1/results"},
-	"GET /v1/models":                        {path: "/v1/models"},
-	"GET /v1/models/{digest}":               {path: "/v1/models/" + strings.Repeat("0", 64)},
-	"GET /v1/models/{digest}/weights":       {path: "/v1/models/" + strings.Repeat("0", 64) + "/weights"},
-	"GET /v1/tokens":                        {path: "/v1/tokens"},
-	"POST /v1/tokens":                       {path: "/v1/tokens", body: map[string]string{"person": "zed", "role": "viewer"}},
-	"DELETE /v1/tokens/{id}":                {path: "/v1/tokens/tffffffffff"},
-	"GET /v1/audit/entries":                 {path: "/v1/audit/entries?limit=1"},
-	"GET /v1/audit/checkpoint":              {path: "/v1/audit/checkpoint"},
-	"GET /v1/audit/proofs/inclusion":        {path: "/v1/audit/proofs/inclusion?index=0&size=1"},
-	"GET /v1/audit/proofs/consistency":      {path: "/v1/audit/proofs/consistency?from=1&to=2"},
+	"GET /v1/whoami":                              {path: "/v1/whoami"},
+	"GET /v1/cluster":                             {path: "/v1/cluster"},
+	"POST /v1/cluster/nodes":                      {path: "/v1/cluster/nodes", body: map[string]string{"id": "Bad Id", "raft_addr": "x"}},
+	"DELETE /v1/cluster/nodes/{id}":               {path: "/v1/cluster/nodes/c9"},
+	"GET /v1/sites":                               {path: "/v1/sites"},
+	"POST /v1/sites":                              {path: "/v1/sites", body: map[string]string{"id": "st-new"}},
+	"GET /v1/sites/{id}":                          {path: "/v1/sites/st-a"},
+	"POST /v1/sites/{id}/revoke":                  {path: "/v1/sites/nowhere/revoke"},
+	"POST /v1/sites/{id}/enrollment-tokens":       {path: "/v1/sites/nowhere/enrollment-tokens"},
+	"POST /v1/enroll":                             {path: "/v1/enroll", body: map[string]string{"token": "cohortenroll_e0000000000_x", "csr": "x"}},
+	"POST /v1/renew":                              {path: "/v1/renew", body: map[string]string{"csr": "x"}},
+	"GET /v1/jobs":                                {path: "/v1/jobs"},
+	"POST /v1/jobs":                               {path: "/v1/jobs", body: map[string]any{"id": "j-bad", "rounds": 0}},
+	"GET /v1/jobs/{id}":                           {path: "/v1/jobs/j1"},
+	"POST /v1/jobs/{id}/pause":                    {path: "/v1/jobs/nowhere/pause"},
+	"POST /v1/jobs/{id}/resume":                   {path: "/v1/jobs/nowhere/resume"},
+	"POST /v1/jobs/{id}/cancel":                   {path: "/v1/jobs/nowhere/cancel"},
+	"GET /v1/jobs/{id}/rounds":                    {path: "/v1/jobs/j1/rounds"},
+	"GET /v1/jobs/{id}/results":                   {path: "/v1/jobs/j1/results"},
+	"GET /v1/jobs/{id}/models":                    {path: "/v1/jobs/j1/models"},
+	"GET /v1/jobs/{id}/models/{digest}":           {path: "/v1/jobs/j1/models/" + strings.Repeat("0", 64)},
+	"GET /v1/jobs/{id}/models/{digest}/card":      {path: "/v1/jobs/j1/models/" + strings.Repeat("0", 64) + "/card"},
+	"POST /v1/jobs/{id}/models/{digest}/stage":    {path: "/v1/jobs/j1/models/" + strings.Repeat("0", 64) + "/stage", body: map[string]string{"stage": "staging"}},
+	"POST /v1/jobs/{id}/models/{digest}/evaluate": {path: "/v1/jobs/j1/models/" + strings.Repeat("0", 64) + "/evaluate"},
+	"POST /v1/jobs/{id}/rollback":                 {path: "/v1/jobs/nowhere/rollback"},
+	"GET /v1/models":                              {path: "/v1/models"},
+	"GET /v1/models/{digest}":                     {path: "/v1/models/" + strings.Repeat("0", 64)},
+	"GET /v1/models/{digest}/weights":             {path: "/v1/models/" + strings.Repeat("0", 64) + "/weights"},
+	"GET /v1/tokens":                              {path: "/v1/tokens"},
+	"POST /v1/tokens":                             {path: "/v1/tokens", body: map[string]string{"person": "zed", "role": "viewer"}},
+	"DELETE /v1/tokens/{id}":                      {path: "/v1/tokens/tffffffffff"},
+	"GET /v1/audit/entries":                       {path: "/v1/audit/entries?limit=1"},
+	"GET /v1/audit/checkpoint":                    {path: "/v1/audit/checkpoint"},
+	"GET /v1/audit/proofs/inclusion":              {path: "/v1/audit/proofs/inclusion?index=0&size=1"},
+	"GET /v1/audit/proofs/consistency":            {path: "/v1/audit/proofs/consistency?from=1&to=2"},
 }
 
 // fakeClock is a node clock that tests move forward.
@@ -234,15 +240,24 @@ func TestAuditCountsEveryRequest(t *testing.T) {
 	ids := map[string]bool{}
 	for i := range total {
 		c := calls[rng.IntN(len(calls))]
-		req, _ := http.NewRequest(c.method, "https://"+addrs[i%3]+c.path, bodyReader(t, c.body))
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
+		// A 503 (leadership changed while the request ran, as it may on a
+		// loaded machine) records nothing; a client sends it again.
+		var resp *http.Response
+		for try := 0; ; try++ {
+			req, _ := http.NewRequest(c.method, "https://"+addrs[i%3]+c.path, bodyReader(t, c.body))
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			var err error
+			if resp, err = tc.adminHTTP(t).Do(req); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || try == 20 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		resp, err := tc.adminHTTP(t).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
 		rid := resp.Header.Get(RequestIDHeader)
 		if rid == "" || ids[rid] {
 			t.Fatalf("request %d (%s %s): request id %q missing or repeated (status %d)", i, c.method, c.path, rid, resp.StatusCode)

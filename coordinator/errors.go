@@ -15,6 +15,8 @@ var (
 	ErrModelTooLarge = errors.New("model too large")
 	// ErrUnknownJob: no job with that id.
 	ErrUnknownJob = errors.New("unknown job")
+	// ErrNoModel: a job has no model version with that digest.
+	ErrNoModel = errors.New("no such model version")
 	// ErrUnknownSite: the site is not enrolled in this federation.
 	ErrUnknownSite = errors.New("unknown site")
 	// ErrRoundClosed: the round is not open (closed, failed, or not yet opened).

@@ -45,6 +45,11 @@ const (
 	// aggregation run (secagg.go).
 	cmdSecAggInput
 	cmdSecAggAdvance
+	// cmdCommitEval ends an evaluation job with its results;
+	// cmdModelStage and cmdRollback change the registry (registry.go).
+	cmdCommitEval
+	cmdModelStage
+	cmdRollback
 )
 
 func (t cmdType) String() string {
@@ -89,6 +94,12 @@ func (t cmdType) String() string {
 		return "secagg-input"
 	case cmdSecAggAdvance:
 		return "secagg-advance"
+	case cmdCommitEval:
+		return "commit-eval"
+	case cmdModelStage:
+		return "model-stage"
+	case cmdRollback:
+		return "rollback"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -311,7 +322,12 @@ func (f *fsm) apply(t cmdType, c command) error {
 			return err
 		}
 		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At}
-		if !b.Spec.IsAnalytics() { // an analytics job has no model
+		if e := b.Spec.Evaluation; b.Spec.IsEvaluation() {
+			// It scores another job's model: that model must exist.
+			if tj, ok := st.Jobs[e.Job]; !ok || tj.ModelByDigest(e.Model) == nil {
+				return fmt.Errorf("%w: evaluation: job %s has no model %.12s", ErrInvalidJob, e.Job, e.Model)
+			}
+		} else if !b.Spec.IsAnalytics() { // an analytics job has no model
 			if err := checkModelRef(b.Initial.Digest, b.Initial.Size, b.Spec.Model); err != nil {
 				return err
 			}
@@ -335,6 +351,13 @@ func (f *fsm) apply(t cmdType, c command) error {
 		}
 		kind := KindTrain
 		switch {
+		case j.Spec.IsEvaluation() != (b.Kind == KindEval):
+			return fmt.Errorf("%w: job %s: an evaluation job opens evaluation rounds only, and only it does", ErrRoundConflict, b.Job)
+		case b.Kind == KindEval:
+			if j.Evaluated != nil || b.Round != 0 {
+				return fmt.Errorf("%w: job %s has evaluated its model", ErrRoundConflict, b.Job)
+			}
+			kind = KindEval
 		case b.Kind == KindStats:
 			if !j.NeedsStats() || b.Round != 0 {
 				return fmt.Errorf("%w: job %s needs no statistics round", ErrRoundConflict, b.Job)
@@ -348,7 +371,7 @@ func (f *fsm) apply(t cmdType, c command) error {
 			return fmt.Errorf("%w: job %s: round base is not the current global model", ErrRoundConflict, b.Job)
 		}
 		key := b.Round
-		if kind == KindStats {
+		if kind == KindStats || kind == KindEval {
 			key = statsAttemptKey
 		}
 		j.attempts[key]++
@@ -397,17 +420,19 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if !r.Asks(b.Receipt.Site) {
 			return fmt.Errorf("%w: job %s round %d did not ask site %s", ErrNotSelected, b.Job, b.Round, b.Receipt.Site)
 		}
-		if (r.Kind == KindStats) != (b.Receipt.Stats != nil) {
-			return fmt.Errorf("%w: job %s round %d: a %s round takes %s", ErrRoundConflict, b.Job, b.Round,
-				map[bool]string{true: "statistics", false: "training"}[r.Kind == KindStats],
-				map[bool]string{true: "statistics", false: "model updates"}[r.Kind == KindStats])
+		kind := r.Kind
+		if kind == "" {
+			kind = KindTrain
+		}
+		if got := b.Receipt.kind(); got != kind {
+			return fmt.Errorf("%w: job %s round %d: a %s round does not take a %s answer", ErrRoundConflict, b.Job, b.Round, kind, got)
 		}
 		if prev, ok := r.Receipts[b.Receipt.Site]; ok {
-			if prev.Digest == b.Receipt.Digest && r.Kind != KindStats {
+			if prev.Digest == b.Receipt.Digest && kind == KindTrain {
 				return nil // the same update again: harmless
 			}
-			if r.Kind == KindStats {
-				return nil // statistics already in: the first answer counts
+			if kind != KindTrain {
+				return nil // statistics or an evaluation already in: the first answer counts
 			}
 			return fmt.Errorf("%w: site %s already submitted a different update for round %d", ErrDuplicateUpdate, b.Receipt.Site, b.Round)
 		}
@@ -440,7 +465,15 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if b.Privacy != nil {
 			j.Privacy = b.Privacy
 		}
-		m := &Model{Digest: b.Digest, Round: b.Round, Size: b.Size}
+		m := &Model{Digest: b.Digest, Round: b.Round, Size: b.Size, Committed: c.At, Strategy: j.Spec.Strategy.Name,
+			Contributors: slices.Clone(b.Contributors), Samples: b.Samples, MeanValAUROC: b.MeanValAUROC,
+			SecureAggregation: j.Spec.SecureAggregation != nil}
+		if j.Global != nil {
+			m.Parent = j.Global.Digest
+		}
+		if j.Privacy != nil {
+			m.Epsilon = j.Privacy.Epsilon
+		}
 		j.Models = append(j.Models, m)
 		j.byDigest[m.Digest] = m
 		j.Global = m
@@ -537,6 +570,24 @@ func (f *fsm) apply(t cmdType, c command) error {
 			return err
 		}
 		return f.applySecAggAdvance(b, c.At)
+	case cmdCommitEval:
+		var b commitEvalBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applyCommitEval(b, c.At)
+	case cmdModelStage:
+		var b stageBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applyStage(b, c.At)
+	case cmdRollback:
+		var b rollbackBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applyRollback(b, c.At)
 	case cmdAudit:
 		return nil // the entry is c.Audit, recorded by Apply
 	case cmdAuditBatch:

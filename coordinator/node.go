@@ -658,8 +658,8 @@ func (n *Node) createJob(spec JobSpec, prop func(cmdType, any) error) error {
 	if exists {
 		return nil
 	}
-	if spec.IsAnalytics() {
-		return prop(cmdEnsureJob, ensureJobBody{Spec: spec})
+	if spec.IsAnalytics() || spec.IsEvaluation() {
+		return prop(cmdEnsureJob, ensureJobBody{Spec: spec}) // no model of its own
 	}
 	w, err := initialWeights(spec)
 	if err != nil {

@@ -121,8 +121,10 @@ type roundView struct {
 	global     *Model
 	open       *Round
 	needsStats bool
-	paused     bool
-	sites      int
+	// needsEval: an evaluation job that has not evaluated yet.
+	needsEval bool
+	paused    bool
+	sites     int
 	// allSites are the enrolled sites; attempts the job's round attempts
 	// so far (seeding the sampling).
 	allSites []string
@@ -141,7 +143,7 @@ func (n *Node) step() {
 				continue // a paused job's open round runs to its end
 			}
 			v := roundView{job: id, spec: j.Spec, committed: j.committedN, global: j.Global, paused: j.State == JobPaused,
-				needsStats: j.NeedsStats(), sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds),
+				needsStats: j.NeedsStats(), needsEval: j.Spec.IsEvaluation() && j.Evaluated == nil, sites: len(st.Sites), allSites: st.siteIDs(), attempts: len(j.Rounds),
 				optState: j.OptState, privacy: j.Privacy}
 			if j.Current != nil {
 				c := *j.Current
@@ -219,6 +221,17 @@ func cmpString(a, b string) int {
 
 func (n *Node) stepJob(v roundView) error {
 	now := n.now()
+	if v.open == nil && v.needsEval {
+		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: 0, Kind: KindEval,
+			Deadline: now.Add(time.Duration(v.spec.RoundTimeout))}); err != nil {
+			return fmt.Errorf("open evaluation round: %w", err)
+		}
+		n.log.Info("evaluation round opened", "job", v.job, "model", v.spec.Evaluation.Model[:12])
+		return nil
+	}
+	if v.open != nil && v.open.Kind == KindEval {
+		return n.stepEval(v, now)
+	}
 	if v.open == nil && v.needsStats {
 		if err := n.propose(cmdOpenRound, openRoundBody{Job: v.job, Round: 0, Kind: KindStats,
 			Deadline: now.Add(time.Duration(v.spec.RoundTimeout))}); err != nil {

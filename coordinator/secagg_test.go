@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"math"
 	"slices"
@@ -265,18 +264,7 @@ func TestSecureAggregationRound(t *testing.T) {
 	cfg.VectorLength = 4
 	obs.checkNoSingleUpdate(t, cfg, sites)
 	// The round's audit trail names every message by kind.
-	leaves, err := leader.audit.log.Entries(0, int(leader.audit.log.Size()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var actions []string
-	for _, l := range leaves {
-		var e AuditEntry
-		if err := json.Unmarshal(l, &e); err != nil {
-			t.Fatal(err)
-		}
-		actions = append(actions, e.Action)
-	}
+	actions := auditActions(t, leader)
 	for _, want := range []string{"secagg.AdvertiseKeys", "secagg.MaskedInput", "secagg.UnmaskResponse", "secagg.close-phase", "round.commit"} {
 		if !slices.Contains(actions, want) {
 			t.Errorf("audit log lacks %s: %v", want, actions)

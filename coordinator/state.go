@@ -192,6 +192,9 @@ type JobSpec struct {
 	Kind string `json:"kind,omitempty"`
 	// Analytics is an analytics job's section.
 	Analytics *AnalyticsSpec `json:"analytics,omitempty"`
+	// Evaluation is an evaluation job's section (kind "evaluation":
+	// one round scoring a model version at the sites; see evaluation.go).
+	Evaluation *EvaluationSpec `json:"evaluation,omitempty"`
 	// Rounds is the number of rounds to commit.
 	Rounds int `json:"rounds"`
 	// MinSites is how many site updates close a round; at the deadline a
@@ -332,10 +335,15 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		if s.Analytics != nil {
 			return fmt.Errorf("%w: the analytics section is for kind %q jobs", ErrInvalidJob, JobKindAnalytics)
 		}
+		if s.Evaluation != nil {
+			return fmt.Errorf("%w: the evaluation section is for kind %q jobs", ErrInvalidJob, JobKindEvaluation)
+		}
 	case JobKindAnalytics:
 		return s.validateAnalytics()
+	case JobKindEvaluation:
+		return s.validateEvaluation()
 	default:
-		return fmt.Errorf("%w: kind %q: use %q or %q", ErrInvalidJob, s.Kind, JobKindTrain, JobKindAnalytics)
+		return fmt.Errorf("%w: kind %q: use %q, %q or %q", ErrInvalidJob, s.Kind, JobKindTrain, JobKindAnalytics, JobKindEvaluation)
 	}
 	switch {
 	case !validID(s.ID):
@@ -427,6 +435,8 @@ type Receipt struct {
 	// Stats and CohortSize are a statistics round's answer (no body).
 	Stats      []FeatureStats `json:"stats,omitempty"`
 	CohortSize uint64         `json:"cohort_size,omitempty"`
+	// Eval is an evaluation round's answer (no body).
+	Eval *EvalReport `json:"eval,omitempty"`
 }
 
 // FeatureStats are one feature's count, sum and sum of squares at a site.
@@ -530,6 +540,21 @@ type Model struct {
 	Digest string `json:"digest"`
 	Round  uint64 `json:"round"`
 	Size   int64  `json:"size"`
+	// The version's lineage (registry.go), set when its round commits:
+	// the version it was trained from, when, by which rule, from which
+	// sites' updates, and the job's spent ε as of it.
+	Parent            string    `json:"parent,omitempty"`
+	Committed         time.Time `json:"committed,omitzero"`
+	Strategy          string    `json:"strategy,omitempty"`
+	Contributors      []string  `json:"contributors,omitempty"`
+	Samples           uint64    `json:"samples,omitempty"`
+	MeanValAUROC      float64   `json:"mean_val_auroc,omitempty"`
+	Epsilon           float64   `json:"epsilon,omitempty"`
+	SecureAggregation bool      `json:"secure_aggregation,omitempty"`
+	// Stage is the version's registry stage ("" reads as candidate).
+	Stage Stage `json:"stage,omitempty"`
+	// Evaluations are the federated evaluations of this version.
+	Evaluations []*Evaluation `json:"evaluations,omitempty"`
 }
 
 // BlobRef names a blob by digest and size.
@@ -560,9 +585,15 @@ type Job struct {
 	// OptState is the aggregation rule's state after the last committed
 	// round (server momentum, Adam moments), a blob like the models; nil
 	// for stateless rules.
-	OptState   *BlobRef `json:"opt_state,omitempty"`
-	Current    *Round   `json:"-"`
-	Global     *Model   `json:"-"`
+	OptState *BlobRef `json:"opt_state,omitempty"`
+	// Production is the digest of the job's version in production (empty:
+	// none), and Promotions every change of it, oldest first (registry.go).
+	Production string      `json:"production,omitempty"`
+	Promotions []Promotion `json:"promotions,omitempty"`
+	// Evaluated is what an evaluation job committed.
+	Evaluated  *Evaluation `json:"evaluated,omitempty"`
+	Current    *Round      `json:"-"`
+	Global     *Model      `json:"-"`
 	byDigest   map[string]*Model
 	attempts   map[uint64]int
 	committedN uint64
@@ -603,6 +634,19 @@ func (j *Job) reindex() {
 	}
 }
 
+// kind is the kind of round the receipt answers.
+func (rc *Receipt) kind() string {
+	switch {
+	case rc.Eval != nil && rc.Stats == nil:
+		return KindEval
+	case rc.Stats != nil && rc.Eval == nil:
+		return KindStats
+	case rc.Stats == nil && rc.Eval == nil:
+		return KindTrain
+	}
+	return "mixed"
+}
+
 // Asks reports whether the round asks site to take part.
 func (r *Round) Asks(site string) bool {
 	return len(r.Selected) == 0 || slices.Contains(r.Selected, site)
@@ -612,6 +656,9 @@ func (r *Round) Asks(site string) bool {
 func (j *Job) NeedsStats() bool {
 	if j.Spec.IsAnalytics() {
 		return j.Results == nil
+	}
+	if j.Spec.IsEvaluation() {
+		return false // its round is an evaluation round (NeedsEval)
 	}
 	return j.Spec.Features.GetNormalization() == pb.Normalization_NORMALIZATION_FEDERATED && j.Norm == nil
 }

@@ -37,7 +37,13 @@ paths={
  "/v1/jobs/{id}/resume":{"post":op("Resume a paused job","jobs.write",ok_schema=ref("Job"),params=pid("job id"),tag="jobs")},
  "/v1/jobs/{id}/cancel":{"post":op("Cancel a job (its open round fails)","jobs.write",ok_schema=ref("Job"),params=pid("job id"),tag="jobs")},
  "/v1/jobs/{id}/rounds":{"get":op("A job's rounds","jobs.read",ok_schema=lst("rounds","Round"),params=pid("job id")+page,tag="jobs")},
- "/v1/jobs/{id}/results":{"get":op("An analytics job's results (409 for a training job, or before they are committed)","jobs.read",ok_schema=ref("AnalyticsResult"),params=pid("job id"),tag="jobs")},
+ "/v1/jobs/{id}/results":{"get":op("An analytics job's results, or an evaluation job's (409 for a training job, or before they are committed)","jobs.read",ok_schema={"oneOf":[ref("AnalyticsResult"),ref("Evaluation")]},params=pid("job id"),tag="jobs")},
+ "/v1/jobs/{id}/models":{"get":op("The job's model versions in the registry, with lineage and stage","models.read",ok_schema=lst("models","ModelVersion"),params=pid("job id")+page,tag="registry")},
+ "/v1/jobs/{id}/models/{digest}":{"get":op("One model version: lineage, stage, federated evaluations","models.read",ok_schema=ref("ModelVersion"),params=pid("job id")+dig,tag="registry")},
+ "/v1/jobs/{id}/models/{digest}/card":{"get":op("The version's model card","models.read",ok_schema={"type":"string"},ok_content="text/markdown",params=pid("job id")+dig,tag="registry")},
+ "/v1/jobs/{id}/models/{digest}/stage":{"post":op("Move a version to a stage; promoting to production archives the version it replaces","models.write",ok_schema=ref("ModelVersion"),params=pid("job id")+dig,body={"type":"object","required":["stage"],"properties":{"stage":{"type":"string","enum":["candidate","staging","production","archived"]}}},tag="registry")},
+ "/v1/jobs/{id}/models/{digest}/evaluate":{"post":op("Create an evaluation job scoring the version at every site on its held-out records","jobs.write","201",ref("Job"),params=pid("job id")+dig,body={"type":"object","properties":{"id":{"type":"string"},"min_sites":{"type":"integer"},"round_timeout":{"type":"string"},"bins":{"type":"integer","maximum":100},"min_cell":{"type":"integer"}}},tag="registry")},
+ "/v1/jobs/{id}/rollback":{"post":op("Bring back the version that was in production before the current one","models.write",ok_schema=ref("ModelVersion"),params=pid("job id"),tag="registry")},
  "/v1/models":{"get":op("Committed global models","models.read",ok_schema=lst("models","Model"),params=page+[{"name":"job","in":"query","schema":{"type":"string"}}],tag="models")},
  "/v1/models/{digest}":{"get":op("Show a model","models.read",ok_schema=ref("Model"),params=dig,tag="models")},
  "/v1/models/{digest}/weights":{"get":op("Download a committed model's weights (packed little-endian float32)","models.download",ok_schema={"type":"string","format":"binary"},ok_content="application/octet-stream",params=dig,tag="models")},
@@ -52,6 +58,9 @@ paths={
 ts={"type":"string","format":"date-time"}
 S=lambda **p:{"type":"object","properties":p}
 schemas={
+ "ModelVersion":S(job={"type":"string"},digest={"type":"string"},round={"type":"integer"},size={"type":"integer"},stage={"type":"string","enum":["candidate","staging","production","archived"]},parent={"type":"string"},committed=ts,strategy={"type":"string"},contributors={"type":"array","items":{"type":"string"}},samples={"type":"integer"},mean_val_auroc={"type":"number"},epsilon_spent={"type":"number"},secure_aggregation={"type":"boolean"},evaluations={"type":"array","items":ref("Evaluation")}),
+ "EvalReport":S(count={"type":"integer"},positives={"type":"integer"},auroc={"type":"number"},auprc={"type":"number"},accuracy={"type":"number"},brier={"type":"number"},calibration={"type":"array","items":S(count={"type":"integer"},positives={"type":"integer"},sum_predicted={"type":"number"},suppressed={"type":"boolean"})}),
+ "Evaluation":S(job={"type":"string"},at=ts,sites={"type":"object","additionalProperties":ref("EvalReport")},pooled=ref("EvalReport")),
  "Problem":S(type={"type":"string"},title={"type":"string"},status={"type":"integer"},detail={"type":"string"}),
  "Whoami":S(person={"type":"string"},role={"type":"string"},token_id={"type":"string"},expires=ts),
  "Cluster":S(node={"type":"string"},leader={"type":"string"},nodes={"type":"array","items":S(id={"type":"string"},raft_addr={"type":"string"},voter={"type":"boolean"},leader={"type":"boolean"},agent_addr={"type":"string"},admin_addr={"type":"string"},status_addr={"type":"string"},audit_key={"type":"string"})}),

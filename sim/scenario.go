@@ -102,6 +102,9 @@ type Job struct {
 	// features (see the operator's guide): {} for counts, means and
 	// standard deviations only.
 	Analytics *coordinator.AnalyticsSpec `json:"analytics,omitempty"`
+	// Evaluate scores the final model at every site (federated
+	// evaluation) after training.
+	Evaluate bool `json:"evaluate,omitempty"`
 }
 
 // Expect are the checks made at the end of a run; a run whose checks fail
@@ -259,6 +262,7 @@ func (sc *Scenario) Config(def Config) (Config, error) {
 	c.Privacy = j.Privacy
 	c.SecureAggregation = j.SecureAggregation
 	c.Analytics = j.Analytics
+	c.Evaluate = j.Evaluate
 	c.Byzantine = sc.Byzantine
 	c.Links = sc.Links
 	c.Faults = sc.Faults
@@ -299,6 +303,13 @@ func (e Expect) check(rep *Report, c Config, runErr error) []Expectation {
 		add("job finished", "done", "done", true)
 	}
 	add("rounds committed", fmt.Sprint(c.Rounds), fmt.Sprint(rep.RoundsCompleted), rep.RoundsCompleted == c.Rounds)
+	if c.Evaluate {
+		got := "no results"
+		if e := rep.Evaluation; e != nil {
+			got = fmt.Sprintf("%d sites, AUROC %.4f", len(e.Sites), e.Pooled.AUROC)
+		}
+		add("federated evaluation committed", "every site", got, rep.Evaluation != nil && len(rep.Evaluation.Sites) == rep.Sites)
+	}
 	if c.Analytics != nil {
 		got := "no results"
 		if a := rep.Analytics; a != nil {

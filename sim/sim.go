@@ -97,6 +97,9 @@ type Config struct {
 	// analytics, the training job's features) next to the training job,
 	// and the run waits for its results.
 	Analytics *coordinator.AnalyticsSpec
+	// Evaluate, when set, scores the final model at every site (a
+	// federated evaluation job) once training is done.
+	Evaluate bool
 	// Byzantine makes some sites attack; zero means none.
 	Byzantine Byzantine
 	// Model is the job's model (default logistic regression); its
@@ -418,15 +421,18 @@ type Report struct {
 	Privacy *coordinator.PrivacyStatus `json:"privacy,omitempty"`
 	// Analytics are the results of the analytics job run beside the
 	// training job (Config.Analytics), nil without one.
-	Analytics         *coordinator.AnalyticsResult `json:"analytics,omitempty"`
-	Sites             int                          `json:"sites"`
-	Coordinators      int                          `json:"coordinators"`
-	Federated         Metrics                      `json:"federated"`
-	Centralized       Metrics                      `json:"centralized"`
-	LocalOnly         LocalOnly                    `json:"local_only"`
-	BytesSentByAgents int64                        `json:"bytes_sent_by_agents"`
-	WallSeconds       float64                      `json:"wall_seconds"`
-	Rounds            []RoundLine                  `json:"rounds"`
+	Analytics *coordinator.AnalyticsResult `json:"analytics,omitempty"`
+	// Evaluation is the federated evaluation of the final model
+	// (Config.Evaluate).
+	Evaluation        *coordinator.Evaluation `json:"evaluation,omitempty"`
+	Sites             int                     `json:"sites"`
+	Coordinators      int                     `json:"coordinators"`
+	Federated         Metrics                 `json:"federated"`
+	Centralized       Metrics                 `json:"centralized"`
+	LocalOnly         LocalOnly               `json:"local_only"`
+	BytesSentByAgents int64                   `json:"bytes_sent_by_agents"`
+	WallSeconds       float64                 `json:"wall_seconds"`
+	Rounds            []RoundLine             `json:"rounds"`
 	// SiteInfo describes each site.
 	SiteInfo []SiteInfo `json:"site_info,omitempty"`
 	// Faults are the timeline's events as they happened.
@@ -627,8 +633,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	if err == nil && cfg.Analytics != nil {
-		if rep.Analytics, err = waitAnalytics(ctx, fed, jobs[1].ID); err == nil {
+		var aj *coordinator.Job
+		if aj, err = waitJob(ctx, fed, jobs[1].ID); err == nil {
+			rep.Analytics = aj.Results
 			fmt.Fprintf(out, "analytics: %d features over %d sites committed (k = %d)\n", len(rep.Analytics.Features), len(rep.Analytics.Sites), rep.Analytics.K)
+		}
+	}
+	if err == nil && cfg.Evaluate {
+		if rep.Evaluation, err = evaluate(ctx, fed, job.ID); err == nil {
+			p := rep.Evaluation.Pooled
+			fmt.Fprintf(out, "federated evaluation: %d held-out records at %d sites, AUROC %.4f, AUPRC %.4f, Brier %.4f\n",
+				p.Count, len(rep.Evaluation.Sites), p.AUROC, p.AUPRC, p.Brier)
 		}
 	}
 	bytes.stop()
@@ -817,9 +832,8 @@ func analyticsJob(train coordinator.JobSpec, a coordinator.AnalyticsSpec) coordi
 	return j
 }
 
-// waitAnalytics waits until the analytics job id is done and returns its
-// results.
-func waitAnalytics(ctx context.Context, fed *federation, id string) (*coordinator.AnalyticsResult, error) {
+// waitJob waits until job id is done and returns it.
+func waitJob(ctx context.Context, fed *federation, id string) (*coordinator.Job, error) {
 	for {
 		leader, err := fed.leader(ctx)
 		if err != nil {
@@ -827,11 +841,11 @@ func waitAnalytics(ctx context.Context, fed *federation, id string) (*coordinato
 		}
 		changed := leader.Changed()
 		if j, ok := leader.Job(id); ok {
-			switch {
-			case j.State == coordinator.JobDone && j.Results != nil:
-				return j.Results, nil
-			case j.State == coordinator.JobFailed || j.State == coordinator.JobCancelled:
-				return nil, fmt.Errorf("analytics job %s %s: %s", id, j.State, j.FailReason)
+			switch j.State {
+			case coordinator.JobDone:
+				return j, nil
+			case coordinator.JobFailed, coordinator.JobCancelled:
+				return nil, fmt.Errorf("job %s %s: %s", id, j.State, j.FailReason)
 			}
 		}
 		select {
@@ -841,4 +855,29 @@ func waitAnalytics(ctx context.Context, fed *federation, id string) (*coordinato
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// evaluate scores the training job's final model at every site (a
+// federated evaluation job) and returns the pooled and per-site results.
+func evaluate(ctx context.Context, fed *federation, job string) (*coordinator.Evaluation, error) {
+	leader, err := fed.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	j, ok := leader.Job(job)
+	if !ok || j.Global == nil {
+		return nil, fmt.Errorf("job %s has no model to evaluate", job)
+	}
+	id := job + "-eval"
+	if err := leader.EvaluateModel(id, job, j.Global.Digest, 1); err != nil {
+		return nil, err
+	}
+	ej, err := waitJob(ctx, fed, id)
+	if err != nil {
+		return nil, err
+	}
+	if ej.Evaluated == nil {
+		return nil, fmt.Errorf("evaluation job %s ended without results", id)
+	}
+	return ej.Evaluated, nil
 }

@@ -1,8 +1,9 @@
 // Package egress is the site agent's only way out. Every byte the agent
 // sends to the coordinator passes through a Guard, which admits only the
 // protocol's agent-to-coordinator message types, checks that numeric
-// payloads are what their headers declare (and that secure aggregation
-// payloads are client messages of the protocol, for the round they name),
+// payloads are what their headers declare (that secure aggregation
+// payloads are client messages of the protocol, for the round they name,
+// and that an evaluation's metrics and counts are consistent),
 // counts the bytes, and records each send in an append-only egress log on
 // the gateway.
 package egress
@@ -32,9 +33,13 @@ var (
 	ErrPayload = errors.New("egress: payload does not match its declaration")
 )
 
+// MaxCalibrationBins is the most calibration bins an evaluation may carry.
+const MaxCalibrationBins = 100
+
 // Record is one line of the egress log: what left, when, how big, its hash.
 // Kind is one of Kinds; Job and Round are set on update headers and
-// bodies and on secure aggregation messages. ReadLog reads a log back.
+// bodies, on secure aggregation messages and on evaluations. ReadLog reads
+// a log back.
 type Record struct {
 	Time   time.Time `json:"time"`
 	Kind   string    `json:"kind"`
@@ -131,15 +136,20 @@ func check(env *pb.Envelope) (kind string, err error) {
 				fs.GetCount() > b.StatsUpload.GetCohortSize() {
 				return "", fmt.Errorf("%w: feature statistics", ErrPayload)
 			}
-			var inBins uint64
+			var inBins uint64 // ≤ the feature's count, so the subtraction cannot wrap
 			for _, c := range fs.GetBins() {
-				inBins += c
-				if c > fs.GetCount() || inBins > fs.GetCount() {
+				if c > fs.GetCount()-inBins {
 					return "", fmt.Errorf("%w: histogram counts exceed the feature's count", ErrPayload)
 				}
+				inBins += c
 			}
 		}
 		return KindStats, nil
+	case *pb.Envelope_EvalUpload:
+		if err := checkEval(b.EvalUpload); err != nil {
+			return "", err
+		}
+		return KindEval, nil
 	case *pb.Envelope_Decline:
 		return KindDecline, nil
 	case *pb.Envelope_SecaggMessage:
@@ -185,6 +195,47 @@ func checkSecAgg(m *pb.SecAggMessage) error {
 	return nil
 }
 
+// checkEval admits an evaluation only if it holds what an evaluation of
+// held-out records can: the digest of the model scored, finite metrics in
+// [0, 1], counts that add up (positives within records, bins within the
+// total, each bin's positives within its count, its sum of predicted risks
+// within [0, count]), suppressed bins with nothing in them, and at most
+// MaxCalibrationBins bins.
+func checkEval(e *pb.EvalUpload) error {
+	if !isDigest(e.GetModelSha256()) {
+		return fmt.Errorf("%w: evaluation model digest", ErrPayload)
+	}
+	for _, x := range []float64{e.GetAuroc(), e.GetAuprc(), e.GetAccuracy(), e.GetBrier()} {
+		if !(x >= 0 && x <= 1) { // also catches NaN
+			return fmt.Errorf("%w: evaluation metric is not in [0, 1]", ErrPayload)
+		}
+	}
+	if e.GetPositives() > e.GetCount() {
+		return fmt.Errorf("%w: evaluation positives exceed its count", ErrPayload)
+	}
+	bins := e.GetCalibration()
+	if len(bins) > MaxCalibrationBins {
+		return fmt.Errorf("%w: %d calibration bins, at most %d", ErrPayload, len(bins), MaxCalibrationBins)
+	}
+	var inBins uint64
+	for i, b := range bins {
+		if b.GetSuppressed() && (b.GetCount() != 0 || b.GetPositives() != 0 || b.GetSumPredicted() != 0) {
+			return fmt.Errorf("%w: suppressed calibration bin %d is not empty", ErrPayload, i)
+		}
+		if b.GetPositives() > b.GetCount() {
+			return fmt.Errorf("%w: calibration bin %d: positives exceed its count", ErrPayload, i)
+		}
+		if sp := b.GetSumPredicted(); !(sp >= 0 && sp <= float64(b.GetCount())) { // also catches NaN
+			return fmt.Errorf("%w: calibration bin %d: sum of predicted risks not in [0, count]", ErrPayload, i)
+		}
+		if b.GetCount() > e.GetCount()-inBins { // inBins <= count: no wrap-around
+			return fmt.Errorf("%w: calibration bins exceed the evaluation's count", ErrPayload)
+		}
+		inBins += b.GetCount()
+	}
+	return nil
+}
+
 func isDigest(s string) bool {
 	if len(s) != 64 {
 		return false
@@ -213,6 +264,9 @@ func (g *Guard) Send(w io.Writer, env *pb.Envelope) error {
 	}
 	if m := env.GetSecaggMessage(); m != nil {
 		rec.Job, rec.Round = m.GetJobId(), m.GetRound()
+	}
+	if e := env.GetEvalUpload(); e != nil {
+		rec.Job, rec.Round = e.GetJobId(), e.GetRound()
 	}
 	return g.write(w, buf.Bytes(), rec)
 }

@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/protocol/secagg"
+	"google.golang.org/protobuf/proto"
 )
 
 func newGuard(t *testing.T) (*Guard, string, *bytes.Buffer) {
@@ -125,6 +128,8 @@ func TestGuardAdmitsOnlyAgentMessages(t *testing.T) {
 			Stats: []*pb.FeatureStats{{Count: 25, Sum: 60, SumSq: 150, Bins: []uint64{20, 10}}}}}}, ErrPayload},
 		{"update without encoding", &pb.Envelope{Body: &pb.Envelope_UpdateUpload{UpdateUpload: &pb.UpdateUpload{
 			BaseModelSha256: digest, Delta: &pb.BlobRef{Sha256: digest, Size: 4}}}}, ErrPayload},
+		{"evaluation", evalEnvelope(goodEval()), nil},
+		{"evaluation with text for a digest", evalEnvelope(withEval(func(e *pb.EvalUpload) { e.ModelSha256 = "MRN-0012345" })), ErrPayload},
 		// Secure aggregation: the four client messages, for the round
 		// they name, and fetches of the three phases a client waits for.
 		{"secagg advertise keys", secaggEnvelope("j", 3, sa[secagg.KindAdvertiseKeys]), nil},
@@ -325,6 +330,180 @@ func FuzzGuardSecAggMessage(f *testing.F) {
 		}
 		if h.JobID != job || h.Round != round {
 			t.Fatalf("admitted a message of job %q round %d in an envelope of job %q round %d", h.JobID, h.Round, job, round)
+		}
+	})
+}
+
+// goodEval is an evaluation the guard admits: 40 records, 22 positives,
+// four bins of which one is suppressed and one empty.
+func goodEval() *pb.EvalUpload {
+	return &pb.EvalUpload{JobId: "sepsis-eval", Round: 7, ModelSha256: protocol.Digest([]byte("model")),
+		Count: 40, Positives: 22, Auroc: 0.8, Auprc: 0.75, Accuracy: 0.7, Brier: 0.18,
+		Calibration: []*pb.CalibrationBin{
+			{Count: 12, Positives: 2, SumPredicted: 1.5},
+			{Suppressed: true},
+			{},
+			{Count: 25, Positives: 20, SumPredicted: 20.1},
+		}}
+}
+
+// withEval is goodEval changed by f.
+func withEval(f func(e *pb.EvalUpload)) *pb.EvalUpload {
+	e := goodEval()
+	f(e)
+	return e
+}
+
+func evalEnvelope(e *pb.EvalUpload) *pb.Envelope {
+	return &pb.Envelope{Body: &pb.Envelope_EvalUpload{EvalUpload: e}}
+}
+
+// TestGuardEvalUpload: an evaluation leaves only with a digest for its
+// model, finite metrics in [0, 1] and counts that add up.
+func TestGuardEvalUpload(t *testing.T) {
+	bins := func(n int) []*pb.CalibrationBin {
+		out := make([]*pb.CalibrationBin, n)
+		for i := range out {
+			out[i] = &pb.CalibrationBin{}
+		}
+		return out
+	}
+	cases := []struct {
+		name string
+		eval *pb.EvalUpload
+		want error
+	}{
+		{"good", goodEval(), nil},
+		{"no bins", withEval(func(e *pb.EvalUpload) { e.Calibration = nil }), nil},
+		{"metrics at the bounds", withEval(func(e *pb.EvalUpload) { e.Auroc, e.Auprc, e.Accuracy, e.Brier = 0, 1, 0, 1 }), nil},
+		{"bins fill the count", withEval(func(e *pb.EvalUpload) { e.Calibration[2] = &pb.CalibrationBin{Count: 3, Positives: 3, SumPredicted: 3} }), nil},
+		{"the most bins", withEval(func(e *pb.EvalUpload) { e.Calibration = bins(MaxCalibrationBins) }), nil},
+
+		{"no digest", withEval(func(e *pb.EvalUpload) { e.ModelSha256 = "" }), ErrPayload},
+		{"upper-case digest", withEval(func(e *pb.EvalUpload) { e.ModelSha256 = strings.ToUpper(e.ModelSha256) }), ErrPayload},
+		{"NaN AUROC", withEval(func(e *pb.EvalUpload) { e.Auroc = math.NaN() }), ErrPayload},
+		{"infinite AUPRC", withEval(func(e *pb.EvalUpload) { e.Auprc = math.Inf(1) }), ErrPayload},
+		{"accuracy above 1", withEval(func(e *pb.EvalUpload) { e.Accuracy = 1.5 }), ErrPayload},
+		{"negative Brier", withEval(func(e *pb.EvalUpload) { e.Brier = -0.1 }), ErrPayload},
+		{"AUROC above 1", withEval(func(e *pb.EvalUpload) { e.Auroc = 1.0000001 }), ErrPayload},
+		{"positives beyond the count", withEval(func(e *pb.EvalUpload) { e.Positives = 41 }), ErrPayload},
+		{"bin positives beyond its count", withEval(func(e *pb.EvalUpload) { e.Calibration[0].Positives = 13 }), ErrPayload},
+		{"bins beyond the count", withEval(func(e *pb.EvalUpload) { e.Calibration[2] = &pb.CalibrationBin{Count: 4} }), ErrPayload},
+		{"one bin beyond the count", withEval(func(e *pb.EvalUpload) { e.Calibration = []*pb.CalibrationBin{{Count: 41}} }), ErrPayload},
+		{"bins that wrap around", withEval(func(e *pb.EvalUpload) {
+			e.Count = math.MaxUint64
+			e.Calibration = []*pb.CalibrationBin{{Count: math.MaxUint64}, {Count: 2}}
+		}), ErrPayload},
+		{"NaN sum of risks", withEval(func(e *pb.EvalUpload) { e.Calibration[0].SumPredicted = math.NaN() }), ErrPayload},
+		{"infinite sum of risks", withEval(func(e *pb.EvalUpload) { e.Calibration[0].SumPredicted = math.Inf(1) }), ErrPayload},
+		{"negative sum of risks", withEval(func(e *pb.EvalUpload) { e.Calibration[0].SumPredicted = -1 }), ErrPayload},
+		{"sum of risks beyond the bin's count", withEval(func(e *pb.EvalUpload) { e.Calibration[0].SumPredicted = 12.5 }), ErrPayload},
+		{"suppressed bin with a count", withEval(func(e *pb.EvalUpload) { e.Calibration[1].Count = 3 }), ErrPayload},
+		{"suppressed bin with positives", withEval(func(e *pb.EvalUpload) { e.Calibration[1].Positives = 1 }), ErrPayload},
+		{"suppressed bin with a sum", withEval(func(e *pb.EvalUpload) { e.Calibration[1].SumPredicted = 0.5 }), ErrPayload},
+		{"too many bins", withEval(func(e *pb.EvalUpload) { e.Calibration = bins(MaxCalibrationBins + 1) }), ErrPayload},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			g, _, tapped := newGuard(t)
+			var wire bytes.Buffer
+			err := g.Send(&wire, evalEnvelope(tt.eval))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Send = %v, want %v", err, tt.want)
+			}
+			if tt.want != nil && (wire.Len() != 0 || tapped.Len() != 0 || g.BytesSent() != 0) {
+				t.Fatal("a refused evaluation reached the wire")
+			}
+			if tt.want == nil && !bytes.Equal(wire.Bytes(), tapFrame(t, evalEnvelope(tt.eval))) {
+				t.Fatal("the admitted evaluation is not what was written")
+			}
+		})
+	}
+}
+
+// TestEgressLogRecordsEval: an evaluation is logged as "eval" with its job
+// and round.
+func TestEgressLogRecordsEval(t *testing.T) {
+	g, logPath, _ := newGuard(t)
+	env := evalEnvelope(goodEval())
+	var wire bytes.Buffer
+	if err := g.Send(&wire, env); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, bad, err := ReadLog(f, Filter{Job: "sepsis-eval"})
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("ReadLog: %v, bad lines %v", err, bad)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("records = %+v", recs)
+	}
+	if r := recs[0]; r.Kind != KindEval || r.Round != 7 || r.Bytes != wire.Len() || r.SHA256 != protocol.Digest(tapFrame(t, env)) {
+		t.Fatalf("eval record = %+v", r)
+	}
+}
+
+// FuzzGuardEnvelope: whatever envelope an agent hands the guard, it never
+// panics and refuses with ErrPayload or ErrForbidden; an evaluation it
+// admits has counts that add up and metrics in [0, 1].
+func FuzzGuardEnvelope(f *testing.F) {
+	seeds := []*pb.Envelope{
+		evalEnvelope(goodEval()),
+		evalEnvelope(withEval(func(e *pb.EvalUpload) { e.Calibration[1].Count = 3 })),
+		evalEnvelope(withEval(func(e *pb.EvalUpload) {
+			e.Count, e.Calibration = math.MaxUint64, []*pb.CalibrationBin{{Count: math.MaxUint64}, {Count: 2}}
+		})),
+		{Body: &pb.Envelope_StatsUpload{StatsUpload: &pb.StatsUpload{CohortSize: 30, Stats: []*pb.FeatureStats{{Count: 30, Bins: []uint64{10, 20}}}}}},
+		{Body: &pb.Envelope_ModelRequest{ModelRequest: &pb.ModelRequest{Sha256: protocol.Digest(nil)}}},
+	}
+	for _, env := range seeds {
+		b, err := proto.Marshal(env)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		env := new(pb.Envelope)
+		if proto.Unmarshal(raw, env) != nil {
+			return
+		}
+		kind, err := check(env)
+		if err != nil {
+			if !errors.Is(err, ErrPayload) && !errors.Is(err, ErrForbidden) {
+				t.Fatalf("refused with %v, want ErrPayload or ErrForbidden", err)
+			}
+			return
+		}
+		e := env.GetEvalUpload()
+		if e == nil {
+			return
+		}
+		if kind != KindEval {
+			t.Fatalf("evaluation admitted as %q", kind)
+		}
+		in01 := func(x float64) bool { return x >= 0 && x <= 1 }
+		if !in01(e.GetAuroc()) || !in01(e.GetAuprc()) || !in01(e.GetAccuracy()) || !in01(e.GetBrier()) ||
+			e.GetPositives() > e.GetCount() || len(e.GetCalibration()) > MaxCalibrationBins || !isDigest(e.GetModelSha256()) {
+			t.Fatalf("admitted an inconsistent evaluation: %v", e)
+		}
+		total := new(big.Int)
+		for _, b := range e.GetCalibration() {
+			if b.GetPositives() > b.GetCount() || !(b.GetSumPredicted() >= 0 && b.GetSumPredicted() <= float64(b.GetCount())) ||
+				b.GetSuppressed() && (b.GetCount() != 0 || b.GetPositives() != 0 || b.GetSumPredicted() != 0) {
+				t.Fatalf("admitted an inconsistent calibration bin: %v", b)
+			}
+			total.Add(total, new(big.Int).SetUint64(b.GetCount()))
+		}
+		if total.Cmp(new(big.Int).SetUint64(e.GetCount())) > 0 {
+			t.Fatalf("admitted bins holding %v records of %d", total, e.GetCount())
 		}
 	})
 }

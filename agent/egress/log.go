@@ -32,7 +32,10 @@ const (
 	KindSecAgg      = "secagg"
 	KindSecAggFetch = "secagg-fetch"
 	KindStats       = "stats"
-	KindDecline     = "decline"
+	// KindEval is a federated evaluation's answer: a model's metrics and
+	// calibration bins on the site's held-out records, numbers only.
+	KindEval    = "eval"
+	KindDecline = "decline"
 	// KindEnroll and KindRenew are certificate requests, sent over HTTPS
 	// to the coordinators' admin address.
 	KindEnroll = "enroll"
@@ -41,7 +44,7 @@ const (
 
 // Kinds lists every record kind, in the order of a round.
 var Kinds = []string{KindHello, KindTaskRequest, KindRoundStatusRequest, KindModelRequest,
-	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindDecline, KindEnroll, KindRenew}
+	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindEval, KindDecline, KindEnroll, KindRenew}
 
 // MaxLineBytes bounds one line of the log; a longer line is reported as
 // malformed (the guard writes lines of a few hundred bytes).
@@ -59,8 +62,9 @@ var (
 type Filter struct {
 	// Since, if not zero, keeps records at or after it.
 	Since time.Time
-	// Job, if set, keeps records of that job (update headers and bodies
-	// and secure aggregation messages carry one; other kinds do not).
+	// Job, if set, keeps records of that job (update headers and bodies,
+	// secure aggregation messages and evaluations carry one; other kinds
+	// do not).
 	Job string
 	// Kind, if set, keeps records of that kind.
 	Kind string

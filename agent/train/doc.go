@@ -1,6 +1,6 @@
 // Package train is the site agent's local training: models behind the
 // [Trainer] interface (flat float32 weights in, trained weights out) and the
-// evaluation metrics reported with an update.
+// evaluation metrics reported with an update or a federated evaluation.
 //
 // # Models
 //
@@ -50,7 +50,8 @@
 // forward pass are plain Go. Training is deterministic: the same weights,
 // data, options and Options.Seed (which orders the mini-batches and draws
 // the dropout masks) give bit-for-bit the same result. Metrics ([AUROC],
-// [Accuracy], [LogLoss]) are plain Go.
+// [AUPRC], [Accuracy], [LogLoss], [Brier] and the [Calibration] table) are
+// plain Go.
 //
 // Data is passed as a row-major float32 matrix X (rows × features) and a
 // label vector y with values in [0, 1]. Nothing in this package reads or

@@ -22,6 +22,9 @@ var (
 	ErrLabel = errors.New("label out of range")
 	// ErrOneClass means a metric needs both classes and only one is present.
 	ErrOneClass = errors.New("only one class present")
+	// ErrScore means a score that must be a probability lies outside
+	// [0, 1].
+	ErrScore = errors.New("score is not a probability")
 	// ErrInternal means the training engine failed (including a recovered
 	// panic inside gorgonia). The model is left unchanged.
 	ErrInternal = errors.New("training engine failure")

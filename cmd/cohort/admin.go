@@ -31,6 +31,9 @@ Commands:
   sites                        list, create, show and revoke sites
   jobs                         list, create, show, pause, resume and cancel jobs; their rounds
   models                       committed global models; download one, checked against its digest
+  models versions|version|card the registry: a job's versions, lineage, stage, evaluations, model card
+  models stage|rollback        promote a version (production archives the one it replaces); roll back
+  models evaluate              score a version at every site (federated evaluation)
   tokens                       people's admin tokens: list, create, revoke
   token new                    a new token string for a bootstrap token file (offline)
   audit                        the audit log: tail, verify, proof, consistency
@@ -112,6 +115,7 @@ var rolesFor = map[string]string{
 	"jobs.write":      "admin, break-glass or operator",
 	"models.read":     "any role",
 	"models.download": "admin, break-glass or operator",
+	"models.write":    "admin, break-glass or operator",
 	"tokens.read":     "admin, break-glass or auditor",
 	"tokens.write":    "admin or break-glass",
 	"audit.read":      "admin, break-glass or auditor",
@@ -485,6 +489,7 @@ func (a *adminCLI) commands() map[string]*adminCommand {
 		a.siteCommands(),
 		a.jobCommands(),
 		a.modelCommands(),
+		a.registryCommands(),
 		a.tokenCommands(),
 		a.auditCommands(),
 	} {

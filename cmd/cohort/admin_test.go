@@ -358,6 +358,29 @@ func TestAdminCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("registry", func(t *testing.T) {
+		var list struct {
+			Models []coordinator.ModelVersion `json:"models"`
+		}
+		ac.jsonOf(t, follower, tokens["viewer"], &list, "models", "versions", "j1")
+		if len(list.Models) != 1 || list.Models[0].Stage != coordinator.StageCandidate {
+			t.Fatalf("models versions --json: %+v", list.Models)
+		}
+		d := list.Models[0].Digest
+		contains(t, "models versions", ac.ok(t, follower, tokens["viewer"], "models", "versions", "j1"), "STAGE", "candidate", d[:16])
+		if _, _, err := ac.cli(follower, tokens["viewer"], "models", "stage", "j1", d, "production"); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("a viewer promoted a model: %v", err)
+		}
+		contains(t, "models stage", ac.ok(t, follower, tokens["operator"], "models", "stage", "j1", d, "production"), d, "(production)")
+		if _, _, err := ac.cli(follower, tokens["operator"], "models", "stage", "j1", d, "gold"); err == nil || !strings.Contains(err.Error(), "400") {
+			t.Errorf("an unknown stage: %v", err)
+		}
+		if _, _, err := ac.cli(follower, tokens["operator"], "models", "rollback", "j1"); err == nil || !strings.Contains(err.Error(), "409") {
+			t.Errorf("a rollback with nothing to roll back to: %v", err)
+		}
+		contains(t, "models card", ac.ok(t, follower, tokens["viewer"], "models", "card", "j1", d), "# Model card: job j1, round 0", "## Limitations")
+	})
+
 	// published reports whether GET /v1/cluster names the nodes' admin
 	// addresses and audit keys, which the API documents.
 	published := func(t *testing.T) bool {

@@ -66,26 +66,38 @@ func buildBinary(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address with a port free for network
-// ("tcp" or "udp") at the time of the call.
+// ("tcp" or "udp") at the time of the call, and never one it returned
+// before in this test binary: the kernel may hand a just-closed port out
+// again, and two processes of one cluster must not be given the same.
 func freeAddr(t *testing.T, network string) string {
 	t.Helper()
-	switch network {
-	case "tcp":
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for {
+		var addr string
+		switch network {
+		case "tcp":
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = l.Addr().String()
+			l.Close()
+		default:
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = c.LocalAddr().String()
+			c.Close()
 		}
-		defer l.Close()
-		return l.Addr().String()
-	default:
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		_, port, _ := net.SplitHostPort(addr)
+		if _, dup := givenPorts.LoadOrStore(port, true); !dup {
+			return addr
 		}
-		defer c.Close()
-		return c.LocalAddr().String()
 	}
 }
+
+// givenPorts are the ports freeAddr returned (TCP and UDP alike).
+var givenPorts sync.Map
 
 // proc is one running cohort process with its output kept for diagnosis.
 type proc struct {

@@ -56,6 +56,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	delta := fs.Float64("delta", coordinator.DefaultDelta, "with --epsilon: the δ of (ε, δ)-DP")
 	clipNorm := fs.Float64("clip-norm", 0.5, "with --epsilon: each site's update is clipped to this L2 norm")
 	noise := fs.Float64("noise-multiplier", 0, "with --epsilon: the noise multiplier (0 = planned from the budget)")
+	fs.BoolVar(&cfg.Evaluate, "evaluate", false, "after training, score the final model at every site on the records its training held out (a federated evaluation job)")
 	secAgg := fs.Bool("secure-aggregation", false, "aggregate every round with secure aggregation: the coordinators learn only the sum of the sites' updates (mean-based rules only; with --epsilon the noise is split across the sites)")
 	secAggThreshold := fs.Int("secagg-threshold", 0, "with --secure-aggregation: the threshold t, the fewest sites that must remain at every step (0 = a majority of the sites)")
 	secAggClip := fs.Float64("secagg-clip-range", 0, "with --secure-aggregation: each coordinate of an update is clipped to [-c, c] (0 = the default)")

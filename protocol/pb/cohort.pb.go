@@ -39,6 +39,10 @@ const (
 	// Compute per-feature counts, sums and sums of squares over the eligible
 	// cohort (federated normalization); answer with StatsUpload or Decline.
 	TaskKind_TASK_KIND_STATS TaskKind = 1
+	// Score the offered model on the site's held-out records (the
+	// validation split of the job that trained it) and answer with
+	// EvalUpload or Decline.
+	TaskKind_TASK_KIND_EVALUATE TaskKind = 2
 )
 
 // Enum value maps for TaskKind.
@@ -46,10 +50,12 @@ var (
 	TaskKind_name = map[int32]string{
 		0: "TASK_KIND_TRAIN",
 		1: "TASK_KIND_STATS",
+		2: "TASK_KIND_EVALUATE",
 	}
 	TaskKind_value = map[string]int32{
-		"TASK_KIND_TRAIN": 0,
-		"TASK_KIND_STATS": 1,
+		"TASK_KIND_TRAIN":    0,
+		"TASK_KIND_STATS":    1,
+		"TASK_KIND_EVALUATE": 2,
 	}
 )
 
@@ -616,6 +622,7 @@ type Envelope struct {
 	//	*Envelope_Decline
 	//	*Envelope_SecaggMessage
 	//	*Envelope_SecaggFetch
+	//	*Envelope_EvalUpload
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -811,6 +818,15 @@ func (x *Envelope) GetSecaggFetch() *SecAggFetch {
 	return nil
 }
 
+func (x *Envelope) GetEvalUpload() *EvalUpload {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_EvalUpload); ok {
+			return x.EvalUpload
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -883,6 +899,10 @@ type Envelope_SecaggFetch struct {
 	SecaggFetch *SecAggFetch `protobuf:"bytes,17,opt,name=secagg_fetch,json=secaggFetch,proto3,oneof"`
 }
 
+type Envelope_EvalUpload struct {
+	EvalUpload *EvalUpload `protobuf:"bytes,18,opt,name=eval_upload,json=evalUpload,proto3,oneof"`
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Welcome) isEnvelope_Body() {}
@@ -916,6 +936,8 @@ func (*Envelope_Decline) isEnvelope_Body() {}
 func (*Envelope_SecaggMessage) isEnvelope_Body() {}
 
 func (*Envelope_SecaggFetch) isEnvelope_Body() {}
+
+func (*Envelope_EvalUpload) isEnvelope_Body() {}
 
 // Hello is the first frame an agent sends on its control stream.
 type Hello struct {
@@ -1163,7 +1185,9 @@ type TaskOffer struct {
 	// Set when the round's updates are securely aggregated: the site trains,
 	// then runs the protocol (SecAggMessage, SecAggFetch) instead of
 	// uploading its update.
-	Secagg        *SecAggParams `protobuf:"bytes,9,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	Secagg *SecAggParams `protobuf:"bytes,9,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	// For TASK_KIND_EVALUATE: how to score the model.
+	Eval          *EvalParams `protobuf:"bytes,10,opt,name=eval,proto3" json:"eval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,6 +1285,274 @@ func (x *TaskOffer) GetSecagg() *SecAggParams {
 	return nil
 }
 
+func (x *TaskOffer) GetEval() *EvalParams {
+	if x != nil {
+		return x.Eval
+	}
+	return nil
+}
+
+// EvalParams say how a site scores a model version: on the records that
+// the model's training job held out (features.Split with split_salt and
+// params.validation_fraction), into calibration bins.
+type EvalParams struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The training job's id: the salt of its train/validation split.
+	SplitSalt string `protobuf:"bytes,1,opt,name=split_salt,json=splitSalt,proto3" json:"split_salt,omitempty"`
+	// Equal-width calibration bins over [0, 1] of the predicted risk.
+	Bins uint32 `protobuf:"varint,2,opt,name=bins,proto3" json:"bins,omitempty"`
+	// A bin holding fewer records than this is sent as suppressed, with
+	// zero counts.
+	MinCell       uint32 `protobuf:"varint,3,opt,name=min_cell,json=minCell,proto3" json:"min_cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvalParams) Reset() {
+	*x = EvalParams{}
+	mi := &file_cohort_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvalParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvalParams) ProtoMessage() {}
+
+func (x *EvalParams) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvalParams.ProtoReflect.Descriptor instead.
+func (*EvalParams) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EvalParams) GetSplitSalt() string {
+	if x != nil {
+		return x.SplitSalt
+	}
+	return ""
+}
+
+func (x *EvalParams) GetBins() uint32 {
+	if x != nil {
+		return x.Bins
+	}
+	return 0
+}
+
+func (x *EvalParams) GetMinCell() uint32 {
+	if x != nil {
+		return x.MinCell
+	}
+	return 0
+}
+
+// EvalUpload is a site's evaluation of a model version on its held-out
+// records: numbers only.
+type EvalUpload struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// The digest of the model scored.
+	ModelSha256 string `protobuf:"bytes,3,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	// Held-out records scored, and how many had the outcome.
+	Count     uint64  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Positives uint64  `protobuf:"varint,5,opt,name=positives,proto3" json:"positives,omitempty"`
+	Auroc     float64 `protobuf:"fixed64,6,opt,name=auroc,proto3" json:"auroc,omitempty"`
+	Auprc     float64 `protobuf:"fixed64,7,opt,name=auprc,proto3" json:"auprc,omitempty"`
+	// Accuracy at a 0.5 threshold, and the Brier score (mean squared error
+	// of the predicted risk).
+	Accuracy float64 `protobuf:"fixed64,8,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	Brier    float64 `protobuf:"fixed64,9,opt,name=brier,proto3" json:"brier,omitempty"`
+	// Calibration bins in order, EvalParams.bins of them.
+	Calibration   []*CalibrationBin `protobuf:"bytes,10,rep,name=calibration,proto3" json:"calibration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvalUpload) Reset() {
+	*x = EvalUpload{}
+	mi := &file_cohort_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvalUpload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvalUpload) ProtoMessage() {}
+
+func (x *EvalUpload) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvalUpload.ProtoReflect.Descriptor instead.
+func (*EvalUpload) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EvalUpload) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *EvalUpload) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetModelSha256() string {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return ""
+}
+
+func (x *EvalUpload) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetPositives() uint64 {
+	if x != nil {
+		return x.Positives
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetAuroc() float64 {
+	if x != nil {
+		return x.Auroc
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetAuprc() float64 {
+	if x != nil {
+		return x.Auprc
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetBrier() float64 {
+	if x != nil {
+		return x.Brier
+	}
+	return 0
+}
+
+func (x *EvalUpload) GetCalibration() []*CalibrationBin {
+	if x != nil {
+		return x.Calibration
+	}
+	return nil
+}
+
+// CalibrationBin is one bin of predicted risk: how many records fell in it,
+// how many had the outcome, and the sum of their predicted risks. A bin
+// under the minimum cell is suppressed: its counts are sent as zero.
+type CalibrationBin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Positives     uint64                 `protobuf:"varint,2,opt,name=positives,proto3" json:"positives,omitempty"`
+	SumPredicted  float64                `protobuf:"fixed64,3,opt,name=sum_predicted,json=sumPredicted,proto3" json:"sum_predicted,omitempty"`
+	Suppressed    bool                   `protobuf:"varint,4,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CalibrationBin) Reset() {
+	*x = CalibrationBin{}
+	mi := &file_cohort_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrationBin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrationBin) ProtoMessage() {}
+
+func (x *CalibrationBin) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrationBin.ProtoReflect.Descriptor instead.
+func (*CalibrationBin) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CalibrationBin) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CalibrationBin) GetPositives() uint64 {
+	if x != nil {
+		return x.Positives
+	}
+	return 0
+}
+
+func (x *CalibrationBin) GetSumPredicted() float64 {
+	if x != nil {
+		return x.SumPredicted
+	}
+	return 0
+}
+
+func (x *CalibrationBin) GetSuppressed() bool {
+	if x != nil {
+		return x.Suppressed
+	}
+	return false
+}
+
 // SecAggParams are one secure aggregation run's parameters (see
 // protocol/secagg): the site checks them and builds its client from them.
 type SecAggParams struct {
@@ -1302,7 +1594,7 @@ type SecAggParams struct {
 
 func (x *SecAggParams) Reset() {
 	*x = SecAggParams{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1606,7 @@ func (x *SecAggParams) String() string {
 func (*SecAggParams) ProtoMessage() {}
 
 func (x *SecAggParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1619,7 @@ func (x *SecAggParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggParams.ProtoReflect.Descriptor instead.
 func (*SecAggParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SecAggParams) GetAttempt() uint32 {
@@ -1417,7 +1709,7 @@ type SecAggMessage struct {
 
 func (x *SecAggMessage) Reset() {
 	*x = SecAggMessage{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1721,7 @@ func (x *SecAggMessage) String() string {
 func (*SecAggMessage) ProtoMessage() {}
 
 func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1734,7 @@ func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggMessage.ProtoReflect.Descriptor instead.
 func (*SecAggMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SecAggMessage) GetJobId() string {
@@ -1491,7 +1783,7 @@ type SecAggFetch struct {
 
 func (x *SecAggFetch) Reset() {
 	*x = SecAggFetch{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1795,7 @@ func (x *SecAggFetch) String() string {
 func (*SecAggFetch) ProtoMessage() {}
 
 func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1808,7 @@ func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggFetch.ProtoReflect.Descriptor instead.
 func (*SecAggFetch) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SecAggFetch) GetJobId() string {
@@ -1569,7 +1861,7 @@ type AnalyticsParams struct {
 
 func (x *AnalyticsParams) Reset() {
 	*x = AnalyticsParams{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1873,7 @@ func (x *AnalyticsParams) String() string {
 func (*AnalyticsParams) ProtoMessage() {}
 
 func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1886,7 @@ func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticsParams.ProtoReflect.Descriptor instead.
 func (*AnalyticsParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AnalyticsParams) GetHistograms() []*HistogramEdges {
@@ -1622,7 +1914,7 @@ type HistogramEdges struct {
 
 func (x *HistogramEdges) Reset() {
 	*x = HistogramEdges{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1926,7 @@ func (x *HistogramEdges) String() string {
 func (*HistogramEdges) ProtoMessage() {}
 
 func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1939,7 @@ func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramEdges.ProtoReflect.Descriptor instead.
 func (*HistogramEdges) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistogramEdges) GetEdges() []float64 {
@@ -1667,7 +1959,7 @@ type NoTask struct {
 
 func (x *NoTask) Reset() {
 	*x = NoTask{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1971,7 @@ func (x *NoTask) String() string {
 func (*NoTask) ProtoMessage() {}
 
 func (x *NoTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1984,7 @@ func (x *NoTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoTask.ProtoReflect.Descriptor instead.
 func (*NoTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NoTask) GetRetryAfterMs() uint32 {
@@ -1721,7 +2013,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +2025,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +2038,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -1819,7 +2111,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2123,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2136,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TrainParams) GetLocalEpochs() uint32 {
@@ -1948,7 +2240,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2252,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2265,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FeatureSpec) GetFeatures() []*Feature {
@@ -2032,7 +2324,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2336,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2349,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Feature) GetName() string {
@@ -2138,7 +2430,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2442,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2455,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Label) GetConditionSystem() string {
@@ -2226,7 +2518,7 @@ type Cohort struct {
 
 func (x *Cohort) Reset() {
 	*x = Cohort{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2530,7 @@ func (x *Cohort) String() string {
 func (*Cohort) ProtoMessage() {}
 
 func (x *Cohort) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2543,7 @@ func (x *Cohort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
 func (*Cohort) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Cohort) GetMinAge() float64 {
@@ -2301,7 +2593,7 @@ type IndexTime struct {
 
 func (x *IndexTime) Reset() {
 	*x = IndexTime{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2605,7 @@ func (x *IndexTime) String() string {
 func (*IndexTime) ProtoMessage() {}
 
 func (x *IndexTime) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2618,7 @@ func (x *IndexTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
 func (*IndexTime) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IndexTime) GetKind() IndexKind {
@@ -2363,7 +2655,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2667,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2680,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -2425,7 +2717,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2729,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2742,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -2485,7 +2777,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2789,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2802,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -2541,7 +2833,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2845,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2858,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -2619,7 +2911,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2923,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2936,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -2713,7 +3005,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +3017,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +3030,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FeatureStats) GetCount() uint64 {
@@ -2784,7 +3076,7 @@ type StatsUpload struct {
 
 func (x *StatsUpload) Reset() {
 	*x = StatsUpload{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2796,7 +3088,7 @@ func (x *StatsUpload) String() string {
 func (*StatsUpload) ProtoMessage() {}
 
 func (x *StatsUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2809,7 +3101,7 @@ func (x *StatsUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
 func (*StatsUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatsUpload) GetJobId() string {
@@ -2853,7 +3145,7 @@ type Decline struct {
 
 func (x *Decline) Reset() {
 	*x = Decline{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +3157,7 @@ func (x *Decline) String() string {
 func (*Decline) ProtoMessage() {}
 
 func (x *Decline) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +3170,7 @@ func (x *Decline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decline.ProtoReflect.Descriptor instead.
 func (*Decline) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Decline) GetJobId() string {
@@ -2914,7 +3206,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3218,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3231,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ack) GetJobId() string {
@@ -2974,7 +3266,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3278,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3291,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3031,7 +3323,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3335,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3348,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -3097,7 +3389,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3109,7 +3401,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3122,7 +3414,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -3164,7 +3456,7 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\xc6\a\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\x80\b\n" +
 	"\bEnvelope\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.cohort.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.cohort.v1.WelcomeH\x00R\awelcome\x121\n" +
@@ -3185,7 +3477,9 @@ const file_cohort_proto_rawDesc = "" +
 	"\fstats_upload\x18\x0e \x01(\v2\x16.cohort.v1.StatsUploadH\x00R\vstatsUpload\x12.\n" +
 	"\adecline\x18\x0f \x01(\v2\x12.cohort.v1.DeclineH\x00R\adecline\x12A\n" +
 	"\x0esecagg_message\x18\x10 \x01(\v2\x18.cohort.v1.SecAggMessageH\x00R\rsecaggMessage\x12;\n" +
-	"\fsecagg_fetch\x18\x11 \x01(\v2\x16.cohort.v1.SecAggFetchH\x00R\vsecaggFetchB\x06\n" +
+	"\fsecagg_fetch\x18\x11 \x01(\v2\x16.cohort.v1.SecAggFetchH\x00R\vsecaggFetch\x128\n" +
+	"\veval_upload\x18\x12 \x01(\v2\x15.cohort.v1.EvalUploadH\x00R\n" +
+	"evalUploadB\x06\n" +
 	"\x04body\"\x89\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
@@ -3200,7 +3494,7 @@ const file_cohort_proto_rawDesc = "" +
 	"leaderAddr\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"&\n" +
 	"\vTaskRequest\x12\x17\n" +
-	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\x8f\x03\n" +
+	"\await_ms\x18\x01 \x01(\rR\x06waitMs\"\xba\x03\n" +
 	"\tTaskOffer\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12'\n" +
@@ -3211,7 +3505,35 @@ const file_cohort_proto_rawDesc = "" +
 	"\x06params\x18\x05 \x01(\v2\x16.cohort.v1.TrainParamsR\x06params\x122\n" +
 	"\bfeatures\x18\x06 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\x128\n" +
 	"\tanalytics\x18\b \x01(\v2\x1a.cohort.v1.AnalyticsParamsR\tanalytics\x12/\n" +
-	"\x06secagg\x18\t \x01(\v2\x17.cohort.v1.SecAggParamsR\x06secagg\"\xaf\x02\n" +
+	"\x06secagg\x18\t \x01(\v2\x17.cohort.v1.SecAggParamsR\x06secagg\x12)\n" +
+	"\x04eval\x18\n" +
+	" \x01(\v2\x15.cohort.v1.EvalParamsR\x04eval\"Z\n" +
+	"\n" +
+	"EvalParams\x12\x1d\n" +
+	"\n" +
+	"split_salt\x18\x01 \x01(\tR\tsplitSalt\x12\x12\n" +
+	"\x04bins\x18\x02 \x01(\rR\x04bins\x12\x19\n" +
+	"\bmin_cell\x18\x03 \x01(\rR\aminCell\"\xab\x02\n" +
+	"\n" +
+	"EvalUpload\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12!\n" +
+	"\fmodel_sha256\x18\x03 \x01(\tR\vmodelSha256\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x1c\n" +
+	"\tpositives\x18\x05 \x01(\x04R\tpositives\x12\x14\n" +
+	"\x05auroc\x18\x06 \x01(\x01R\x05auroc\x12\x14\n" +
+	"\x05auprc\x18\a \x01(\x01R\x05auprc\x12\x1a\n" +
+	"\baccuracy\x18\b \x01(\x01R\baccuracy\x12\x14\n" +
+	"\x05brier\x18\t \x01(\x01R\x05brier\x12;\n" +
+	"\vcalibration\x18\n" +
+	" \x03(\v2\x19.cohort.v1.CalibrationBinR\vcalibration\"\x89\x01\n" +
+	"\x0eCalibrationBin\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x1c\n" +
+	"\tpositives\x18\x02 \x01(\x04R\tpositives\x12#\n" +
+	"\rsum_predicted\x18\x03 \x01(\x01R\fsumPredicted\x12\x1e\n" +
+	"\n" +
+	"suppressed\x18\x04 \x01(\bR\n" +
+	"suppressed\"\xaf\x02\n" +
 	"\fSecAggParams\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12\x1c\n" +
 	"\tthreshold\x18\x02 \x01(\rR\tthreshold\x12\x1d\n" +
@@ -3366,10 +3688,11 @@ const file_cohort_proto_rawDesc = "" +
 	"\vhave_update\x18\x04 \x01(\bR\n" +
 	"haveUpdate\x12\x1d\n" +
 	"\n" +
-	"have_bytes\x18\x05 \x01(\x04R\thaveBytes*4\n" +
+	"have_bytes\x18\x05 \x01(\x04R\thaveBytes*L\n" +
 	"\bTaskKind\x12\x13\n" +
 	"\x0fTASK_KIND_TRAIN\x10\x00\x12\x13\n" +
-	"\x0fTASK_KIND_STATS\x10\x01*\xa1\x02\n" +
+	"\x0fTASK_KIND_STATS\x10\x01\x12\x16\n" +
+	"\x12TASK_KIND_EVALUATE\x10\x02*\xa1\x02\n" +
 	"\vFeatureKind\x12\x1c\n" +
 	"\x18FEATURE_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10FEATURE_KIND_AGE\x10\x01\x12\x1b\n" +
@@ -3437,7 +3760,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
@@ -3455,31 +3778,34 @@ var file_cohort_proto_goTypes = []any{
 	(*Redirect)(nil),           // 13: cohort.v1.Redirect
 	(*TaskRequest)(nil),        // 14: cohort.v1.TaskRequest
 	(*TaskOffer)(nil),          // 15: cohort.v1.TaskOffer
-	(*SecAggParams)(nil),       // 16: cohort.v1.SecAggParams
-	(*SecAggMessage)(nil),      // 17: cohort.v1.SecAggMessage
-	(*SecAggFetch)(nil),        // 18: cohort.v1.SecAggFetch
-	(*AnalyticsParams)(nil),    // 19: cohort.v1.AnalyticsParams
-	(*HistogramEdges)(nil),     // 20: cohort.v1.HistogramEdges
-	(*NoTask)(nil),             // 21: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 22: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 23: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 24: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 25: cohort.v1.Feature
-	(*Label)(nil),              // 26: cohort.v1.Label
-	(*Cohort)(nil),             // 27: cohort.v1.Cohort
-	(*IndexTime)(nil),          // 28: cohort.v1.IndexTime
-	(*BlobRef)(nil),            // 29: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 30: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 31: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 32: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 33: cohort.v1.UpdateUpload
-	(*FeatureStats)(nil),       // 34: cohort.v1.FeatureStats
-	(*StatsUpload)(nil),        // 35: cohort.v1.StatsUpload
-	(*Decline)(nil),            // 36: cohort.v1.Decline
-	(*Ack)(nil),                // 37: cohort.v1.Ack
-	(*Error)(nil),              // 38: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 39: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 40: cohort.v1.RoundStatus
+	(*EvalParams)(nil),         // 16: cohort.v1.EvalParams
+	(*EvalUpload)(nil),         // 17: cohort.v1.EvalUpload
+	(*CalibrationBin)(nil),     // 18: cohort.v1.CalibrationBin
+	(*SecAggParams)(nil),       // 19: cohort.v1.SecAggParams
+	(*SecAggMessage)(nil),      // 20: cohort.v1.SecAggMessage
+	(*SecAggFetch)(nil),        // 21: cohort.v1.SecAggFetch
+	(*AnalyticsParams)(nil),    // 22: cohort.v1.AnalyticsParams
+	(*HistogramEdges)(nil),     // 23: cohort.v1.HistogramEdges
+	(*NoTask)(nil),             // 24: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 25: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 26: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 27: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 28: cohort.v1.Feature
+	(*Label)(nil),              // 29: cohort.v1.Label
+	(*Cohort)(nil),             // 30: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 31: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 32: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 33: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 34: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 35: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 36: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 37: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 38: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 39: cohort.v1.Decline
+	(*Ack)(nil),                // 40: cohort.v1.Ack
+	(*Error)(nil),              // 41: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 42: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 43: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
 	11, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
@@ -3487,48 +3813,51 @@ var file_cohort_proto_depIdxs = []int32{
 	13, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
 	14, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
 	15, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	21, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	30, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	31, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	33, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	37, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	38, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	39, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	40, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	35, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
-	36, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
-	17, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
-	18, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
-	0,  // 17: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
-	29, // 18: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	22, // 19: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	23, // 20: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	24, // 21: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	19, // 22: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
-	16, // 23: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
-	20, // 24: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
-	25, // 25: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	26, // 26: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	27, // 27: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
-	28, // 28: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
-	5,  // 29: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
-	1,  // 30: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	2,  // 31: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
-	3,  // 32: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
-	4,  // 33: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
-	6,  // 34: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	29, // 35: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	32, // 36: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	29, // 37: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	34, // 38: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
-	7,  // 39: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
-	8,  // 40: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	9,  // 41: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	24, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	33, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	34, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	36, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	40, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	41, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	42, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	43, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	38, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	39, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	20, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
+	21, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
+	17, // 17: cohort.v1.Envelope.eval_upload:type_name -> cohort.v1.EvalUpload
+	0,  // 18: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
+	32, // 19: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	25, // 20: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	26, // 21: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	27, // 22: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	22, // 23: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
+	19, // 24: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
+	16, // 25: cohort.v1.TaskOffer.eval:type_name -> cohort.v1.EvalParams
+	18, // 26: cohort.v1.EvalUpload.calibration:type_name -> cohort.v1.CalibrationBin
+	23, // 27: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
+	28, // 28: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	29, // 29: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	30, // 30: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	31, // 31: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 32: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 33: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 34: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 35: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 36: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 37: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	32, // 38: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	35, // 39: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	32, // 40: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	37, // 41: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 42: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 43: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 44: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3554,6 +3883,7 @@ func file_cohort_proto_init() {
 		(*Envelope_Decline)(nil),
 		(*Envelope_SecaggMessage)(nil),
 		(*Envelope_SecaggFetch)(nil),
+		(*Envelope_EvalUpload)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3561,7 +3891,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
