@@ -103,6 +103,17 @@ type Config struct {
 	BackoffMax Duration `json:"backoff_max"`
 	// PollWait is how long a task request may be held by the coordinator.
 	PollWait Duration `json:"poll_wait"`
+	// Deploy lists the jobs whose production model this site runs for
+	// local inference (see deploy.go); DeployPoll is how often it asks
+	// whether their production versions changed (default 30s).
+	Deploy     []string `json:"deploy,omitempty"`
+	DeployPoll Duration `json:"deploy_poll,omitempty"`
+	// PredictAddr, if set, serves local inference (POST /v1/predict, see
+	// predict.go) on this loopback address, to clients that send the
+	// bearer token in PredictTokenFile (owner-only, at least 16
+	// characters).
+	PredictAddr      string `json:"predict_addr,omitempty"`
+	PredictTokenFile string `json:"predict_token_file,omitempty"`
 
 	// Logger receives logs; nil discards them. Logs hold no PHI.
 	Logger *slog.Logger `json:"-"`
@@ -173,6 +184,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: need 0 < backoff_min <= backoff_max", ErrInvalidConfig)
 	case c.PollWait <= 0:
 		return fmt.Errorf("%w: poll_wait must be positive", ErrInvalidConfig)
+	case c.DeployPoll < 0:
+		return fmt.Errorf("%w: deploy_poll must not be negative", ErrInvalidConfig)
+	case c.PredictAddr != "" && checkPredictAddr(c.PredictAddr) != nil:
+		return fmt.Errorf("%w: predict_addr: %w (local inference is for the gateway's own clients)", ErrInvalidConfig, checkPredictAddr(c.PredictAddr))
+	case c.PredictAddr != "" && c.PredictTokenFile == "":
+		return fmt.Errorf("%w: predict_addr needs predict_token_file, the bearer token clients send", ErrInvalidConfig)
 	case c.Bulk != nil && c.Bulk.BaseURL == "":
 		return fmt.Errorf("%w: bulk.base_url is required", ErrInvalidConfig)
 	}
@@ -235,6 +252,21 @@ type Agent struct {
 	// loop's goroutine (loop, serve and what they call) touches it, so it
 	// needs no lock.
 	secagg *secaggRun
+
+	// deployments are the followed jobs' current production versions
+	// (job id → *atomic.Pointer[deployed]); deployChecked is when each
+	// was last asked about (the federation loop's goroutine only).
+	deployments   sync.Map
+	deployChecked map[string]time.Time
+	// predictAddr is the bound local inference address (PredictAddr).
+	predictAddr atomic.Value
+}
+
+// PredictAddr is the address local inference listens on ("" when off or
+// not started).
+func (a *Agent) PredictAddr() string {
+	s, _ := a.predictAddr.Load().(string)
+	return s
 }
 
 // Stats are the agent's counters.
@@ -254,6 +286,13 @@ type Stats struct {
 	// through: it answered the unmasking request and the coordinator
 	// acknowledged the answer. Its rounds are in RoundsTrained too.
 	SecAggRuns int
+	// Deployments are production versions this site switched to;
+	// DeploymentsRefused those it refused (digest mismatch, bad spec).
+	Deployments        int
+	DeploymentsRefused int
+	// Predictions answered, and PredictionsRefused (no or a wrong token).
+	Predictions        int
+	PredictionsRefused int
 	// CertRenewals and CertRenewalFailures count certificate renewals
 	// and failed attempts; LastRenewalError is the last failure's error,
 	// cleared by a success.
@@ -300,7 +339,7 @@ func New(cfg Config) (*Agent, error) {
 	if now == nil {
 		now = clk.Now
 	}
-	a := &Agent{cfg: cfg, log: log.With("site", id.ID), now: now, clock: clk, site: id.ID, pool: pool}
+	a := &Agent{cfg: cfg, log: log.With("site", id.ID), now: now, clock: clk, site: id.ID, pool: pool, deployChecked: map[string]time.Time{}}
 	loaded := clk.Now()
 	a.cert.Store(&siteCert{tls: cert, loadedAt: loaded})
 	if cfg.Renew.Server != "" {
@@ -490,6 +529,23 @@ func (a *Agent) Run(ctx context.Context) error {
 				case <-t.C:
 					a.writeStatus()
 				}
+			}
+		})
+	}
+	a.loadDeployments()
+	if a.cfg.PredictAddr != "" {
+		token, err := predictToken(a.cfg.PredictTokenFile)
+		if err != nil {
+			return fmt.Errorf("predict token: %w", err)
+		}
+		ln, err := net.Listen("tcp", a.cfg.PredictAddr)
+		if err != nil {
+			return fmt.Errorf("predict listener: %w", err)
+		}
+		a.predictAddr.Store(ln.Addr().String())
+		wg.Go(func() {
+			if err := a.servePredict(ctx, ln, token); err != nil {
+				a.log.Warn("predict server", "err", err)
 			}
 		})
 	}

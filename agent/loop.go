@@ -191,6 +191,9 @@ func (a *Agent) serve(ctx context.Context, s *session) error {
 		if err := a.flushOutbox(ctx, s); err != nil {
 			return err
 		}
+		if err := a.checkDeployments(ctx, s); err != nil {
+			return err
+		}
 		if run := a.secagg; run != nil {
 			if err := a.runSecAgg(ctx, s); err != nil {
 				if a.secagg != nil || isTransport(err) {

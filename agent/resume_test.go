@@ -107,16 +107,17 @@ func (c *scriptedCoordinator) stream(conn *quic.Conn, s *quic.Stream) {
 			c.mu.Lock()
 			first := len(c.downloadOffsets) == 0
 			c.downloadOffsets = append(c.downloadOffsets, off)
+			model, ref := c.model, c.offer.GetModel() // a test may swap them under mu
 			c.mu.Unlock()
 			reply(&pb.Envelope{Body: &pb.Envelope_BlobHeader{BlobHeader: &pb.BlobHeader{
-				Blob: c.offer.GetModel(), Offset: off}}})
+				Blob: ref, Offset: off}}})
 			if first {
 				// Half the model, then the stream ends.
-				s.Write(c.model[off : len(c.model)/2])
+				s.Write(model[off : len(model)/2])
 				s.Close()
 				return
 			}
-			s.Write(c.model[off:])
+			s.Write(model[off:])
 			s.Close()
 			return
 		case *pb.Envelope_UpdateUpload:

@@ -325,6 +325,10 @@ type partialDownload struct {
 }
 
 // download fetches a model blob on its own stream and verifies its digest.
+// errDigestMismatch: downloaded model weights do not hash to the digest
+// they were asked by.
+var errDigestMismatch = errors.New("model body does not match its digest")
+
 // An interrupted download is resumed from the byte it reached.
 func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.BlobRef) ([]byte, error) {
 	var (
@@ -376,7 +380,7 @@ func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.Bl
 		return nil, fmt.Errorf("model body, at byte %d of %d: %w", offset+uint64(k), len(body), err)
 	}
 	if protocol.Digest(body) != ref.GetSha256() {
-		return nil, fmt.Errorf("model body does not match its digest %.12s", ref.GetSha256())
+		return nil, fmt.Errorf("%w %.12s", errDigestMismatch, ref.GetSha256())
 	}
 	if offset > 0 {
 		a.mu.Lock()

@@ -1,11 +1,15 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/pb"
 )
 
 // The model registry: every global model a training job committed is a
@@ -396,4 +400,60 @@ func (n *Node) evaluateVersion(w http.ResponseWriter, req *http.Request) {
 	}
 	j, _ := n.jobStatus(spec.ID)
 	writeJSON(w, http.StatusCreated, j)
+}
+
+// deployment is the production version of job as sites receive it; nil
+// when the job has none. Called with the FSM read-locked.
+func deployment(st *state, job string) (*pb.Deployment, error) {
+	j, ok := st.Jobs[job]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownJob, job)
+	}
+	m := j.ModelByDigest(j.Production)
+	if m == nil {
+		return nil, nil
+	}
+	return &pb.Deployment{
+		JobId: job, Round: m.Round, AlertThreshold: j.Spec.AlertThreshold,
+		Model:     &pb.BlobRef{Sha256: m.Digest, Size: uint64(m.Size), Encoding: pb.Encoding_ENCODING_F32LE},
+		ModelSpec: j.Spec.Model.Wire(), Features: j.EffectiveFeatures(),
+	}, nil
+}
+
+// onDeploymentRequest answers a site that follows a job's production
+// version: the version (at once if it is not the one the site runs, or
+// when it changes within the request's wait), NoTask if it did not
+// change, NOT_FOUND when the job has none.
+func (n *Node) onDeploymentRequest(ctx context.Context, req *pb.DeploymentRequest) *pb.Envelope {
+	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := n.fsm.changed()
+		stepped := n.leadershipChanged()
+		if !n.IsLeader() {
+			return n.redirect()
+		}
+		var (
+			d   *pb.Deployment
+			err error
+		)
+		n.fsm.view(func(st *state) { d, err = deployment(st, req.GetJobId()) })
+		switch {
+		case err != nil:
+			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "%v", err)
+		case d == nil && req.GetCurrentSha256() == "":
+			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "job %s has no version in production", req.GetJobId())
+		case d != nil && d.GetModel().GetSha256() != req.GetCurrentSha256():
+			return &pb.Envelope{Body: &pb.Envelope_Deployment{Deployment: d}}
+		}
+		select {
+		case <-changed:
+		case <-stepped:
+		case <-timer.C:
+			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{}}}
+		case <-ctx.Done():
+			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "coordinator shutting down")
+		}
+	}
 }

@@ -41,7 +41,8 @@ func TestRegistryLineageStagesAndRollback(t *testing.T) {
 	tc := startCluster(t, 1, sites, []JobSpec{testJob("j1", 2, 2)})
 	leader, _ := tc.leader(t)
 	addr := leader.AdminAddr()
-	trainRounds(t, leader, "j1", []*rawAgent{tc.welcomed(t, leader, "st-a"), tc.welcomed(t, leader, "st-b")}, 2)
+	agents := []*rawAgent{tc.welcomed(t, leader, "st-a"), tc.welcomed(t, leader, "st-b")}
+	trainRounds(t, leader, "j1", agents, 2)
 
 	var list struct {
 		Models []ModelVersion `json:"models"`
@@ -56,6 +57,14 @@ func TestRegistryLineageStagesAndRollback(t *testing.T) {
 	if v2.Round != 2 || v2.Strategy != "fedavg" || strings.Join(v2.Contributors, ",") != "st-a,st-b" || v2.Samples != 100 || v2.Stage != StageCandidate || v2.Committed.IsZero() {
 		t.Fatalf("version 2: %+v", v2)
 	}
+	// A site that follows the job's production version.
+	follower := agents[0]
+	depReq := func(current string) *pb.Envelope {
+		return follower.call(t, &pb.Envelope{Body: &pb.Envelope_DeploymentRequest{DeploymentRequest: &pb.DeploymentRequest{JobId: "j1", CurrentSha256: current}}})
+	}
+	if resp := depReq(""); resp.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("a deployment request before any promotion: %v", resp)
+	}
 	stage := func(digest string, s Stage) (int, string) {
 		return tc.api(t, "POST", addr, "/v1/jobs/j1/models/"+digest+"/stage", map[string]Stage{"stage": s}, nil)
 	}
@@ -69,6 +78,12 @@ func TestRegistryLineageStagesAndRollback(t *testing.T) {
 		t.Fatalf("promote v2: %d %s", code, raw)
 	}
 	got := func(d string) Stage { v, _ := leader.version("j1", d); return v.Stage }
+	if d := depReq(v1.Digest).GetDeployment(); d.GetModel().GetSha256() != v2.Digest || d.GetRound() != 2 || d.GetModelSpec().GetNumParams() != 4 || len(d.GetFeatures().GetFeatures()) != 3 {
+		t.Fatalf("the deployment after promoting v2: %v", d)
+	}
+	if resp := depReq(v2.Digest); resp.GetNoTask() == nil {
+		t.Fatalf("a site running the production version got %v", resp)
+	}
 	if got(v1.Digest) != StageArchived || got(v2.Digest) != StageProduction {
 		t.Fatalf("after promoting v2: v1 %s, v2 %s", got(v1.Digest), got(v2.Digest))
 	}
@@ -78,6 +93,9 @@ func TestRegistryLineageStagesAndRollback(t *testing.T) {
 	}
 	if got(v1.Digest) != StageProduction || got(v2.Digest) != StageArchived {
 		t.Fatalf("after rollback: v1 %s, v2 %s", got(v1.Digest), got(v2.Digest))
+	}
+	if d := depReq(v2.Digest).GetDeployment(); d.GetModel().GetSha256() != v1.Digest {
+		t.Fatalf("the deployment after the rollback: %v", d)
 	}
 	// Bad requests.
 	if code, _ := stage(strings.Repeat("0", 64), StageProduction); code != http.StatusNotFound {

@@ -221,6 +221,9 @@ type JobSpec struct {
 	// secure aggregation: the coordinator learns only the sum of the
 	// sites' updates; see secagg.go.
 	SecureAggregation *SecureAggregationSpec `json:"secure_aggregation,omitempty"`
+	// AlertThreshold is the predicted risk at or above which a site that
+	// runs the job's production model raises an alert (0: none).
+	AlertThreshold float64 `json:"alert_threshold,omitempty"`
 }
 
 // StrategySpec is a job's aggregation rule. In JSON it is a rule name
@@ -401,6 +404,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: sampling: set fraction or count, not both", ErrInvalidJob)
 	case s.Sampling.Count > 0 && s.Sampling.Count < s.MinSites:
 		return fmt.Errorf("%w: sampling.count %d is below min_sites %d: no round could close", ErrInvalidJob, s.Sampling.Count, s.MinSites)
+	case !(s.AlertThreshold >= 0 && s.AlertThreshold < 1):
+		return fmt.Errorf("%w: alert_threshold must be in [0, 1) (0: no alerts)", ErrInvalidJob)
 	case s.Train.ValidationFraction < 0 || s.Train.ValidationFraction >= 1:
 		return fmt.Errorf("%w: train.validation_fraction must be in [0, 1)", ErrInvalidJob)
 	}

@@ -152,6 +152,12 @@ func check(env *pb.Envelope) (kind string, err error) {
 		return KindEval, nil
 	case *pb.Envelope_Decline:
 		return KindDecline, nil
+	case *pb.Envelope_DeploymentRequest:
+		d := b.DeploymentRequest
+		if !isJobID(d.GetJobId()) || (d.GetCurrentSha256() != "" && !isDigest(d.GetCurrentSha256())) {
+			return "", fmt.Errorf("%w: deployment request", ErrPayload)
+		}
+		return KindDeploymentRequest, nil
 	case *pb.Envelope_SecaggMessage:
 		if err := checkSecAgg(b.SecaggMessage); err != nil {
 			return "", err
@@ -234,6 +240,20 @@ func checkEval(e *pb.EvalUpload) error {
 		inBins += b.GetCount()
 	}
 	return nil
+}
+
+// isJobID reports whether s is a job id as the coordinator accepts them:
+// 1 to 63 lowercase letters, digits, '.', '_' or '-'.
+func isJobID(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func isDigest(s string) bool {

@@ -34,8 +34,10 @@ const (
 	KindStats       = "stats"
 	// KindEval is a federated evaluation's answer: a model's metrics and
 	// calibration bins on the site's held-out records, numbers only.
-	KindEval    = "eval"
-	KindDecline = "decline"
+	KindEval = "eval"
+	// KindDeploymentRequest asks for a followed job's production version.
+	KindDeploymentRequest = "deployment-request"
+	KindDecline           = "decline"
 	// KindEnroll and KindRenew are certificate requests, sent over HTTPS
 	// to the coordinators' admin address.
 	KindEnroll = "enroll"
@@ -44,7 +46,7 @@ const (
 
 // Kinds lists every record kind, in the order of a round.
 var Kinds = []string{KindHello, KindTaskRequest, KindRoundStatusRequest, KindModelRequest,
-	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindEval, KindDecline, KindEnroll, KindRenew}
+	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindEval, KindDeploymentRequest, KindDecline, KindEnroll, KindRenew}
 
 // MaxLineBytes bounds one line of the log; a longer line is reported as
 // malformed (the guard writes lines of a few hundred bytes).

@@ -623,6 +623,8 @@ type Envelope struct {
 	//	*Envelope_SecaggMessage
 	//	*Envelope_SecaggFetch
 	//	*Envelope_EvalUpload
+	//	*Envelope_DeploymentRequest
+	//	*Envelope_Deployment
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -827,6 +829,24 @@ func (x *Envelope) GetEvalUpload() *EvalUpload {
 	return nil
 }
 
+func (x *Envelope) GetDeploymentRequest() *DeploymentRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_DeploymentRequest); ok {
+			return x.DeploymentRequest
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetDeployment() *Deployment {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Deployment); ok {
+			return x.Deployment
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -903,6 +923,14 @@ type Envelope_EvalUpload struct {
 	EvalUpload *EvalUpload `protobuf:"bytes,18,opt,name=eval_upload,json=evalUpload,proto3,oneof"`
 }
 
+type Envelope_DeploymentRequest struct {
+	DeploymentRequest *DeploymentRequest `protobuf:"bytes,19,opt,name=deployment_request,json=deploymentRequest,proto3,oneof"`
+}
+
+type Envelope_Deployment struct {
+	Deployment *Deployment `protobuf:"bytes,20,opt,name=deployment,proto3,oneof"`
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Welcome) isEnvelope_Body() {}
@@ -939,6 +967,166 @@ func (*Envelope_SecaggFetch) isEnvelope_Body() {}
 
 func (*Envelope_EvalUpload) isEnvelope_Body() {}
 
+func (*Envelope_DeploymentRequest) isEnvelope_Body() {}
+
+func (*Envelope_Deployment) isEnvelope_Body() {}
+
+// DeploymentRequest asks for a job's production model version. The
+// coordinator may hold the request up to wait_ms while production is still
+// current_sha256, and answers NoTask if it does not change; NOT_FOUND when
+// the job has no version in production.
+type DeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The version the site runs now ("" for none).
+	CurrentSha256 string `protobuf:"bytes,2,opt,name=current_sha256,json=currentSha256,proto3" json:"current_sha256,omitempty"`
+	WaitMs        uint32 `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentRequest) Reset() {
+	*x = DeploymentRequest{}
+	mi := &file_cohort_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentRequest) ProtoMessage() {}
+
+func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentRequest.ProtoReflect.Descriptor instead.
+func (*DeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeploymentRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DeploymentRequest) GetCurrentSha256() string {
+	if x != nil {
+		return x.CurrentSha256
+	}
+	return ""
+}
+
+func (x *DeploymentRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+// Deployment names a job's production version and how to use it: the site
+// downloads the weights (ModelRequest, resumable), checks them against the
+// digest, and switches to them.
+type Deployment struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	JobId     string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Model     *BlobRef               `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	ModelSpec *ModelSpec             `protobuf:"bytes,3,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	// The feature spec the version was trained with (centers and scales
+	// filled in).
+	Features *FeatureSpec `protobuf:"bytes,4,opt,name=features,proto3" json:"features,omitempty"`
+	// The round that committed the version.
+	Round uint64 `protobuf:"varint,5,opt,name=round,proto3" json:"round,omitempty"`
+	// The job's alert threshold on the predicted risk (0: no alerts).
+	AlertThreshold float64 `protobuf:"fixed64,6,opt,name=alert_threshold,json=alertThreshold,proto3" json:"alert_threshold,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_cohort_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Deployment) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Deployment) GetModel() *BlobRef {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+func (x *Deployment) GetModelSpec() *ModelSpec {
+	if x != nil {
+		return x.ModelSpec
+	}
+	return nil
+}
+
+func (x *Deployment) GetFeatures() *FeatureSpec {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *Deployment) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Deployment) GetAlertThreshold() float64 {
+	if x != nil {
+		return x.AlertThreshold
+	}
+	return 0
+}
+
 // Hello is the first frame an agent sends on its control stream.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -954,7 +1142,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1154,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1167,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetProtocolVersion() uint32 {
@@ -1018,7 +1206,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1218,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1231,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -1080,7 +1268,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1280,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1293,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -1133,7 +1321,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1333,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1346,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskRequest) GetWaitMs() uint32 {
@@ -1194,7 +1382,7 @@ type TaskOffer struct {
 
 func (x *TaskOffer) Reset() {
 	*x = TaskOffer{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1394,7 @@ func (x *TaskOffer) String() string {
 func (*TaskOffer) ProtoMessage() {}
 
 func (x *TaskOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1407,7 @@ func (x *TaskOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOffer.ProtoReflect.Descriptor instead.
 func (*TaskOffer) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskOffer) GetJobId() string {
@@ -1310,7 +1498,7 @@ type EvalParams struct {
 
 func (x *EvalParams) Reset() {
 	*x = EvalParams{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1510,7 @@ func (x *EvalParams) String() string {
 func (*EvalParams) ProtoMessage() {}
 
 func (x *EvalParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1523,7 @@ func (x *EvalParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalParams.ProtoReflect.Descriptor instead.
 func (*EvalParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EvalParams) GetSplitSalt() string {
@@ -1384,7 +1572,7 @@ type EvalUpload struct {
 
 func (x *EvalUpload) Reset() {
 	*x = EvalUpload{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1584,7 @@ func (x *EvalUpload) String() string {
 func (*EvalUpload) ProtoMessage() {}
 
 func (x *EvalUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1597,7 @@ func (x *EvalUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalUpload.ProtoReflect.Descriptor instead.
 func (*EvalUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EvalUpload) GetJobId() string {
@@ -1497,7 +1685,7 @@ type CalibrationBin struct {
 
 func (x *CalibrationBin) Reset() {
 	*x = CalibrationBin{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1697,7 @@ func (x *CalibrationBin) String() string {
 func (*CalibrationBin) ProtoMessage() {}
 
 func (x *CalibrationBin) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1710,7 @@ func (x *CalibrationBin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrationBin.ProtoReflect.Descriptor instead.
 func (*CalibrationBin) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CalibrationBin) GetCount() uint64 {
@@ -1594,7 +1782,7 @@ type SecAggParams struct {
 
 func (x *SecAggParams) Reset() {
 	*x = SecAggParams{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1794,7 @@ func (x *SecAggParams) String() string {
 func (*SecAggParams) ProtoMessage() {}
 
 func (x *SecAggParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1807,7 @@ func (x *SecAggParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggParams.ProtoReflect.Descriptor instead.
 func (*SecAggParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SecAggParams) GetAttempt() uint32 {
@@ -1709,7 +1897,7 @@ type SecAggMessage struct {
 
 func (x *SecAggMessage) Reset() {
 	*x = SecAggMessage{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1909,7 @@ func (x *SecAggMessage) String() string {
 func (*SecAggMessage) ProtoMessage() {}
 
 func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1922,7 @@ func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggMessage.ProtoReflect.Descriptor instead.
 func (*SecAggMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SecAggMessage) GetJobId() string {
@@ -1783,7 +1971,7 @@ type SecAggFetch struct {
 
 func (x *SecAggFetch) Reset() {
 	*x = SecAggFetch{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1983,7 @@ func (x *SecAggFetch) String() string {
 func (*SecAggFetch) ProtoMessage() {}
 
 func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1996,7 @@ func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggFetch.ProtoReflect.Descriptor instead.
 func (*SecAggFetch) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SecAggFetch) GetJobId() string {
@@ -1861,7 +2049,7 @@ type AnalyticsParams struct {
 
 func (x *AnalyticsParams) Reset() {
 	*x = AnalyticsParams{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2061,7 @@ func (x *AnalyticsParams) String() string {
 func (*AnalyticsParams) ProtoMessage() {}
 
 func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2074,7 @@ func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticsParams.ProtoReflect.Descriptor instead.
 func (*AnalyticsParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AnalyticsParams) GetHistograms() []*HistogramEdges {
@@ -1914,7 +2102,7 @@ type HistogramEdges struct {
 
 func (x *HistogramEdges) Reset() {
 	*x = HistogramEdges{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2114,7 @@ func (x *HistogramEdges) String() string {
 func (*HistogramEdges) ProtoMessage() {}
 
 func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2127,7 @@ func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramEdges.ProtoReflect.Descriptor instead.
 func (*HistogramEdges) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistogramEdges) GetEdges() []float64 {
@@ -1959,7 +2147,7 @@ type NoTask struct {
 
 func (x *NoTask) Reset() {
 	*x = NoTask{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2159,7 @@ func (x *NoTask) String() string {
 func (*NoTask) ProtoMessage() {}
 
 func (x *NoTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2172,7 @@ func (x *NoTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoTask.ProtoReflect.Descriptor instead.
 func (*NoTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NoTask) GetRetryAfterMs() uint32 {
@@ -2013,7 +2201,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2213,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2226,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -2111,7 +2299,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2311,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2324,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TrainParams) GetLocalEpochs() uint32 {
@@ -2240,7 +2428,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2440,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2453,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FeatureSpec) GetFeatures() []*Feature {
@@ -2324,7 +2512,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2524,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2537,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Feature) GetName() string {
@@ -2430,7 +2618,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2630,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2643,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Label) GetConditionSystem() string {
@@ -2518,7 +2706,7 @@ type Cohort struct {
 
 func (x *Cohort) Reset() {
 	*x = Cohort{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2530,7 +2718,7 @@ func (x *Cohort) String() string {
 func (*Cohort) ProtoMessage() {}
 
 func (x *Cohort) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2543,7 +2731,7 @@ func (x *Cohort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
 func (*Cohort) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Cohort) GetMinAge() float64 {
@@ -2593,7 +2781,7 @@ type IndexTime struct {
 
 func (x *IndexTime) Reset() {
 	*x = IndexTime{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2793,7 @@ func (x *IndexTime) String() string {
 func (*IndexTime) ProtoMessage() {}
 
 func (x *IndexTime) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2806,7 @@ func (x *IndexTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
 func (*IndexTime) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IndexTime) GetKind() IndexKind {
@@ -2655,7 +2843,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +2855,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +2868,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -2717,7 +2905,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2917,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2930,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -2777,7 +2965,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2977,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2990,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -2833,7 +3021,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3033,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3046,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -2911,7 +3099,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3111,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3124,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -3005,7 +3193,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3017,7 +3205,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3030,7 +3218,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FeatureStats) GetCount() uint64 {
@@ -3076,7 +3264,7 @@ type StatsUpload struct {
 
 func (x *StatsUpload) Reset() {
 	*x = StatsUpload{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3276,7 @@ func (x *StatsUpload) String() string {
 func (*StatsUpload) ProtoMessage() {}
 
 func (x *StatsUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3289,7 @@ func (x *StatsUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
 func (*StatsUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatsUpload) GetJobId() string {
@@ -3145,7 +3333,7 @@ type Decline struct {
 
 func (x *Decline) Reset() {
 	*x = Decline{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3345,7 @@ func (x *Decline) String() string {
 func (*Decline) ProtoMessage() {}
 
 func (x *Decline) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3358,7 @@ func (x *Decline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decline.ProtoReflect.Descriptor instead.
 func (*Decline) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Decline) GetJobId() string {
@@ -3206,7 +3394,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3218,7 +3406,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3231,7 +3419,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Ack) GetJobId() string {
@@ -3266,7 +3454,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3466,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3479,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3323,7 +3511,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3335,7 +3523,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3348,7 +3536,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -3389,7 +3577,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3589,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3602,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -3456,7 +3644,7 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\x80\b\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\x88\t\n" +
 	"\bEnvelope\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.cohort.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.cohort.v1.WelcomeH\x00R\awelcome\x121\n" +
@@ -3479,8 +3667,25 @@ const file_cohort_proto_rawDesc = "" +
 	"\x0esecagg_message\x18\x10 \x01(\v2\x18.cohort.v1.SecAggMessageH\x00R\rsecaggMessage\x12;\n" +
 	"\fsecagg_fetch\x18\x11 \x01(\v2\x16.cohort.v1.SecAggFetchH\x00R\vsecaggFetch\x128\n" +
 	"\veval_upload\x18\x12 \x01(\v2\x15.cohort.v1.EvalUploadH\x00R\n" +
-	"evalUploadB\x06\n" +
-	"\x04body\"\x89\x01\n" +
+	"evalUpload\x12M\n" +
+	"\x12deployment_request\x18\x13 \x01(\v2\x1c.cohort.v1.DeploymentRequestH\x00R\x11deploymentRequest\x127\n" +
+	"\n" +
+	"deployment\x18\x14 \x01(\v2\x15.cohort.v1.DeploymentH\x00R\n" +
+	"deploymentB\x06\n" +
+	"\x04body\"j\n" +
+	"\x11DeploymentRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
+	"\x0ecurrent_sha256\x18\x02 \x01(\tR\rcurrentSha256\x12\x17\n" +
+	"\await_ms\x18\x03 \x01(\rR\x06waitMs\"\xf5\x01\n" +
+	"\n" +
+	"Deployment\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
+	"\x05model\x18\x02 \x01(\v2\x12.cohort.v1.BlobRefR\x05model\x123\n" +
+	"\n" +
+	"model_spec\x18\x03 \x01(\v2\x14.cohort.v1.ModelSpecR\tmodelSpec\x122\n" +
+	"\bfeatures\x18\x04 \x01(\v2\x16.cohort.v1.FeatureSpecR\bfeatures\x12\x14\n" +
+	"\x05round\x18\x05 \x01(\x04R\x05round\x12'\n" +
+	"\x0falert_threshold\x18\x06 \x01(\x01R\x0ealertThreshold\"\x89\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x120\n" +
 	"\x14min_protocol_version\x18\x02 \x01(\rR\x12minProtocolVersion\x12#\n" +
@@ -3760,7 +3965,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
@@ -3773,91 +3978,98 @@ var file_cohort_proto_goTypes = []any{
 	(ErrorCode)(0),             // 8: cohort.v1.ErrorCode
 	(RoundState)(0),            // 9: cohort.v1.RoundState
 	(*Envelope)(nil),           // 10: cohort.v1.Envelope
-	(*Hello)(nil),              // 11: cohort.v1.Hello
-	(*Welcome)(nil),            // 12: cohort.v1.Welcome
-	(*Redirect)(nil),           // 13: cohort.v1.Redirect
-	(*TaskRequest)(nil),        // 14: cohort.v1.TaskRequest
-	(*TaskOffer)(nil),          // 15: cohort.v1.TaskOffer
-	(*EvalParams)(nil),         // 16: cohort.v1.EvalParams
-	(*EvalUpload)(nil),         // 17: cohort.v1.EvalUpload
-	(*CalibrationBin)(nil),     // 18: cohort.v1.CalibrationBin
-	(*SecAggParams)(nil),       // 19: cohort.v1.SecAggParams
-	(*SecAggMessage)(nil),      // 20: cohort.v1.SecAggMessage
-	(*SecAggFetch)(nil),        // 21: cohort.v1.SecAggFetch
-	(*AnalyticsParams)(nil),    // 22: cohort.v1.AnalyticsParams
-	(*HistogramEdges)(nil),     // 23: cohort.v1.HistogramEdges
-	(*NoTask)(nil),             // 24: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 25: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 26: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 27: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 28: cohort.v1.Feature
-	(*Label)(nil),              // 29: cohort.v1.Label
-	(*Cohort)(nil),             // 30: cohort.v1.Cohort
-	(*IndexTime)(nil),          // 31: cohort.v1.IndexTime
-	(*BlobRef)(nil),            // 32: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 33: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 34: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 35: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 36: cohort.v1.UpdateUpload
-	(*FeatureStats)(nil),       // 37: cohort.v1.FeatureStats
-	(*StatsUpload)(nil),        // 38: cohort.v1.StatsUpload
-	(*Decline)(nil),            // 39: cohort.v1.Decline
-	(*Ack)(nil),                // 40: cohort.v1.Ack
-	(*Error)(nil),              // 41: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 42: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 43: cohort.v1.RoundStatus
+	(*DeploymentRequest)(nil),  // 11: cohort.v1.DeploymentRequest
+	(*Deployment)(nil),         // 12: cohort.v1.Deployment
+	(*Hello)(nil),              // 13: cohort.v1.Hello
+	(*Welcome)(nil),            // 14: cohort.v1.Welcome
+	(*Redirect)(nil),           // 15: cohort.v1.Redirect
+	(*TaskRequest)(nil),        // 16: cohort.v1.TaskRequest
+	(*TaskOffer)(nil),          // 17: cohort.v1.TaskOffer
+	(*EvalParams)(nil),         // 18: cohort.v1.EvalParams
+	(*EvalUpload)(nil),         // 19: cohort.v1.EvalUpload
+	(*CalibrationBin)(nil),     // 20: cohort.v1.CalibrationBin
+	(*SecAggParams)(nil),       // 21: cohort.v1.SecAggParams
+	(*SecAggMessage)(nil),      // 22: cohort.v1.SecAggMessage
+	(*SecAggFetch)(nil),        // 23: cohort.v1.SecAggFetch
+	(*AnalyticsParams)(nil),    // 24: cohort.v1.AnalyticsParams
+	(*HistogramEdges)(nil),     // 25: cohort.v1.HistogramEdges
+	(*NoTask)(nil),             // 26: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 27: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 28: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 29: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 30: cohort.v1.Feature
+	(*Label)(nil),              // 31: cohort.v1.Label
+	(*Cohort)(nil),             // 32: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 33: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 34: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 35: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 36: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 37: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 38: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 39: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 40: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 41: cohort.v1.Decline
+	(*Ack)(nil),                // 42: cohort.v1.Ack
+	(*Error)(nil),              // 43: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 44: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 45: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
-	11, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
-	12, // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
-	13, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
-	14, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
-	15, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	24, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	33, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	34, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	36, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	40, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	41, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	42, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	43, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	38, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
-	39, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
-	20, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
-	21, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
-	17, // 17: cohort.v1.Envelope.eval_upload:type_name -> cohort.v1.EvalUpload
-	0,  // 18: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
-	32, // 19: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	25, // 20: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	26, // 21: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	27, // 22: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	22, // 23: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
-	19, // 24: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
-	16, // 25: cohort.v1.TaskOffer.eval:type_name -> cohort.v1.EvalParams
-	18, // 26: cohort.v1.EvalUpload.calibration:type_name -> cohort.v1.CalibrationBin
-	23, // 27: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
-	28, // 28: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	29, // 29: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	30, // 30: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
-	31, // 31: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
-	5,  // 32: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
-	1,  // 33: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	2,  // 34: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
-	3,  // 35: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
-	4,  // 36: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
-	6,  // 37: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	32, // 38: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	35, // 39: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	32, // 40: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	37, // 41: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
-	7,  // 42: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
-	8,  // 43: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	9,  // 44: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	13, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
+	14, // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
+	15, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
+	16, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
+	17, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
+	26, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	35, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	36, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	38, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	42, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	43, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	44, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	45, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	40, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	41, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	22, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
+	23, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
+	19, // 17: cohort.v1.Envelope.eval_upload:type_name -> cohort.v1.EvalUpload
+	11, // 18: cohort.v1.Envelope.deployment_request:type_name -> cohort.v1.DeploymentRequest
+	12, // 19: cohort.v1.Envelope.deployment:type_name -> cohort.v1.Deployment
+	34, // 20: cohort.v1.Deployment.model:type_name -> cohort.v1.BlobRef
+	27, // 21: cohort.v1.Deployment.model_spec:type_name -> cohort.v1.ModelSpec
+	29, // 22: cohort.v1.Deployment.features:type_name -> cohort.v1.FeatureSpec
+	0,  // 23: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
+	34, // 24: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	27, // 25: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	28, // 26: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	29, // 27: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	24, // 28: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
+	21, // 29: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
+	18, // 30: cohort.v1.TaskOffer.eval:type_name -> cohort.v1.EvalParams
+	20, // 31: cohort.v1.EvalUpload.calibration:type_name -> cohort.v1.CalibrationBin
+	25, // 32: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
+	30, // 33: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	31, // 34: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	32, // 35: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	33, // 36: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 37: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 38: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 39: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 40: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 41: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 42: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	34, // 43: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	37, // 44: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	34, // 45: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	39, // 46: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 47: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 48: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 49: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -3884,6 +4096,8 @@ func file_cohort_proto_init() {
 		(*Envelope_SecaggMessage)(nil),
 		(*Envelope_SecaggFetch)(nil),
 		(*Envelope_EvalUpload)(nil),
+		(*Envelope_DeploymentRequest)(nil),
+		(*Envelope_Deployment)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3891,7 +4105,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
