@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,6 +115,12 @@ type Config struct {
 	// characters).
 	PredictAddr      string `json:"predict_addr,omitempty"`
 	PredictTokenFile string `json:"predict_token_file,omitempty"`
+	// RiskOutbox is where streaming scoring writes FHIR RiskAssessment
+	// resources (default DataDir/riskassessments); with RiskFHIRURL, the
+	// hospital's FHIR server base URL, each is also POSTed there and
+	// moved to RiskOutbox/sent once accepted.
+	RiskOutbox  string `json:"risk_outbox,omitempty"`
+	RiskFHIRURL string `json:"risk_fhir_url,omitempty"`
 
 	// Logger receives logs; nil discards them. Logs hold no PHI.
 	Logger *slog.Logger `json:"-"`
@@ -188,6 +195,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: deploy_poll must not be negative", ErrInvalidConfig)
 	case c.PredictAddr != "" && checkPredictAddr(c.PredictAddr) != nil:
 		return fmt.Errorf("%w: predict_addr: %w (local inference is for the gateway's own clients)", ErrInvalidConfig, checkPredictAddr(c.PredictAddr))
+	case c.RiskFHIRURL != "" && !strings.HasPrefix(c.RiskFHIRURL, "https://") && !strings.HasPrefix(c.RiskFHIRURL, "http://"):
+		return fmt.Errorf("%w: risk_fhir_url must be an http(s) URL, the FHIR server's base", ErrInvalidConfig)
 	case c.PredictAddr != "" && c.PredictTokenFile == "":
 		return fmt.Errorf("%w: predict_addr needs predict_token_file, the bearer token clients send", ErrInvalidConfig)
 	case c.Bulk != nil && c.Bulk.BaseURL == "":
@@ -260,6 +269,8 @@ type Agent struct {
 	deployChecked map[string]time.Time
 	// predictAddr is the bound local inference address (PredictAddr).
 	predictAddr atomic.Value
+	// alerts publishes streaming-scoring alerts (nil: none).
+	alerts *alerter
 }
 
 // PredictAddr is the address local inference listens on ("" when off or
@@ -293,6 +304,13 @@ type Stats struct {
 	// Predictions answered, and PredictionsRefused (no or a wrong token).
 	Predictions        int
 	PredictionsRefused int
+	// Scored are streaming scores of telemetry patients; RiskAssessments
+	// those written to the outbox (RiskAssessmentsPosted sent to the FHIR
+	// server); Alerts those at or above a job's alert threshold.
+	Scored                int
+	RiskAssessments       int
+	RiskAssessmentsPosted int
+	Alerts                int
 	// CertRenewals and CertRenewalFailures count certificate renewals
 	// and failed attempts; LastRenewalError is the last failure's error,
 	// cleared by a success.
@@ -533,6 +551,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	a.loadDeployments()
+	if a.cfg.RiskFHIRURL != "" {
+		wg.Go(func() { a.runRiskSender(ctx) })
+	}
 	if a.cfg.PredictAddr != "" {
 		token, err := predictToken(a.cfg.PredictTokenFile)
 		if err != nil {

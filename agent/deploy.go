@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,9 @@ type deployed struct {
 	model    *pb.ModelSpec
 	weights  []float32
 	features []string
+	// model is built once, on first use (its Predict is safe for
+	// concurrent use).
+	built func() (train.Trainer, error)
 }
 
 // currentRecord is DataDir/models/JOB/current.json.
@@ -156,11 +160,19 @@ func newDeployed(dep *pb.Deployment, body []byte) (*deployed, error) {
 	for _, f := range spec.GetFeatures() {
 		d.features = append(d.features, f.GetName())
 	}
+	d.built = sync.OnceValues(d.build)
 	return d, nil
 }
 
-// trainer builds the version's model with its weights.
+// trainer is the version's model with its weights, built on first use.
 func (d *deployed) trainer() (train.Trainer, error) {
+	if d.built == nil {
+		return d.build()
+	}
+	return d.built()
+}
+
+func (d *deployed) build() (train.Trainer, error) {
 	m, err := NewTrainer(d.model, len(d.spec.GetFeatures()))
 	if err != nil {
 		return nil, err

@@ -55,7 +55,7 @@ func deploymentOf(weights []float32, threshold float64) (*pb.Deployment, []byte)
 // startDeployAgent runs an agent that follows job "sepsis" against the
 // scripted coordinator c, with local inference on; it returns the agent,
 // the token, and a function that stops it and closes its store.
-func startDeployAgent(t *testing.T, c *scriptedCoordinator, p *testPKI, dataDir string) (a *Agent, token string, stop func()) {
+func startDeployAgent(t *testing.T, c *scriptedCoordinator, p *testPKI, dataDir string, edit ...func(*Config, string)) (a *Agent, token string, stop func()) {
 	t.Helper()
 	addr := serveScripted(t, c, p.pool, p.coordinatorCert(t))
 	dir := t.TempDir()
@@ -82,6 +82,9 @@ func startDeployAgent(t *testing.T, c *scriptedCoordinator, p *testPKI, dataDir 
 	cfg.PredictAddr, cfg.PredictTokenFile = "127.0.0.1:0", tokFile
 	cfg.BackoffMin, cfg.BackoffMax = Duration(50*time.Millisecond), Duration(200*time.Millisecond)
 	cfg.PollWait = Duration(100 * time.Millisecond)
+	for _, e := range edit {
+		e(&cfg, data)
+	}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -92,7 +92,16 @@ func (a *Agent) Predict(req PredictRequest) (*Prediction, error) {
 	for i, name := range d.features {
 		out.Contributions = append(out.Contributions, Contribution{Feature: name, Value: raw[i], Contribution: contrib[i]})
 	}
-	slices.SortStableFunc(out.Contributions, func(p, q Contribution) int {
+	sortContributions(out.Contributions)
+	a.mu.Lock()
+	a.stats.Predictions++
+	a.mu.Unlock()
+	return out, nil
+}
+
+// sortContributions orders contributions by magnitude, largest first.
+func sortContributions(cs []Contribution) {
+	slices.SortStableFunc(cs, func(p, q Contribution) int {
 		switch a, b := math.Abs(p.Contribution), math.Abs(q.Contribution); {
 		case a > b:
 			return -1
@@ -101,10 +110,6 @@ func (a *Agent) Predict(req PredictRequest) (*Prediction, error) {
 		}
 		return 0
 	})
-	a.mu.Lock()
-	a.stats.Predictions++
-	a.mu.Unlock()
-	return out, nil
 }
 
 // predictInput is the standardized feature row for a request, and the raw

@@ -34,6 +34,18 @@ type MQTTConfig struct {
 	Registry string `json:"registry,omitempty"`
 	// QueueSize bounds readings decoded but not yet stored.
 	QueueSize int `json:"queue_size,omitempty"`
+	// AlertTopic, if set, is where the agent publishes an alert (JSON,
+	// QoS 1, to AlertTopic/JOB) when streaming scoring of the telemetry
+	// puts a patient at or above a deployed job's alert threshold.
+	AlertTopic string `json:"alert_topic,omitempty"`
+}
+
+// mqttClientID is the agent's MQTT client id.
+func (a *Agent) mqttClientID(mc *MQTTConfig) string {
+	if mc.ClientID != "" {
+		return mc.ClientID
+	}
+	return "cohort-agent-" + a.site
 }
 
 // quarantineDir holds the raw bytes of rejected input, on the gateway only.
@@ -147,10 +159,7 @@ func (a *Agent) runMQTT(ctx context.Context, mc *MQTTConfig) error {
 	cfg := device.DefaultConfig()
 	cfg.Broker = broker
 	cfg.Site = a.site
-	cfg.ClientID = mc.ClientID
-	if cfg.ClientID == "" {
-		cfg.ClientID = "cohort-agent-" + a.site
-	}
+	cfg.ClientID = a.mqttClientID(mc)
 	cfg.Username, cfg.Password = mc.Username, mc.Password
 	if mc.QueueSize > 0 {
 		cfg.QueueSize = mc.QueueSize
@@ -167,7 +176,14 @@ func (a *Agent) runMQTT(ctx context.Context, mc *MQTTConfig) error {
 	a.mu.Unlock()
 	cfg.Logger = a.log.With("component", "mqtt")
 	cfg.Now = a.now
-	sub, err := device.New(cfg, reg, storeSink{Batch: a.st.NewBatch(0), a: a})
+	var sink device.ObservationSink = storeSink{Batch: a.st.NewBatch(0), a: a}
+	if len(a.cfg.Deploy) > 0 {
+		// Score the patients whose readings arrive with the deployed
+		// models (score.go).
+		sink = &scoringSink{storeSink: storeSink{Batch: a.st.NewBatch(0), a: a}, touched: map[string]struct{}{}}
+		a.startAlerts(ctx, mc, broker)
+	}
+	sub, err := device.New(cfg, reg, sink)
 	if err != nil {
 		return err
 	}

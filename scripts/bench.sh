@@ -26,6 +26,7 @@ if [ "${BENCH_REUSE:-}" != 1 ]; then
   go test -run '^$' -bench 'FoldKernel' -benchtime 1s -count 3 ./aggregator/
   go test -run '^$' -bench 'LogRegTrain|MLPTrain|MLPPredict' -benchtime 3x -count 3 ./agent/train/
   go test -run '^$' -bench 'PahoStore' -benchtime 5x -count 3 ./agent/device/
+  go test -run '^$' -bench 'BenchmarkPredict$' -benchtime 5000x -count 1 ./agent/
   # Testbed scale: whole `cohort sim` runs, each next to a 10-site run of
   # the same sites and model as its baseline. Each prints one "SCALE" line.
   bin="$(mktemp -d)/cohort"
@@ -121,6 +122,15 @@ awk '
     for (s in ss) for (i=1;i<=3;i++) { m=(i==1)?"plain":(i==2)?"secagg":"secagg+"; if ((s,m) in ns) printf "%d | %s | %.1f | %.2f | %.0f | %.2f |\n", s, name[m], ns[s,m]/1e6, ns[s,m]/ns[s,"plain"], by[s,m], by[s,m]/by[s,"plain"] }
   }
 ' "$out" | sort -t'|' -k1,1n -s | sed 's/^/| /'
+
+echo "## Local inference on the agent (one client; 9 features; MLP 9-32-16-1)"
+echo
+echo "| model | path | p50 µs | p99 µs | predictions per second | p50 ratio to the bare model |"
+echo "|---|---|---|---|---|---|"
+awk '
+  /^BenchmarkPredict\/model=/ { split($1,a,"[=/]"); m=a[3]; p=a[5]; sub(/-[0-9]+$/,"",p); ns[m,p]=$3; for (i=1;i<=NF;i++) { if ($(i+1)=="p50-ns") p50[m,p]=$i; if ($(i+1)=="p99-ns") p99[m,p]=$i }; ms[m]=1 }
+  END { for (m in ms) for (i=1;i<=3;i++) { p=(i==1)?"bare":(i==2)?"predict":"http"; if ((m,p) in ns) printf "%s | %s | %.1f | %.1f | %.0f | %.1f |\n", m, p, p50[m,p]/1000, p99[m,p]/1000, 1e9/ns[m,p], p50[m,p]/p50[m,"bare"] } }
+' "$out" | sed 's/^/| /'
 
 echo "## Leader killed mid-round (3 coordinators, 3 sites of 100 patients; 20 trials, each a fresh cluster)"
 echo

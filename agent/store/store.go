@@ -656,6 +656,13 @@ func (s *Store) pseudonyms() ([]string, error) {
 	return out, nil
 }
 
+// LoadPatient reads and decrypts the records of the patient with the
+// hospital's id patientID (the store keys it by pseudonym); its
+// Patient.ID is the pseudonym.
+func (s *Store) LoadPatient(patientID string) (fhir.PatientData, error) {
+	return s.loadPatient(s.Pseudonym(patientID))
+}
+
 // loadPatient reads and decrypts one patient's records.
 func (s *Store) loadPatient(pseudo string) (fhir.PatientData, error) {
 	pd := fhir.PatientData{Patient: fhir.Patient{ID: pseudo}}

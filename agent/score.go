@@ -1,0 +1,302 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cohort-fl/cohort/agent/features"
+	"github.com/cohort-fl/cohort/agent/fhir"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Streaming scoring of device telemetry: every time the MQTT subscriber
+// flushes readings to the store, the patients they were about are scored
+// with each deployed production version (deploy.go), from their features
+// as of now. Each score is written as a FHIR RiskAssessment to the risk
+// outbox (DataDir/riskassessments, for the hospital's integration engine
+// or, with RiskFHIRURL, POSTed to its FHIR server by the integration
+// loop), and a score at or above the job's alert threshold is published
+// as an alert to MQTT.AlertTopic. All of it stays at the site: the
+// RiskAssessment names the hospital's own patient, the alert the
+// patient's pseudonymous key.
+
+// Alert is what the agent publishes to the alert topic.
+type Alert struct {
+	Job       string    `json:"job"`
+	Model     string    `json:"model"`
+	Round     uint64    `json:"round"`
+	Patient   string    `json:"patient"` // the pseudonymous key
+	Risk      float64   `json:"risk"`
+	Threshold float64   `json:"threshold"`
+	Time      time.Time `json:"time"`
+	// Top are the main contributing features.
+	Top []Contribution `json:"top"`
+}
+
+// scoringSink is the MQTT subscriber's store sink: it remembers whose
+// readings it stored, and scores them after each flush.
+type scoringSink struct {
+	storeSink
+	mu      sync.Mutex
+	touched map[string]struct{}
+}
+
+func (s *scoringSink) Observation(o fhir.Observation) error {
+	s.mu.Lock()
+	s.touched[o.PatientID] = struct{}{}
+	s.mu.Unlock()
+	return s.storeSink.Observation(o)
+}
+
+func (s *scoringSink) Flush() error {
+	err := s.storeSink.Flush()
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.touched))
+	for id := range s.touched {
+		ids = append(ids, id)
+	}
+	clear(s.touched)
+	s.mu.Unlock()
+	if err == nil {
+		s.a.scorePatients(ids)
+	}
+	return err
+}
+
+// scorePatients scores the patients (hospital ids) with every deployed
+// version, writes a RiskAssessment for each score and publishes the
+// alerts. Failures are logged (without patient data) and counted.
+func (a *Agent) scorePatients(ids []string) {
+	for _, job := range a.cfg.Deploy {
+		d := a.deployedModel(job)
+		if d == nil {
+			continue
+		}
+		m, err := d.trainer()
+		if err != nil {
+			a.log.Warn("streaming scoring: model", "job", job, "err", err)
+			continue
+		}
+		for _, id := range ids {
+			pd, err := a.st.LoadPatient(id)
+			if err != nil {
+				a.log.Warn("streaming scoring: read store", "job", job, "err", err)
+				continue
+			}
+			ds, err := features.Build(d.spec, []fhir.PatientData{pd})
+			if err != nil || ds.Rows == 0 {
+				continue // not in the job's cohort (yet)
+			}
+			x := ds.Row(0)
+			p, err := m.Predict(x, 1)
+			if err != nil {
+				continue
+			}
+			contrib, err := contributions(d, m, x)
+			if err != nil {
+				continue
+			}
+			pr := &Prediction{Job: job, Model: d.Digest, Round: d.Round, Risk: float64(p[0])}
+			pr.Alert = d.AlertThreshold > 0 && pr.Risk >= d.AlertThreshold
+			for i, name := range d.features {
+				f := d.spec.GetFeatures()[i]
+				pr.Contributions = append(pr.Contributions, Contribution{Feature: name,
+					Value: float64(x[i])*scaleOf(f.GetScale()) + f.GetCenter(), Contribution: contrib[i]})
+			}
+			sortContributions(pr.Contributions)
+			a.mu.Lock()
+			a.stats.Scored++
+			a.mu.Unlock()
+			if err := a.writeRiskAssessment(pr, "Patient/"+id); err != nil {
+				a.log.Warn("risk assessment outbox", "job", job, "err", err)
+			}
+			if pr.Alert {
+				a.publishAlert(pr, ds.Keys[0], d.AlertThreshold)
+			}
+		}
+	}
+}
+
+// riskOutbox is where RiskAssessments are written.
+func (a *Agent) riskOutbox() string {
+	if a.cfg.RiskOutbox != "" {
+		return a.cfg.RiskOutbox
+	}
+	return filepath.Join(a.cfg.DataDir, "riskassessments")
+}
+
+// riskAssessment is a FHIR R4 RiskAssessment for a prediction about
+// subject (a reference, or "" with a pseudonymous identifier instead).
+func riskAssessment(pr *Prediction, subject, pseudonym string, now time.Time, id string) map[string]any {
+	var top []string
+	for i, c := range pr.Contributions {
+		if i == 3 {
+			break
+		}
+		top = append(top, fmt.Sprintf("%s (%+.3f)", c.Feature, c.Contribution))
+	}
+	ra := map[string]any{
+		"resourceType":       "RiskAssessment",
+		"id":                 id,
+		"status":             "final",
+		"occurrenceDateTime": now.UTC().Format(time.RFC3339),
+		"method": map[string]any{
+			"coding": []any{map[string]any{"system": "urn:cohort:model", "code": pr.Model,
+				"display": fmt.Sprintf("Cohort job %s, model version %s (round %d)", pr.Job, pr.Model[:12], pr.Round)}},
+			"text": "Cohort federated model " + pr.Model,
+		},
+		"prediction": []any{map[string]any{"outcome": map[string]any{"text": pr.Job}, "probabilityDecimal": pr.Risk}},
+		"note": []any{map[string]any{"text": fmt.Sprintf("Model version %s (job %s, round %d). Main contributing features: %s.",
+			pr.Model, pr.Job, pr.Round, strings.Join(top, ", "))}},
+	}
+	if subject != "" {
+		ra["subject"] = map[string]any{"reference": subject}
+	} else {
+		ra["subject"] = map[string]any{"identifier": map[string]any{"system": "urn:cohort:pseudonym", "value": pseudonym}}
+	}
+	return ra
+}
+
+// writeRiskAssessment writes a prediction's RiskAssessment to the outbox.
+func (a *Agent) writeRiskAssessment(pr *Prediction, subject string) error {
+	dir := a.riskOutbox()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	id := hex.EncodeToString(rnd[:])
+	now := a.now()
+	b, err := json.MarshalIndent(riskAssessment(pr, subject, "", now, id), "", "  ")
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("%s-%s.json", now.UTC().Format("20060102T150405.000Z"), id)
+	if err := writeFileAtomic(filepath.Join(dir, name), b); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.stats.RiskAssessments++
+	a.mu.Unlock()
+	return nil
+}
+
+// alerter publishes alerts to the hospital's MQTT broker.
+type alerter struct {
+	client mqtt.Client
+	topic  string
+}
+
+// startAlerts connects the alert publisher, when MQTT.AlertTopic is set,
+// to the broker the subscriber uses.
+func (a *Agent) startAlerts(ctx context.Context, mc *MQTTConfig, broker string) {
+	if mc.AlertTopic == "" {
+		return
+	}
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(a.mqttClientID(mc) + "-alerts").
+		SetUsername(mc.Username).SetPassword(mc.Password).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second)
+	c := mqtt.NewClient(opts)
+	c.Connect() // connects (and reconnects) in the background
+	a.mu.Lock()
+	a.alerts = &alerter{client: c, topic: mc.AlertTopic}
+	a.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		c.Disconnect(250)
+	}()
+}
+
+// publishAlert publishes one alert (QoS 1) to the alert topic, with the
+// job id as the last topic level.
+func (a *Agent) publishAlert(pr *Prediction, patient string, threshold float64) {
+	a.mu.Lock()
+	al := a.alerts
+	a.stats.Alerts++
+	a.mu.Unlock()
+	if al == nil {
+		return
+	}
+	top := pr.Contributions
+	if len(top) > 3 {
+		top = top[:3]
+	}
+	b, err := json.Marshal(Alert{Job: pr.Job, Model: pr.Model, Round: pr.Round, Patient: patient, Risk: pr.Risk,
+		Threshold: threshold, Time: a.now().UTC(), Top: top})
+	if err != nil {
+		return
+	}
+	tok := al.client.Publish(al.topic+"/"+url.PathEscape(pr.Job), 1, false, b)
+	go func() {
+		if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+			a.log.Warn("alert not published", "job", pr.Job, "err", tok.Error())
+		}
+	}()
+}
+
+// riskSendEvery is how often the outbox is sent to RiskFHIRURL.
+const riskSendEvery = 5 * time.Second
+
+// runRiskSender POSTs the RiskAssessments of the outbox to the hospital's
+// FHIR server (RiskFHIRURL) until ctx ends, moving each accepted one to
+// RiskOutbox/sent; a refused or unsent one stays and is tried again.
+func (a *Agent) runRiskSender(ctx context.Context) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	endpoint := strings.TrimSuffix(a.cfg.RiskFHIRURL, "/") + "/RiskAssessment"
+	t := time.NewTicker(riskSendEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		dir := a.riskOutbox()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if e.IsDir() || strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".json") {
+				continue
+			}
+			path := filepath.Join(dir, e.Name())
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(b))
+			if err != nil {
+				return
+			}
+			req.Header.Set("Content-Type", "application/fhir+json")
+			resp, err := client.Do(req)
+			if err != nil {
+				a.log.Warn("risk assessments not sent to the FHIR server; will retry", "err", err)
+				break
+			}
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				a.log.Warn("the FHIR server refused a risk assessment; it stays in the outbox", "status", resp.StatusCode)
+				continue
+			}
+			if err := os.MkdirAll(filepath.Join(dir, "sent"), 0o700); err == nil {
+				os.Rename(path, filepath.Join(dir, "sent", e.Name()))
+			}
+			a.mu.Lock()
+			a.stats.RiskAssessmentsPosted++
+			a.mu.Unlock()
+		}
+	}
+}

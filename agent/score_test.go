@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohort-fl/cohort/agent/device"
+	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/sim/synth"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// TestStreamingScoringAlertsAndRiskAssessments: telemetry for a patient
+// arriving over MQTT is scored with the deployed production version; the
+// score is written as a FHIR RiskAssessment naming the version, and, at
+// or above the job's alert threshold, published as an alert on the alert
+// topic.
+func TestStreamingScoringAlertsAndRiskAssessments(t *testing.T) {
+	p := newTestPKI(t)
+	dep, body := deploymentOf(evalWeights, 0.001) // every score alerts
+	ds := &deployScript{dep: dep}
+	c := &scriptedCoordinator{t: t, model: body, offer: &pb.TaskOffer{Model: dep.GetModel()}, handle: ds.handle, done: make(chan struct{})}
+	broker := freeLoopback(t)
+	var patient string
+	a, _, _ := startDeployAgent(t, c, p, filepath.Join(t.TempDir(), "agent"), func(cfg *Config, data string) {
+		cfg.MQTT = &MQTTConfig{Embedded: broker, AlertTopic: "cohort/alerts"}
+		f, err := os.Open(filepath.Join(data, synth.PatientFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Scan()
+		var pt struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &pt); err != nil || pt.ID == "" {
+			t.Fatalf("the fixture's first patient: %v", err)
+		}
+		patient = pt.ID
+	})
+	waitUntil(t, "the version to be deployed and the subscriber to connect", func() bool {
+		st, ok := a.DeviceStats()
+		return a.deployedModel("sepsis") != nil && ok && st.Connected
+	})
+
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("alert-console"))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer cl.Disconnect(100)
+	var (
+		mu     sync.Mutex
+		alerts []Alert
+	)
+	if tok := cl.Subscribe("cohort/alerts/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		var al Alert
+		if json.Unmarshal(m.Payload(), &al) == nil && strings.HasSuffix(m.Topic(), "/sepsis") {
+			mu.Lock()
+			alerts = append(alerts, al)
+			mu.Unlock()
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	for i := range 3 {
+		b, _ := json.Marshal(device.Reading{DeviceID: "mon-1", Patient: patient, Time: time.Now().Add(-time.Duration(i) * time.Minute).UTC(),
+			LOINC: "8867-4", Value: float64(110 + i), Unit: "/min"})
+		if tok := cl.Publish(device.Topic("st-mary", "mon-1"), 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	waitUntil(t, "an alert", func() bool { mu.Lock(); defer mu.Unlock(); return len(alerts) > 0 })
+	mu.Lock()
+	al := alerts[0]
+	mu.Unlock()
+	if al.Model != dep.GetModel().GetSha256() || al.Round != 7 || !(al.Risk >= 0.001) || len(al.Patient) != 32 || al.Patient == patient || len(al.Top) != 3 {
+		t.Fatalf("alert %+v", al)
+	}
+	ents, err := os.ReadDir(a.riskOutbox())
+	if err != nil || len(ents) == 0 {
+		t.Fatalf("risk outbox: %d files, %v", len(ents), err)
+	}
+	raw, err := os.ReadFile(filepath.Join(a.riskOutbox(), ents[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ra struct {
+		ResourceType string `json:"resourceType"`
+		Subject      struct {
+			Reference string `json:"reference"`
+		} `json:"subject"`
+		Method struct {
+			Coding []struct{ Code string } `json:"coding"`
+		} `json:"method"`
+		Prediction []struct {
+			ProbabilityDecimal float64 `json:"probabilityDecimal"`
+		} `json:"prediction"`
+		Note []struct{ Text string } `json:"note"`
+	}
+	if err := json.Unmarshal(raw, &ra); err != nil {
+		t.Fatal(err)
+	}
+	if ra.ResourceType != "RiskAssessment" || ra.Subject.Reference != "Patient/"+patient || ra.Method.Coding[0].Code != dep.GetModel().GetSha256() ||
+		len(ra.Prediction) != 1 || !strings.Contains(ra.Note[0].Text, dep.GetModel().GetSha256()) {
+		t.Fatalf("risk assessment:\n%s", raw)
+	}
+	if st := a.Stats(); st.Scored == 0 || st.Alerts == 0 || st.RiskAssessments == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
