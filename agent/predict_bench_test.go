@@ -71,7 +71,7 @@ func BenchmarkPredict(b *testing.B) {
 		body, _ := json.Marshal(req)
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 		paths := map[string]func() error{
-			"bare": func() error { _, err := tr.Predict(x, 1); return err },
+			"bare":    func() error { _, err := tr.Predict(x, 1); return err },
 			"predict": func() error { _, err := a.Predict(req); return err },
 			"http": func() error {
 				hr, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/v1/predict", bytes.NewReader(body))
