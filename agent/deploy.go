@@ -70,6 +70,15 @@ type currentRecord struct {
 
 func (a *Agent) modelsDir(job string) string { return filepath.Join(a.cfg.DataDir, "models", job) }
 
+// Deployed returns the digest and round of the production version of job
+// this site runs; ok is false when it runs none.
+func (a *Agent) Deployed(job string) (digest string, round uint64, ok bool) {
+	if d := a.deployedModel(job); d != nil {
+		return d.Digest, d.Round, true
+	}
+	return "", 0, false
+}
+
 // deployedModel returns job's current version, or nil.
 func (a *Agent) deployedModel(job string) *deployed {
 	if p, ok := a.deployments.Load(job); ok {

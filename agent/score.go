@@ -128,6 +128,9 @@ func (a *Agent) scorePatients(ids []string) {
 	}
 }
 
+// RiskOutbox is the directory streaming scoring writes RiskAssessments to.
+func (a *Agent) RiskOutbox() string { return a.riskOutbox() }
+
 // riskOutbox is where RiskAssessments are written.
 func (a *Agent) riskOutbox() string {
 	if a.cfg.RiskOutbox != "" {

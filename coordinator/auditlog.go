@@ -32,8 +32,9 @@ type AuditEntry struct {
 	Index uint64 `json:"index"`
 	// Time is the leader's clock when it proposed the entry.
 	Time time.Time `json:"time"`
-	// Kind is "admin" (an admin API request), "round" (a round event) or
-	// "site" (a site's update or decline).
+	// Kind is "admin" (an admin API request), "round" (a round event),
+	// "site" (a site's update, decline or protocol message) or "registry"
+	// (a model version's stage change).
 	Kind string `json:"kind"`
 	// Actor is who acted: a token's person, a site id, or "coordinator".
 	Actor string `json:"actor"`
@@ -133,6 +134,18 @@ func roundEvent(t cmdType, c command) (AuditEntry, bool) {
 		}
 		e.Kind, e.Actor, e.Action = "site", b.Site, "secagg."+kind
 		e.Target = fmt.Sprintf("job %s round %d attempt %d", b.Job, b.Round, b.Attempt)
+	case cmdModelStage:
+		var b stageBody
+		if json.Unmarshal(c.Body, &b) != nil {
+			return e, false
+		}
+		e.Kind, e.Action, e.Target = "registry", "model.stage", fmt.Sprintf("job %s model %.12s %s", b.Job, b.Model, b.Stage)
+	case cmdRollback:
+		var b rollbackBody
+		if json.Unmarshal(c.Body, &b) != nil {
+			return e, false
+		}
+		e.Kind, e.Action, e.Target = "registry", "model.rollback", fmt.Sprintf("job %s", b.Job)
 	case cmdSecAggAdvance:
 		var b secAggAdvanceBody
 		if json.Unmarshal(c.Body, &b) != nil {

@@ -124,6 +124,16 @@ func (j *Job) previousProduction() string {
 	return ""
 }
 
+// SetStage moves version digest of job to stage, as
+// POST /v1/jobs/{id}/models/{digest}/stage does but not on behalf of an
+// admin request (the simulator, tools); the change is an audit entry.
+func (n *Node) SetStage(job, digest string, stage Stage) error {
+	if !validStage(stage) {
+		return fmt.Errorf("%w: stage %q", ErrBadCommand, stage)
+	}
+	return n.propose(cmdModelStage, stageBody{Job: job, Model: digest, Stage: stage})
+}
+
 // ModelVersion is a registry entry as the admin API shows it.
 type ModelVersion struct {
 	Job    string `json:"job"`

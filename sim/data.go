@@ -74,6 +74,9 @@ func prepareSynthetic(dir string, cfg Config) (*prepared, error) {
 		}
 	}
 	for _, s := range sites {
+		if cfg.Deploy != nil && s.TelemetryMinutes == 0 {
+			s.TelemetryMinutes = 30 // bedside telemetry to replay to the deployed model
+		}
 		m, err := synth.WriteSite(filepath.Join(dir, "data", s.Name), s, truth)
 		if err != nil {
 			return nil, fmt.Errorf("generate site %s: %w", s.Name, err)

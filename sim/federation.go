@@ -52,6 +52,9 @@ type federationConfig struct {
 	// site reaches each coordinator through its own relay, whose loss,
 	// latency and outages setLink changes while the federation runs.
 	Relays bool
+	// AgentEdit, if set, changes every in-process agent's config (also
+	// of agents that rejoin).
+	AgentEdit func(site string, c *agent.Config)
 }
 
 // federation is a running cluster and its agents, all in this process.
@@ -513,6 +516,9 @@ func (f *federation) addAgent(site string, edit func(*agent.Config)) (*agent.Age
 	c.Logger = f.log.With("component", "agent")
 	if tap := f.cfg.EgressTap; tap != nil {
 		c.EgressTap = func(b []byte) { tap(site, b) }
+	}
+	if f.cfg.AgentEdit != nil {
+		f.cfg.AgentEdit(site, &c)
 	}
 	c.Adversary = f.cfg.Adversaries[site]
 	c.Straggle = func(string, uint64) time.Duration {

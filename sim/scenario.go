@@ -105,6 +105,9 @@ type Job struct {
 	// Evaluate scores the final model at every site (federated
 	// evaluation) after training.
 	Evaluate bool `json:"evaluate,omitempty"`
+	// Deploy promotes the final model and checks it reaches every site
+	// and scores replayed device telemetry ({} for the defaults).
+	Deploy *DeploySpec `json:"deploy,omitempty"`
 }
 
 // Expect are the checks made at the end of a run; a run whose checks fail
@@ -263,6 +266,7 @@ func (sc *Scenario) Config(def Config) (Config, error) {
 	c.SecureAggregation = j.SecureAggregation
 	c.Analytics = j.Analytics
 	c.Evaluate = j.Evaluate
+	c.Deploy = j.Deploy
 	c.Byzantine = sc.Byzantine
 	c.Links = sc.Links
 	c.Faults = sc.Faults
@@ -303,6 +307,15 @@ func (e Expect) check(rep *Report, c Config, runErr error) []Expectation {
 		add("job finished", "done", "done", true)
 	}
 	add("rounds committed", fmt.Sprint(c.Rounds), fmt.Sprint(rep.RoundsCompleted), rep.RoundsCompleted == c.Rounds)
+	if c.Deploy != nil {
+		got, pass := "not deployed", false
+		if d := rep.Deployment; d != nil {
+			got = fmt.Sprintf("%d of %d sites; %d risk assessments, %d alerts", d.SitesReached, rep.Sites, d.RiskAssessments, d.Alerts)
+			pass = d.SitesReached == rep.Sites && d.RiskAssessments > 0 && d.RiskAssessmentsNaming == d.RiskAssessments &&
+				d.Alerts > 0 && d.AlertsNaming == d.Alerts
+		}
+		add("promoted model at every site, scoring telemetry", "every site; assessments and alerts naming it", got, pass)
+	}
 	if c.Evaluate {
 		got := "no results"
 		if e := rep.Evaluation; e != nil {

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent"
 	"github.com/cohort-fl/cohort/aggregator"
 	"github.com/cohort-fl/cohort/coordinator"
 	"github.com/cohort-fl/cohort/protocol/pb"
@@ -100,6 +101,10 @@ type Config struct {
 	// Evaluate, when set, scores the final model at every site (a
 	// federated evaluation job) once training is done.
 	Evaluate bool
+	// Deploy, when set, promotes the final model to production and checks
+	// that it reaches every site and scores replayed device telemetry
+	// (deploy.go); synthetic sites then write telemetry.
+	Deploy *DeploySpec
 	// Byzantine makes some sites attack; zero means none.
 	Byzantine Byzantine
 	// Model is the job's model (default logistic regression); its
@@ -424,15 +429,17 @@ type Report struct {
 	Analytics *coordinator.AnalyticsResult `json:"analytics,omitempty"`
 	// Evaluation is the federated evaluation of the final model
 	// (Config.Evaluate).
-	Evaluation        *coordinator.Evaluation `json:"evaluation,omitempty"`
-	Sites             int                     `json:"sites"`
-	Coordinators      int                     `json:"coordinators"`
-	Federated         Metrics                 `json:"federated"`
-	Centralized       Metrics                 `json:"centralized"`
-	LocalOnly         LocalOnly               `json:"local_only"`
-	BytesSentByAgents int64                   `json:"bytes_sent_by_agents"`
-	WallSeconds       float64                 `json:"wall_seconds"`
-	Rounds            []RoundLine             `json:"rounds"`
+	Evaluation *coordinator.Evaluation `json:"evaluation,omitempty"`
+	// Deployment is what the deployment step saw (Config.Deploy).
+	Deployment        *DeployReport `json:"deployment,omitempty"`
+	Sites             int           `json:"sites"`
+	Coordinators      int           `json:"coordinators"`
+	Federated         Metrics       `json:"federated"`
+	Centralized       Metrics       `json:"centralized"`
+	LocalOnly         LocalOnly     `json:"local_only"`
+	BytesSentByAgents int64         `json:"bytes_sent_by_agents"`
+	WallSeconds       float64       `json:"wall_seconds"`
+	Rounds            []RoundLine   `json:"rounds"`
 	// SiteInfo describes each site.
 	SiteInfo []SiteInfo `json:"site_info,omitempty"`
 	// Faults are the timeline's events as they happened.
@@ -544,6 +551,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cp := *sa
 		job.SecureAggregation = &cp
 	}
+	if d := cfg.Deploy; d != nil {
+		job.AlertThreshold = d.threshold()
+	}
 	if err := job.Validate(0); err != nil {
 		return nil, err
 	}
@@ -584,11 +594,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		fmt.Fprintf(out, "agents run as %d separate processes\n", len(data.sites))
 	}
 	siteIDs := data.siteIDs()
+	var (
+		agentEdit func(string, *agent.Config)
+		brokers   map[string]string
+	)
+	if cfg.Deploy != nil {
+		if cfg.Processes {
+			return nil, errors.New("sim: deploy needs in-process agents, not processes")
+		}
+		if brokers, err = deployBrokers(siteIDs); err != nil {
+			return nil, err
+		}
+		agentEdit = deployAgentEdit(job.ID, brokers)
+	}
 	fedStart := time.Now()
 	fed, err := startFederation(ctx, federationConfig{
 		Dir: dir, Coordinators: cfg.Coordinators, Sites: siteIDs, DataDir: filepath.Join(dir, "data"),
 		Jobs: jobs, Logger: log, EgressTap: tap, Seed: cfg.Seed,
-		Adversaries: adversaries, Relays: cfg.relays(), AgentCommand: agentCommand,
+		Adversaries: adversaries, Relays: cfg.relays(), AgentCommand: agentCommand, AgentEdit: agentEdit,
 	})
 	if err != nil {
 		return nil, err
@@ -637,6 +660,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if aj, err = waitJob(ctx, fed, jobs[1].ID); err == nil {
 			rep.Analytics = aj.Results
 			fmt.Fprintf(out, "analytics: %d features over %d sites committed (k = %d)\n", len(rep.Analytics.Features), len(rep.Analytics.Sites), rep.Analytics.K)
+		}
+	}
+	if err == nil && cfg.Deploy != nil {
+		if rep.Deployment, err = deployAndScore(ctx, fed, job.ID, filepath.Join(dir, "data"), cfg.Deploy, brokers); err == nil {
+			d := rep.Deployment
+			fmt.Fprintf(out, "deployment: version %.12s (round %d) promoted, running at %d of %d sites; %d telemetry readings replayed: %d risk assessments (%d naming the version), %d alerts (%d naming it)\n",
+				d.Model, d.Round, d.SitesReached, len(siteIDs), d.Readings, d.RiskAssessments, d.RiskAssessmentsNaming, d.Alerts, d.AlertsNaming)
 		}
 	}
 	if err == nil && cfg.Evaluate {

@@ -56,6 +56,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	delta := fs.Float64("delta", coordinator.DefaultDelta, "with --epsilon: the δ of (ε, δ)-DP")
 	clipNorm := fs.Float64("clip-norm", 0.5, "with --epsilon: each site's update is clipped to this L2 norm")
 	noise := fs.Float64("noise-multiplier", 0, "with --epsilon: the noise multiplier (0 = planned from the budget)")
+	deploy := fs.Bool("deploy", false, "after training, promote the final model to production, check that it reaches every site, and replay device telemetry to score it (risk assessments and alerts)")
 	fs.BoolVar(&cfg.Evaluate, "evaluate", false, "after training, score the final model at every site on the records its training held out (a federated evaluation job)")
 	secAgg := fs.Bool("secure-aggregation", false, "aggregate every round with secure aggregation: the coordinators learn only the sum of the sites' updates (mean-based rules only; with --epsilon the noise is split across the sites)")
 	secAggThreshold := fs.Int("secagg-threshold", 0, "with --secure-aggregation: the threshold t, the fewest sites that must remain at every step (0 = a majority of the sites)")
@@ -115,6 +116,9 @@ Flags:
 	}
 	if *epsilon > 0 {
 		cfg.Privacy = &coordinator.PrivacySpec{ClipNorm: *clipNorm, NoiseMultiplier: *noise, Epsilon: *epsilon, Delta: *delta}
+	}
+	if *deploy {
+		cfg.Deploy = &sim.DeploySpec{}
 	}
 	if *secAgg {
 		cfg.SecureAggregation = &coordinator.SecureAggregationSpec{Threshold: *secAggThreshold, ClipRange: *secAggClip}
