@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/sha256"
 	"errors"
 	"math"
 	"os"
@@ -252,6 +253,13 @@ func TestAgentEvaluatesModel(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.DataDir = filepath.Join(t.TempDir(), "agent")
 			p.enrolled(t, cfg.DataDir, "st-mary", time.Hour, time.Now())
+			// A fixed pseudonym key: the held-out split follows the
+			// pseudonyms, and the fixture needs both reported and
+			// suppressed calibration bins.
+			key := sha256.Sum256([]byte("cohort evaluate test"))
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, "pseudonym.key"), key[:], 0o600); err != nil {
+				t.Fatal(err)
+			}
 			cfg.Coordinators = []string{addr}
 			cfg.FHIRDir = data
 			cfg.MinCohort = 10 // the offer's minimum cell, 12, is the larger
