@@ -59,6 +59,17 @@ type deployed struct {
 	// model is built once, on first use (its Predict is safe for
 	// concurrent use).
 	built func() (train.Trainer, error)
+	// mon tracks drift and scores at this site (monitor.go); nil when
+	// the site had no eligible records to take as the reference.
+	mon *monitor
+}
+
+// monitorFor takes the site's eligible records as d's reference
+// distribution.
+func (a *Agent) monitorFor(d *deployed) {
+	if ds, err := a.dataset(d.spec); err == nil {
+		d.mon = newMonitor(ds)
+	}
 }
 
 // currentRecord is DataDir/models/JOB/current.json.
@@ -109,6 +120,7 @@ func (a *Agent) loadDeployments() {
 			var d *deployed
 			if d, err = a.readVersion(job, cur.Digest); err == nil {
 				d.Previous, d.Since = cur.Previous, cur.Since
+				a.monitorFor(d)
 				a.setDeployed(d)
 				a.log.Info("serving the deployed model", "job", job, "model", d.Digest[:12], "round", d.Round)
 				continue
@@ -264,6 +276,7 @@ func (a *Agent) deploy(ctx context.Context, s *session, job string) error {
 	if err := a.makeCurrent(job, d); err != nil {
 		return fmt.Errorf("%w: %w", errLocal, err)
 	}
+	a.monitorFor(d)
 	a.setDeployed(d)
 	a.mu.Lock()
 	a.stats.Deployments++

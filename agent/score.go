@@ -115,6 +115,7 @@ func (a *Agent) scorePatients(ids []string) {
 					Value: float64(x[i])*scaleOf(f.GetScale()) + f.GetCenter(), Contribution: contrib[i]})
 			}
 			sortContributions(pr.Contributions)
+			d.mon.observe(x, pr.Risk)
 			a.mu.Lock()
 			a.stats.Scored++
 			a.mu.Unlock()

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/device"
+	"github.com/cohort-fl/cohort/agent/features"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/sim/synth"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -113,5 +115,42 @@ func TestStreamingScoringAlertsAndRiskAssessments(t *testing.T) {
 	}
 	if st := a.Stats(); st.Scored == 0 || st.Alerts == 0 || st.RiskAssessments == 0 {
 		t.Fatalf("stats %+v", st)
+	}
+	// Drift and scores are metrics.
+	rec := httptest.NewRecorder()
+	a.metricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metrics := rec.Body.String()
+	for _, want := range []string{`cohort_agent_feature_psi{feature="age",job="sepsis"}`, `cohort_agent_risk_score_count{job="sepsis"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestDriftMonitor: the PSI of a feature is 0 when the scored patients
+// look like the reference, and large when they all fall in one tail.
+func TestDriftMonitor(t *testing.T) {
+	ds := &features.Dataset{Rows: 1000, Cols: 1}
+	for i := range 1000 {
+		ds.X = append(ds.X, float32(i)/1000)
+		ds.Y = append(ds.Y, 0)
+		ds.Keys = append(ds.Keys, "k")
+	}
+	m := newMonitor(ds)
+	for i := range 1000 {
+		m.observe([]float32{float32(i) / 1000}, 0.05)
+	}
+	if p := m.psi()[0]; p > 0.01 {
+		t.Fatalf("PSI of the reference itself = %v", p)
+	}
+	shifted := newMonitor(ds)
+	for range 1000 {
+		shifted.observe([]float32{0.99}, 0.95)
+	}
+	if p := shifted.psi()[0]; p < 1 {
+		t.Fatalf("PSI of a population all in the top decile = %v", p)
+	}
+	if shifted.scores[psiBins-1] != 1000 || m.scores[0] != 1000 {
+		t.Fatalf("score histograms %v, %v", m.scores, shifted.scores)
 	}
 }
