@@ -369,7 +369,20 @@ func (n *Node) taskFor(site string) *pb.TaskOffer {
 }
 
 func (n *Node) onTaskRequest(ctx context.Context, ac *agentConn, req *pb.TaskRequest) *pb.Envelope {
-	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
+	return n.longPoll(ctx, req.GetWaitMs(), func() *pb.Envelope {
+		if offer := n.taskFor(ac.site); offer != nil {
+			return &pb.Envelope{Body: &pb.Envelope_TaskOffer{TaskOffer: offer}}
+		}
+		return nil
+	})
+}
+
+// longPoll holds an agent's request: it calls answer now, then after
+// every applied entry and change of leadership, until answer returns an
+// envelope, the request's wait (at most MaxPollWait) passes (NoTask), ctx
+// ends, or this node stops leading (a redirect).
+func (n *Node) longPoll(ctx context.Context, waitMs uint32, answer func() *pb.Envelope) *pb.Envelope {
+	wait := min(time.Duration(waitMs)*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -378,14 +391,14 @@ func (n *Node) onTaskRequest(ctx context.Context, ac *agentConn, req *pb.TaskReq
 		if !n.IsLeader() {
 			return n.redirect()
 		}
-		if offer := n.taskFor(ac.site); offer != nil {
-			return &pb.Envelope{Body: &pb.Envelope_TaskOffer{TaskOffer: offer}}
+		if resp := answer(); resp != nil {
+			return resp
 		}
 		select {
 		case <-changed:
 		case <-stepped:
 		case <-timer.C:
-			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{RetryAfterMs: 0}}}
+			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{}}}
 		case <-ctx.Done():
 			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "coordinator shutting down")
 		}

@@ -435,15 +435,7 @@ func deployment(st *state, job string) (*pb.Deployment, error) {
 // when it changes within the request's wait), NoTask if it did not
 // change, NOT_FOUND when the job has none.
 func (n *Node) onDeploymentRequest(ctx context.Context, req *pb.DeploymentRequest) *pb.Envelope {
-	wait := min(time.Duration(req.GetWaitMs())*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		changed := n.fsm.changed()
-		stepped := n.leadershipChanged()
-		if !n.IsLeader() {
-			return n.redirect()
-		}
+	return n.longPoll(ctx, req.GetWaitMs(), func() *pb.Envelope {
 		var (
 			d   *pb.Deployment
 			err error
@@ -457,13 +449,6 @@ func (n *Node) onDeploymentRequest(ctx context.Context, req *pb.DeploymentReques
 		case d != nil && d.GetModel().GetSha256() != req.GetCurrentSha256():
 			return &pb.Envelope{Body: &pb.Envelope_Deployment{Deployment: d}}
 		}
-		select {
-		case <-changed:
-		case <-stepped:
-		case <-timer.C:
-			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{}}}
-		case <-ctx.Done():
-			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "coordinator shutting down")
-		}
-	}
+		return nil
+	})
 }

@@ -512,15 +512,7 @@ func (n *Node) onSecAggFetch(ctx context.Context, ac *agentConn, f *pb.SecAggFet
 	closed := func(format string, args ...any) *pb.Envelope {
 		return protocol.Errorf(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, format, args...)
 	}
-	wait := min(time.Duration(f.GetWaitMs())*time.Millisecond, time.Duration(n.cfg.MaxPollWait))
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		changed := n.fsm.changed()
-		stepped := n.leadershipChanged()
-		if !n.IsLeader() {
-			return n.redirect()
-		}
+	return n.longPoll(ctx, f.GetWaitMs(), func() *pb.Envelope {
 		var (
 			resp    *pb.Envelope
 			payload []byte
@@ -571,13 +563,6 @@ func (n *Node) onSecAggFetch(ctx context.Context, ac *agentConn, f *pb.SecAggFet
 			return &pb.Envelope{Body: &pb.Envelope_SecaggMessage{SecaggMessage: &pb.SecAggMessage{
 				JobId: f.GetJobId(), Round: f.GetRound(), Attempt: f.GetAttempt(), Payload: payload}}}
 		}
-		select {
-		case <-changed:
-		case <-stepped:
-		case <-timer.C:
-			return &pb.Envelope{Body: &pb.Envelope_NoTask{NoTask: &pb.NoTask{}}}
-		case <-ctx.Done():
-			return protocol.Errorf(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "coordinator shutting down")
-		}
-	}
+		return nil
+	})
 }

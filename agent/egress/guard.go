@@ -182,20 +182,10 @@ func checkSecAgg(m *pb.SecAggMessage) error {
 	if err != nil {
 		return fmt.Errorf("%w: secure aggregation payload: %w", ErrPayload, err)
 	}
-	var h secagg.Header
-	switch v := msg.(type) {
-	case *secagg.AdvertiseKeys:
-		h = v.Header
-	case *secagg.ShareKeys:
-		h = v.Header
-	case *secagg.MaskedInput:
-		h = v.Header
-	case *secagg.UnmaskResponse:
-		h = v.Header
-	default:
+	if !msg.Kind().FromClient() {
 		return fmt.Errorf("%w: secure aggregation %s is a coordinator's message", ErrForbidden, msg.Kind())
 	}
-	if h.JobID != m.GetJobId() || h.Round != m.GetRound() {
+	if h := secagg.HeaderOf(msg); h.JobID != m.GetJobId() || h.Round != m.GetRound() {
 		return fmt.Errorf("%w: secure aggregation %s for another job or round than its envelope's", ErrPayload, msg.Kind())
 	}
 	return nil

@@ -315,19 +315,10 @@ func FuzzGuardSecAggMessage(f *testing.F) {
 		if kind != KindSecAgg || derr != nil {
 			t.Fatalf("admitted as %q a payload that does not decode (%v)", kind, derr)
 		}
-		var h secagg.Header
-		switch v := m.(type) {
-		case *secagg.AdvertiseKeys:
-			h = v.Header
-		case *secagg.ShareKeys:
-			h = v.Header
-		case *secagg.MaskedInput:
-			h = v.Header
-		case *secagg.UnmaskResponse:
-			h = v.Header
-		default:
+		if !m.Kind().FromClient() {
 			t.Fatalf("admitted a %s", m.Kind())
 		}
+		h := secagg.HeaderOf(m)
 		if h.JobID != job || h.Round != round {
 			t.Fatalf("admitted a message of job %q round %d in an envelope of job %q round %d", h.JobID, h.Round, job, round)
 		}

@@ -47,6 +47,21 @@ type Message interface {
 	hdr() Header
 }
 
+// HeaderOf returns the session header m carries.
+func HeaderOf(m Message) Header {
+	if isNil(m) {
+		return Header{}
+	}
+	return m.hdr()
+}
+
+// FromClient reports whether messages of kind k are sent by clients
+// (AdvertiseKeys, ShareKeys, MaskedInput, UnmaskResponse) rather than by the
+// server.
+func (k Kind) FromClient() bool {
+	return k == KindAdvertiseKeys || k == KindShareKeys || k == KindMaskedInput || k == KindUnmaskResponse
+}
+
 // isNil reports whether m is nil or a nil pointer.
 func isNil(m Message) bool {
 	switch m := m.(type) {
