@@ -217,6 +217,9 @@ func (a *Agent) checkDeployments(ctx context.Context, s *session) error {
 		}
 		a.deployChecked[job] = now
 		err := a.deploy(ctx, s, job)
+		if err == nil {
+			err = a.reportDrift(s, job)
+		}
 		var re *protocol.RemoteError
 		switch {
 		case err == nil:
@@ -232,6 +235,39 @@ func (a *Agent) checkDeployments(ctx context.Context, s *session) error {
 		default:
 			a.log.Warn("deployment check failed", "job", job, "err", err)
 		}
+	}
+	return nil
+}
+
+// minDriftScored is how many patients a site scores with a version before
+// it reports their drift.
+const minDriftScored = 20
+
+// reportDrift tells the coordinator the largest population stability
+// index of job's deployed version here (monitor.go), once enough patients
+// were scored: numbers only.
+func (a *Agent) reportDrift(s *session, job string) error {
+	d := a.deployedModel(job)
+	if d == nil || d.mon == nil {
+		return nil
+	}
+	d.mon.mu.Lock()
+	n := d.mon.n
+	d.mon.mu.Unlock()
+	if n < minDriftScored {
+		return nil
+	}
+	maxPSI := 0.0
+	for _, v := range d.mon.psi() {
+		maxPSI = max(maxPSI, v)
+	}
+	resp, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{
+		JobId: job, ModelSha256: d.Digest, Scored: n, MaxPsi: maxPSI}}})
+	if err != nil {
+		return err
+	}
+	if resp.GetAck() == nil {
+		return fmt.Errorf("drift report answer: %w", protocol.ErrUnexpected)
 	}
 	return nil
 }

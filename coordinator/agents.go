@@ -262,6 +262,8 @@ func (n *Node) dispatch(ctx context.Context, ac *agentConn, s *quic.Stream, env 
 		return n.onEvalUpload(ac, b.EvalUpload), false
 	case *pb.Envelope_DeploymentRequest:
 		return n.onDeploymentRequest(ctx, b.DeploymentRequest), false
+	case *pb.Envelope_DriftReport:
+		return n.onDriftReport(ac, b.DriftReport), false
 	}
 	n.stats.FramesRejected.Add(1)
 	return protocol.Errorf(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "unexpected message %T from an agent", env.GetBody()), true

@@ -50,6 +50,8 @@ const (
 	cmdCommitEval
 	cmdModelStage
 	cmdRollback
+	// cmdDrift records a site's drift report (retrain.go).
+	cmdDrift
 )
 
 func (t cmdType) String() string {
@@ -100,6 +102,8 @@ func (t cmdType) String() string {
 		return "model-stage"
 	case cmdRollback:
 		return "rollback"
+	case cmdDrift:
+		return "drift"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -308,10 +312,7 @@ func (f *fsm) apply(t cmdType, c command) error {
 		}
 		return nil
 	case cmdEnsureJob:
-		var b struct {
-			Spec    JobSpec `json:"spec"`
-			Initial Model   `json:"initial"`
-		}
+		var b ensureJobBody
 		if err := decode(&b); err != nil {
 			return err
 		}
@@ -321,7 +322,17 @@ func (f *fsm) apply(t cmdType, c command) error {
 		if err := b.Spec.Validate(0); err != nil {
 			return err
 		}
-		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At}
+		j := &Job{Spec: b.Spec, State: JobRunning, Created: c.At, RetrainOf: b.RetrainOf}
+		if b.RetrainOf != "" {
+			old, ok := st.Jobs[b.RetrainOf]
+			switch {
+			case !ok:
+				return fmt.Errorf("%w: retrain of %q", ErrUnknownJob, b.RetrainOf)
+			case old.RetrainedBy != "":
+				return fmt.Errorf("%w: job %s was already retrained by %s", ErrJobState, b.RetrainOf, old.RetrainedBy)
+			}
+			old.RetrainedBy = b.Spec.ID
+		}
 		if e := b.Spec.Evaluation; b.Spec.IsEvaluation() {
 			// It scores another job's model: that model must exist.
 			if tj, ok := st.Jobs[e.Job]; !ok || tj.ModelByDigest(e.Model) == nil {
@@ -588,6 +599,12 @@ func (f *fsm) apply(t cmdType, c command) error {
 			return err
 		}
 		return f.applyRollback(b, c.At)
+	case cmdDrift:
+		var b driftBody
+		if err := decode(&b); err != nil {
+			return err
+		}
+		return f.applyDrift(b, c.At)
 	case cmdAudit:
 		return nil // the entry is c.Audit, recorded by Apply
 	case cmdAuditBatch:

@@ -692,6 +692,8 @@ func initialWeights(spec JobSpec) ([]byte, error) {
 type ensureJobBody struct {
 	Spec    JobSpec `json:"spec"`
 	Initial Model   `json:"initial"`
+	// RetrainOf is the job this one retrains (retrain.go).
+	RetrainOf string `json:"retrain_of,omitempty"`
 }
 
 // storeModel writes a model blob here and replicates it to a majority of

@@ -159,6 +159,7 @@ func (n *Node) step() {
 		}
 	})
 	slices.SortFunc(views, func(a, b roundView) int { return cmpString(a.job, b.job) })
+	n.stepRetrain()
 	for _, v := range views {
 		if err := n.stepJob(v); err != nil && !errors.Is(err, ErrNotLeader) {
 			n.warnEngine(v.job, err)

@@ -224,6 +224,9 @@ type JobSpec struct {
 	// AlertThreshold is the predicted risk at or above which a site that
 	// runs the job's production model raises an alert (0: none).
 	AlertThreshold float64 `json:"alert_threshold,omitempty"`
+	// Retrain, when set, starts a new training run of the job on a
+	// schedule or on drift (retrain.go).
+	Retrain *RetrainSpec `json:"retrain,omitempty"`
 }
 
 // StrategySpec is a job's aggregation rule. In JSON it is a rule name
@@ -404,6 +407,8 @@ func (s JobSpec) Validate(maxModelBytes int) error {
 		return fmt.Errorf("%w: sampling: set fraction or count, not both", ErrInvalidJob)
 	case s.Sampling.Count > 0 && s.Sampling.Count < s.MinSites:
 		return fmt.Errorf("%w: sampling.count %d is below min_sites %d: no round could close", ErrInvalidJob, s.Sampling.Count, s.MinSites)
+	case s.Retrain != nil && s.Retrain.validate() != nil:
+		return s.Retrain.validate()
 	case !(s.AlertThreshold >= 0 && s.AlertThreshold < 1):
 		return fmt.Errorf("%w: alert_threshold must be in [0, 1) (0: no alerts)", ErrInvalidJob)
 	case s.Train.ValidationFraction < 0 || s.Train.ValidationFraction >= 1:
@@ -596,12 +601,18 @@ type Job struct {
 	Production string      `json:"production,omitempty"`
 	Promotions []Promotion `json:"promotions,omitempty"`
 	// Evaluated is what an evaluation job committed.
-	Evaluated  *Evaluation `json:"evaluated,omitempty"`
-	Current    *Round      `json:"-"`
-	Global     *Model      `json:"-"`
-	byDigest   map[string]*Model
-	attempts   map[uint64]int
-	committedN uint64
+	Evaluated *Evaluation `json:"evaluated,omitempty"`
+	// RetrainOf is the job this one retrains; RetrainedBy the job that
+	// retrains this one; Drift the last drift each site reported for the
+	// job's deployed version (retrain.go).
+	RetrainOf   string           `json:"retrain_of,omitempty"`
+	RetrainedBy string           `json:"retrained_by,omitempty"`
+	Drift       map[string]Drift `json:"drift,omitempty"`
+	Current     *Round           `json:"-"`
+	Global      *Model           `json:"-"`
+	byDigest    map[string]*Model
+	attempts    map[uint64]int
+	committedN  uint64
 }
 
 // reindex rebuilds the derived fields after a restore.

@@ -28,9 +28,12 @@ type JobStatus struct {
 	FailReason      string         `json:"fail_reason,omitempty"`
 	StopReason      string         `json:"stop_reason,omitempty"`
 	Privacy         *PrivacyStatus `json:"privacy,omitempty"`
-	Created         time.Time      `json:"created"`
-	Finished        time.Time      `json:"finished,omitzero"`
-	History         []RoundSummary `json:"history"`
+	// RetrainOf and RetrainedBy link a job's training runs (retrain.go).
+	RetrainOf   string         `json:"retrain_of,omitempty"`
+	RetrainedBy string         `json:"retrained_by,omitempty"`
+	Created     time.Time      `json:"created"`
+	Finished    time.Time      `json:"finished,omitzero"`
+	History     []RoundSummary `json:"history"`
 }
 
 // RoundSummary is one round attempt.
@@ -77,7 +80,7 @@ func (n *Node) Status() Status {
 		for id, j := range st.Jobs {
 			js := JobStatus{ID: id, State: j.State, Rounds: j.Spec.Rounds, CommittedRounds: j.committedN,
 				FailReason: j.FailReason, StopReason: j.StopReason, Created: j.Created, Finished: j.Finished,
-				Privacy: privacyStatus(j.Spec.Privacy, j.Privacy)}
+				Privacy: privacyStatus(j.Spec.Privacy, j.Privacy), RetrainOf: j.RetrainOf, RetrainedBy: j.RetrainedBy}
 			for _, r := range j.Rounds {
 				kind := r.Kind
 				if kind == "" {

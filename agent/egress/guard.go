@@ -152,6 +152,12 @@ func check(env *pb.Envelope) (kind string, err error) {
 		return KindEval, nil
 	case *pb.Envelope_Decline:
 		return KindDecline, nil
+	case *pb.Envelope_DriftReport:
+		d := b.DriftReport
+		if !isJobID(d.GetJobId()) || !isDigest(d.GetModelSha256()) || !(d.GetMaxPsi() >= 0) || math.IsInf(d.GetMaxPsi(), 0) {
+			return "", fmt.Errorf("%w: drift report", ErrPayload)
+		}
+		return KindDrift, nil
 	case *pb.Envelope_DeploymentRequest:
 		d := b.DeploymentRequest
 		if !isJobID(d.GetJobId()) || (d.GetCurrentSha256() != "" && !isDigest(d.GetCurrentSha256())) {

@@ -498,3 +498,27 @@ func FuzzGuardEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// TestGuardDriftAndDeployment: drift reports and deployment requests leave
+// only with a job id, a digest and a finite, non-negative index.
+func TestGuardDriftAndDeployment(t *testing.T) {
+	digest := strings.Repeat("ab", 32)
+	for _, c := range []struct {
+		name string
+		env  *pb.Envelope
+		ok   bool
+	}{
+		{"drift", &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{JobId: "sepsis", ModelSha256: digest, Scored: 40, MaxPsi: 0.2}}}, true},
+		{"drift NaN", &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{JobId: "sepsis", ModelSha256: digest, MaxPsi: math.NaN()}}}, false},
+		{"drift negative", &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{JobId: "sepsis", ModelSha256: digest, MaxPsi: -1}}}, false},
+		{"drift text for a job", &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{JobId: "Jane Doe", ModelSha256: digest}}}, false},
+		{"drift no digest", &pb.Envelope{Body: &pb.Envelope_DriftReport{DriftReport: &pb.DriftReport{JobId: "sepsis", ModelSha256: "x"}}}, false},
+		{"deployment", &pb.Envelope{Body: &pb.Envelope_DeploymentRequest{DeploymentRequest: &pb.DeploymentRequest{JobId: "sepsis"}}}, true},
+		{"deployment current", &pb.Envelope{Body: &pb.Envelope_DeploymentRequest{DeploymentRequest: &pb.DeploymentRequest{JobId: "sepsis", CurrentSha256: digest}}}, true},
+		{"deployment text", &pb.Envelope{Body: &pb.Envelope_DeploymentRequest{DeploymentRequest: &pb.DeploymentRequest{JobId: "sepsis", CurrentSha256: "hello"}}}, false},
+	} {
+		if _, err := check(c.env); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}

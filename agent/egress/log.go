@@ -37,7 +37,10 @@ const (
 	KindEval = "eval"
 	// KindDeploymentRequest asks for a followed job's production version.
 	KindDeploymentRequest = "deployment-request"
-	KindDecline           = "decline"
+	// KindDrift is a deployed version's drift at the site: the largest
+	// population stability index of its features, a number.
+	KindDrift   = "drift"
+	KindDecline = "decline"
 	// KindEnroll and KindRenew are certificate requests, sent over HTTPS
 	// to the coordinators' admin address.
 	KindEnroll = "enroll"
@@ -46,7 +49,7 @@ const (
 
 // Kinds lists every record kind, in the order of a round.
 var Kinds = []string{KindHello, KindTaskRequest, KindRoundStatusRequest, KindModelRequest,
-	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindEval, KindDeploymentRequest, KindDecline, KindEnroll, KindRenew}
+	KindUpdateHeader, KindUpdateBody, KindSecAgg, KindSecAggFetch, KindStats, KindEval, KindDeploymentRequest, KindDrift, KindDecline, KindEnroll, KindRenew}
 
 // MaxLineBytes bounds one line of the log; a longer line is reported as
 // malformed (the guard writes lines of a few hundred bytes).

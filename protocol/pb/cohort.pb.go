@@ -625,6 +625,7 @@ type Envelope struct {
 	//	*Envelope_EvalUpload
 	//	*Envelope_DeploymentRequest
 	//	*Envelope_Deployment
+	//	*Envelope_DriftReport
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -847,6 +848,15 @@ func (x *Envelope) GetDeployment() *Deployment {
 	return nil
 }
 
+func (x *Envelope) GetDriftReport() *DriftReport {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_DriftReport); ok {
+			return x.DriftReport
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -931,6 +941,10 @@ type Envelope_Deployment struct {
 	Deployment *Deployment `protobuf:"bytes,20,opt,name=deployment,proto3,oneof"`
 }
 
+type Envelope_DriftReport struct {
+	DriftReport *DriftReport `protobuf:"bytes,21,opt,name=drift_report,json=driftReport,proto3,oneof"`
+}
+
 func (*Envelope_Hello) isEnvelope_Body() {}
 
 func (*Envelope_Welcome) isEnvelope_Body() {}
@@ -971,6 +985,82 @@ func (*Envelope_DeploymentRequest) isEnvelope_Body() {}
 
 func (*Envelope_Deployment) isEnvelope_Body() {}
 
+func (*Envelope_DriftReport) isEnvelope_Body() {}
+
+// DriftReport tells the coordinator how far the patients a site scored
+// with a deployed version have drifted from the site's records when the
+// version became current: the largest population stability index over the
+// features. Numbers only; answered by Ack. A job set to retrain on drift
+// starts a new training run when a site's index crosses its threshold.
+type DriftReport struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	JobId       string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	ModelSha256 string                 `protobuf:"bytes,2,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	// Patients scored since the version became current.
+	Scored        uint64  `protobuf:"varint,3,opt,name=scored,proto3" json:"scored,omitempty"`
+	MaxPsi        float64 `protobuf:"fixed64,4,opt,name=max_psi,json=maxPsi,proto3" json:"max_psi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftReport) Reset() {
+	*x = DriftReport{}
+	mi := &file_cohort_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftReport) ProtoMessage() {}
+
+func (x *DriftReport) ProtoReflect() protoreflect.Message {
+	mi := &file_cohort_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftReport.ProtoReflect.Descriptor instead.
+func (*DriftReport) Descriptor() ([]byte, []int) {
+	return file_cohort_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DriftReport) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DriftReport) GetModelSha256() string {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return ""
+}
+
+func (x *DriftReport) GetScored() uint64 {
+	if x != nil {
+		return x.Scored
+	}
+	return 0
+}
+
+func (x *DriftReport) GetMaxPsi() float64 {
+	if x != nil {
+		return x.MaxPsi
+	}
+	return 0
+}
+
 // DeploymentRequest asks for a job's production model version. The
 // coordinator may hold the request up to wait_ms while production is still
 // current_sha256, and answers NoTask if it does not change; NOT_FOUND when
@@ -987,7 +1077,7 @@ type DeploymentRequest struct {
 
 func (x *DeploymentRequest) Reset() {
 	*x = DeploymentRequest{}
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1089,7 @@ func (x *DeploymentRequest) String() string {
 func (*DeploymentRequest) ProtoMessage() {}
 
 func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[1]
+	mi := &file_cohort_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1102,7 @@ func (x *DeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{1}
+	return file_cohort_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DeploymentRequest) GetJobId() string {
@@ -1057,7 +1147,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1159,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[2]
+	mi := &file_cohort_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1172,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{2}
+	return file_cohort_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Deployment) GetJobId() string {
@@ -1142,7 +1232,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1244,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[3]
+	mi := &file_cohort_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1257,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{3}
+	return file_cohort_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetProtocolVersion() uint32 {
@@ -1206,7 +1296,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1308,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[4]
+	mi := &file_cohort_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1321,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{4}
+	return file_cohort_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -1268,7 +1358,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1370,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[5]
+	mi := &file_cohort_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1383,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{5}
+	return file_cohort_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -1321,7 +1411,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1423,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[6]
+	mi := &file_cohort_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1436,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{6}
+	return file_cohort_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskRequest) GetWaitMs() uint32 {
@@ -1382,7 +1472,7 @@ type TaskOffer struct {
 
 func (x *TaskOffer) Reset() {
 	*x = TaskOffer{}
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1484,7 @@ func (x *TaskOffer) String() string {
 func (*TaskOffer) ProtoMessage() {}
 
 func (x *TaskOffer) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[7]
+	mi := &file_cohort_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1497,7 @@ func (x *TaskOffer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOffer.ProtoReflect.Descriptor instead.
 func (*TaskOffer) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{7}
+	return file_cohort_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskOffer) GetJobId() string {
@@ -1498,7 +1588,7 @@ type EvalParams struct {
 
 func (x *EvalParams) Reset() {
 	*x = EvalParams{}
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1600,7 @@ func (x *EvalParams) String() string {
 func (*EvalParams) ProtoMessage() {}
 
 func (x *EvalParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[8]
+	mi := &file_cohort_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1613,7 @@ func (x *EvalParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalParams.ProtoReflect.Descriptor instead.
 func (*EvalParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{8}
+	return file_cohort_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EvalParams) GetSplitSalt() string {
@@ -1572,7 +1662,7 @@ type EvalUpload struct {
 
 func (x *EvalUpload) Reset() {
 	*x = EvalUpload{}
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1674,7 @@ func (x *EvalUpload) String() string {
 func (*EvalUpload) ProtoMessage() {}
 
 func (x *EvalUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[9]
+	mi := &file_cohort_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1687,7 @@ func (x *EvalUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalUpload.ProtoReflect.Descriptor instead.
 func (*EvalUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{9}
+	return file_cohort_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EvalUpload) GetJobId() string {
@@ -1685,7 +1775,7 @@ type CalibrationBin struct {
 
 func (x *CalibrationBin) Reset() {
 	*x = CalibrationBin{}
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1787,7 @@ func (x *CalibrationBin) String() string {
 func (*CalibrationBin) ProtoMessage() {}
 
 func (x *CalibrationBin) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[10]
+	mi := &file_cohort_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1800,7 @@ func (x *CalibrationBin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrationBin.ProtoReflect.Descriptor instead.
 func (*CalibrationBin) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{10}
+	return file_cohort_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CalibrationBin) GetCount() uint64 {
@@ -1782,7 +1872,7 @@ type SecAggParams struct {
 
 func (x *SecAggParams) Reset() {
 	*x = SecAggParams{}
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1884,7 @@ func (x *SecAggParams) String() string {
 func (*SecAggParams) ProtoMessage() {}
 
 func (x *SecAggParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[11]
+	mi := &file_cohort_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1897,7 @@ func (x *SecAggParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggParams.ProtoReflect.Descriptor instead.
 func (*SecAggParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{11}
+	return file_cohort_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SecAggParams) GetAttempt() uint32 {
@@ -1897,7 +1987,7 @@ type SecAggMessage struct {
 
 func (x *SecAggMessage) Reset() {
 	*x = SecAggMessage{}
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +1999,7 @@ func (x *SecAggMessage) String() string {
 func (*SecAggMessage) ProtoMessage() {}
 
 func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[12]
+	mi := &file_cohort_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2012,7 @@ func (x *SecAggMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggMessage.ProtoReflect.Descriptor instead.
 func (*SecAggMessage) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{12}
+	return file_cohort_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SecAggMessage) GetJobId() string {
@@ -1971,7 +2061,7 @@ type SecAggFetch struct {
 
 func (x *SecAggFetch) Reset() {
 	*x = SecAggFetch{}
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2073,7 @@ func (x *SecAggFetch) String() string {
 func (*SecAggFetch) ProtoMessage() {}
 
 func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[13]
+	mi := &file_cohort_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2086,7 @@ func (x *SecAggFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecAggFetch.ProtoReflect.Descriptor instead.
 func (*SecAggFetch) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{13}
+	return file_cohort_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SecAggFetch) GetJobId() string {
@@ -2049,7 +2139,7 @@ type AnalyticsParams struct {
 
 func (x *AnalyticsParams) Reset() {
 	*x = AnalyticsParams{}
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2151,7 @@ func (x *AnalyticsParams) String() string {
 func (*AnalyticsParams) ProtoMessage() {}
 
 func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[14]
+	mi := &file_cohort_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2164,7 @@ func (x *AnalyticsParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticsParams.ProtoReflect.Descriptor instead.
 func (*AnalyticsParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{14}
+	return file_cohort_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AnalyticsParams) GetHistograms() []*HistogramEdges {
@@ -2102,7 +2192,7 @@ type HistogramEdges struct {
 
 func (x *HistogramEdges) Reset() {
 	*x = HistogramEdges{}
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2204,7 @@ func (x *HistogramEdges) String() string {
 func (*HistogramEdges) ProtoMessage() {}
 
 func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[15]
+	mi := &file_cohort_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2217,7 @@ func (x *HistogramEdges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistogramEdges.ProtoReflect.Descriptor instead.
 func (*HistogramEdges) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{15}
+	return file_cohort_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistogramEdges) GetEdges() []float64 {
@@ -2147,7 +2237,7 @@ type NoTask struct {
 
 func (x *NoTask) Reset() {
 	*x = NoTask{}
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2249,7 @@ func (x *NoTask) String() string {
 func (*NoTask) ProtoMessage() {}
 
 func (x *NoTask) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[16]
+	mi := &file_cohort_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2262,7 @@ func (x *NoTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoTask.ProtoReflect.Descriptor instead.
 func (*NoTask) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{16}
+	return file_cohort_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NoTask) GetRetryAfterMs() uint32 {
@@ -2201,7 +2291,7 @@ type ModelSpec struct {
 
 func (x *ModelSpec) Reset() {
 	*x = ModelSpec{}
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2303,7 @@ func (x *ModelSpec) String() string {
 func (*ModelSpec) ProtoMessage() {}
 
 func (x *ModelSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[17]
+	mi := &file_cohort_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2316,7 @@ func (x *ModelSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelSpec.ProtoReflect.Descriptor instead.
 func (*ModelSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{17}
+	return file_cohort_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ModelSpec) GetKind() string {
@@ -2299,7 +2389,7 @@ type TrainParams struct {
 
 func (x *TrainParams) Reset() {
 	*x = TrainParams{}
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2401,7 @@ func (x *TrainParams) String() string {
 func (*TrainParams) ProtoMessage() {}
 
 func (x *TrainParams) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[18]
+	mi := &file_cohort_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2414,7 @@ func (x *TrainParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainParams.ProtoReflect.Descriptor instead.
 func (*TrainParams) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{18}
+	return file_cohort_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TrainParams) GetLocalEpochs() uint32 {
@@ -2428,7 +2518,7 @@ type FeatureSpec struct {
 
 func (x *FeatureSpec) Reset() {
 	*x = FeatureSpec{}
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2530,7 @@ func (x *FeatureSpec) String() string {
 func (*FeatureSpec) ProtoMessage() {}
 
 func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[19]
+	mi := &file_cohort_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2543,7 @@ func (x *FeatureSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureSpec.ProtoReflect.Descriptor instead.
 func (*FeatureSpec) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{19}
+	return file_cohort_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FeatureSpec) GetFeatures() []*Feature {
@@ -2512,7 +2602,7 @@ type Feature struct {
 
 func (x *Feature) Reset() {
 	*x = Feature{}
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2614,7 @@ func (x *Feature) String() string {
 func (*Feature) ProtoMessage() {}
 
 func (x *Feature) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[20]
+	mi := &file_cohort_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2627,7 @@ func (x *Feature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feature.ProtoReflect.Descriptor instead.
 func (*Feature) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{20}
+	return file_cohort_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Feature) GetName() string {
@@ -2618,7 +2708,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2720,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[21]
+	mi := &file_cohort_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2733,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{21}
+	return file_cohort_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Label) GetConditionSystem() string {
@@ -2706,7 +2796,7 @@ type Cohort struct {
 
 func (x *Cohort) Reset() {
 	*x = Cohort{}
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +2808,7 @@ func (x *Cohort) String() string {
 func (*Cohort) ProtoMessage() {}
 
 func (x *Cohort) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[22]
+	mi := &file_cohort_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +2821,7 @@ func (x *Cohort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cohort.ProtoReflect.Descriptor instead.
 func (*Cohort) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{22}
+	return file_cohort_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Cohort) GetMinAge() float64 {
@@ -2781,7 +2871,7 @@ type IndexTime struct {
 
 func (x *IndexTime) Reset() {
 	*x = IndexTime{}
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2883,7 @@ func (x *IndexTime) String() string {
 func (*IndexTime) ProtoMessage() {}
 
 func (x *IndexTime) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[23]
+	mi := &file_cohort_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2896,7 @@ func (x *IndexTime) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexTime.ProtoReflect.Descriptor instead.
 func (*IndexTime) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{23}
+	return file_cohort_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IndexTime) GetKind() IndexKind {
@@ -2843,7 +2933,7 @@ type BlobRef struct {
 
 func (x *BlobRef) Reset() {
 	*x = BlobRef{}
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +2945,7 @@ func (x *BlobRef) String() string {
 func (*BlobRef) ProtoMessage() {}
 
 func (x *BlobRef) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[24]
+	mi := &file_cohort_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +2958,7 @@ func (x *BlobRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobRef.ProtoReflect.Descriptor instead.
 func (*BlobRef) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{24}
+	return file_cohort_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BlobRef) GetSha256() string {
@@ -2905,7 +2995,7 @@ type ModelRequest struct {
 
 func (x *ModelRequest) Reset() {
 	*x = ModelRequest{}
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3007,7 @@ func (x *ModelRequest) String() string {
 func (*ModelRequest) ProtoMessage() {}
 
 func (x *ModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[25]
+	mi := &file_cohort_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3020,7 @@ func (x *ModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRequest.ProtoReflect.Descriptor instead.
 func (*ModelRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{25}
+	return file_cohort_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ModelRequest) GetJobId() string {
@@ -2965,7 +3055,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3067,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[26]
+	mi := &file_cohort_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3080,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{26}
+	return file_cohort_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlobHeader) GetBlob() *BlobRef {
@@ -3021,7 +3111,7 @@ type LocalMetrics struct {
 
 func (x *LocalMetrics) Reset() {
 	*x = LocalMetrics{}
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3123,7 @@ func (x *LocalMetrics) String() string {
 func (*LocalMetrics) ProtoMessage() {}
 
 func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[27]
+	mi := &file_cohort_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3136,7 @@ func (x *LocalMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalMetrics.ProtoReflect.Descriptor instead.
 func (*LocalMetrics) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{27}
+	return file_cohort_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LocalMetrics) GetTrainLoss() float64 {
@@ -3099,7 +3189,7 @@ type UpdateUpload struct {
 
 func (x *UpdateUpload) Reset() {
 	*x = UpdateUpload{}
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3201,7 @@ func (x *UpdateUpload) String() string {
 func (*UpdateUpload) ProtoMessage() {}
 
 func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[28]
+	mi := &file_cohort_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3214,7 @@ func (x *UpdateUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateUpload.ProtoReflect.Descriptor instead.
 func (*UpdateUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{28}
+	return file_cohort_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateUpload) GetJobId() string {
@@ -3193,7 +3283,7 @@ type FeatureStats struct {
 
 func (x *FeatureStats) Reset() {
 	*x = FeatureStats{}
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3295,7 @@ func (x *FeatureStats) String() string {
 func (*FeatureStats) ProtoMessage() {}
 
 func (x *FeatureStats) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[29]
+	mi := &file_cohort_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3308,7 @@ func (x *FeatureStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureStats.ProtoReflect.Descriptor instead.
 func (*FeatureStats) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{29}
+	return file_cohort_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FeatureStats) GetCount() uint64 {
@@ -3264,7 +3354,7 @@ type StatsUpload struct {
 
 func (x *StatsUpload) Reset() {
 	*x = StatsUpload{}
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3366,7 @@ func (x *StatsUpload) String() string {
 func (*StatsUpload) ProtoMessage() {}
 
 func (x *StatsUpload) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[30]
+	mi := &file_cohort_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3379,7 @@ func (x *StatsUpload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsUpload.ProtoReflect.Descriptor instead.
 func (*StatsUpload) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{30}
+	return file_cohort_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatsUpload) GetJobId() string {
@@ -3333,7 +3423,7 @@ type Decline struct {
 
 func (x *Decline) Reset() {
 	*x = Decline{}
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3435,7 @@ func (x *Decline) String() string {
 func (*Decline) ProtoMessage() {}
 
 func (x *Decline) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[31]
+	mi := &file_cohort_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3448,7 @@ func (x *Decline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decline.ProtoReflect.Descriptor instead.
 func (*Decline) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{31}
+	return file_cohort_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Decline) GetJobId() string {
@@ -3394,7 +3484,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3496,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[32]
+	mi := &file_cohort_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,7 +3509,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{32}
+	return file_cohort_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Ack) GetJobId() string {
@@ -3454,7 +3544,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3466,7 +3556,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[33]
+	mi := &file_cohort_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3479,7 +3569,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{33}
+	return file_cohort_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -3511,7 +3601,7 @@ type RoundStatusRequest struct {
 
 func (x *RoundStatusRequest) Reset() {
 	*x = RoundStatusRequest{}
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3613,7 @@ func (x *RoundStatusRequest) String() string {
 func (*RoundStatusRequest) ProtoMessage() {}
 
 func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[34]
+	mi := &file_cohort_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3626,7 @@ func (x *RoundStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatusRequest.ProtoReflect.Descriptor instead.
 func (*RoundStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{34}
+	return file_cohort_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RoundStatusRequest) GetJobId() string {
@@ -3577,7 +3667,7 @@ type RoundStatus struct {
 
 func (x *RoundStatus) Reset() {
 	*x = RoundStatus{}
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3679,7 @@ func (x *RoundStatus) String() string {
 func (*RoundStatus) ProtoMessage() {}
 
 func (x *RoundStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_cohort_proto_msgTypes[35]
+	mi := &file_cohort_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3692,7 @@ func (x *RoundStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStatus.ProtoReflect.Descriptor instead.
 func (*RoundStatus) Descriptor() ([]byte, []int) {
-	return file_cohort_proto_rawDescGZIP(), []int{35}
+	return file_cohort_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RoundStatus) GetJobId() string {
@@ -3644,7 +3734,7 @@ var File_cohort_proto protoreflect.FileDescriptor
 
 const file_cohort_proto_rawDesc = "" +
 	"\n" +
-	"\fcohort.proto\x12\tcohort.v1\"\x88\t\n" +
+	"\fcohort.proto\x12\tcohort.v1\"\xc5\t\n" +
 	"\bEnvelope\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.cohort.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\awelcome\x18\x02 \x01(\v2\x12.cohort.v1.WelcomeH\x00R\awelcome\x121\n" +
@@ -3671,8 +3761,14 @@ const file_cohort_proto_rawDesc = "" +
 	"\x12deployment_request\x18\x13 \x01(\v2\x1c.cohort.v1.DeploymentRequestH\x00R\x11deploymentRequest\x127\n" +
 	"\n" +
 	"deployment\x18\x14 \x01(\v2\x15.cohort.v1.DeploymentH\x00R\n" +
-	"deploymentB\x06\n" +
-	"\x04body\"j\n" +
+	"deployment\x12;\n" +
+	"\fdrift_report\x18\x15 \x01(\v2\x16.cohort.v1.DriftReportH\x00R\vdriftReportB\x06\n" +
+	"\x04body\"x\n" +
+	"\vDriftReport\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
+	"\fmodel_sha256\x18\x02 \x01(\tR\vmodelSha256\x12\x16\n" +
+	"\x06scored\x18\x03 \x01(\x04R\x06scored\x12\x17\n" +
+	"\amax_psi\x18\x04 \x01(\x01R\x06maxPsi\"j\n" +
 	"\x11DeploymentRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
 	"\x0ecurrent_sha256\x18\x02 \x01(\tR\rcurrentSha256\x12\x17\n" +
@@ -3965,7 +4061,7 @@ func file_cohort_proto_rawDescGZIP() []byte {
 }
 
 var file_cohort_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_cohort_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_cohort_proto_goTypes = []any{
 	(TaskKind)(0),              // 0: cohort.v1.TaskKind
 	(FeatureKind)(0),           // 1: cohort.v1.FeatureKind
@@ -3978,98 +4074,100 @@ var file_cohort_proto_goTypes = []any{
 	(ErrorCode)(0),             // 8: cohort.v1.ErrorCode
 	(RoundState)(0),            // 9: cohort.v1.RoundState
 	(*Envelope)(nil),           // 10: cohort.v1.Envelope
-	(*DeploymentRequest)(nil),  // 11: cohort.v1.DeploymentRequest
-	(*Deployment)(nil),         // 12: cohort.v1.Deployment
-	(*Hello)(nil),              // 13: cohort.v1.Hello
-	(*Welcome)(nil),            // 14: cohort.v1.Welcome
-	(*Redirect)(nil),           // 15: cohort.v1.Redirect
-	(*TaskRequest)(nil),        // 16: cohort.v1.TaskRequest
-	(*TaskOffer)(nil),          // 17: cohort.v1.TaskOffer
-	(*EvalParams)(nil),         // 18: cohort.v1.EvalParams
-	(*EvalUpload)(nil),         // 19: cohort.v1.EvalUpload
-	(*CalibrationBin)(nil),     // 20: cohort.v1.CalibrationBin
-	(*SecAggParams)(nil),       // 21: cohort.v1.SecAggParams
-	(*SecAggMessage)(nil),      // 22: cohort.v1.SecAggMessage
-	(*SecAggFetch)(nil),        // 23: cohort.v1.SecAggFetch
-	(*AnalyticsParams)(nil),    // 24: cohort.v1.AnalyticsParams
-	(*HistogramEdges)(nil),     // 25: cohort.v1.HistogramEdges
-	(*NoTask)(nil),             // 26: cohort.v1.NoTask
-	(*ModelSpec)(nil),          // 27: cohort.v1.ModelSpec
-	(*TrainParams)(nil),        // 28: cohort.v1.TrainParams
-	(*FeatureSpec)(nil),        // 29: cohort.v1.FeatureSpec
-	(*Feature)(nil),            // 30: cohort.v1.Feature
-	(*Label)(nil),              // 31: cohort.v1.Label
-	(*Cohort)(nil),             // 32: cohort.v1.Cohort
-	(*IndexTime)(nil),          // 33: cohort.v1.IndexTime
-	(*BlobRef)(nil),            // 34: cohort.v1.BlobRef
-	(*ModelRequest)(nil),       // 35: cohort.v1.ModelRequest
-	(*BlobHeader)(nil),         // 36: cohort.v1.BlobHeader
-	(*LocalMetrics)(nil),       // 37: cohort.v1.LocalMetrics
-	(*UpdateUpload)(nil),       // 38: cohort.v1.UpdateUpload
-	(*FeatureStats)(nil),       // 39: cohort.v1.FeatureStats
-	(*StatsUpload)(nil),        // 40: cohort.v1.StatsUpload
-	(*Decline)(nil),            // 41: cohort.v1.Decline
-	(*Ack)(nil),                // 42: cohort.v1.Ack
-	(*Error)(nil),              // 43: cohort.v1.Error
-	(*RoundStatusRequest)(nil), // 44: cohort.v1.RoundStatusRequest
-	(*RoundStatus)(nil),        // 45: cohort.v1.RoundStatus
+	(*DriftReport)(nil),        // 11: cohort.v1.DriftReport
+	(*DeploymentRequest)(nil),  // 12: cohort.v1.DeploymentRequest
+	(*Deployment)(nil),         // 13: cohort.v1.Deployment
+	(*Hello)(nil),              // 14: cohort.v1.Hello
+	(*Welcome)(nil),            // 15: cohort.v1.Welcome
+	(*Redirect)(nil),           // 16: cohort.v1.Redirect
+	(*TaskRequest)(nil),        // 17: cohort.v1.TaskRequest
+	(*TaskOffer)(nil),          // 18: cohort.v1.TaskOffer
+	(*EvalParams)(nil),         // 19: cohort.v1.EvalParams
+	(*EvalUpload)(nil),         // 20: cohort.v1.EvalUpload
+	(*CalibrationBin)(nil),     // 21: cohort.v1.CalibrationBin
+	(*SecAggParams)(nil),       // 22: cohort.v1.SecAggParams
+	(*SecAggMessage)(nil),      // 23: cohort.v1.SecAggMessage
+	(*SecAggFetch)(nil),        // 24: cohort.v1.SecAggFetch
+	(*AnalyticsParams)(nil),    // 25: cohort.v1.AnalyticsParams
+	(*HistogramEdges)(nil),     // 26: cohort.v1.HistogramEdges
+	(*NoTask)(nil),             // 27: cohort.v1.NoTask
+	(*ModelSpec)(nil),          // 28: cohort.v1.ModelSpec
+	(*TrainParams)(nil),        // 29: cohort.v1.TrainParams
+	(*FeatureSpec)(nil),        // 30: cohort.v1.FeatureSpec
+	(*Feature)(nil),            // 31: cohort.v1.Feature
+	(*Label)(nil),              // 32: cohort.v1.Label
+	(*Cohort)(nil),             // 33: cohort.v1.Cohort
+	(*IndexTime)(nil),          // 34: cohort.v1.IndexTime
+	(*BlobRef)(nil),            // 35: cohort.v1.BlobRef
+	(*ModelRequest)(nil),       // 36: cohort.v1.ModelRequest
+	(*BlobHeader)(nil),         // 37: cohort.v1.BlobHeader
+	(*LocalMetrics)(nil),       // 38: cohort.v1.LocalMetrics
+	(*UpdateUpload)(nil),       // 39: cohort.v1.UpdateUpload
+	(*FeatureStats)(nil),       // 40: cohort.v1.FeatureStats
+	(*StatsUpload)(nil),        // 41: cohort.v1.StatsUpload
+	(*Decline)(nil),            // 42: cohort.v1.Decline
+	(*Ack)(nil),                // 43: cohort.v1.Ack
+	(*Error)(nil),              // 44: cohort.v1.Error
+	(*RoundStatusRequest)(nil), // 45: cohort.v1.RoundStatusRequest
+	(*RoundStatus)(nil),        // 46: cohort.v1.RoundStatus
 }
 var file_cohort_proto_depIdxs = []int32{
-	13, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
-	14, // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
-	15, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
-	16, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
-	17, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
-	26, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
-	35, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
-	36, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
-	38, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
-	42, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
-	43, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
-	44, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
-	45, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
-	40, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
-	41, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
-	22, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
-	23, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
-	19, // 17: cohort.v1.Envelope.eval_upload:type_name -> cohort.v1.EvalUpload
-	11, // 18: cohort.v1.Envelope.deployment_request:type_name -> cohort.v1.DeploymentRequest
-	12, // 19: cohort.v1.Envelope.deployment:type_name -> cohort.v1.Deployment
-	34, // 20: cohort.v1.Deployment.model:type_name -> cohort.v1.BlobRef
-	27, // 21: cohort.v1.Deployment.model_spec:type_name -> cohort.v1.ModelSpec
-	29, // 22: cohort.v1.Deployment.features:type_name -> cohort.v1.FeatureSpec
-	0,  // 23: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
-	34, // 24: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
-	27, // 25: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
-	28, // 26: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
-	29, // 27: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
-	24, // 28: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
-	21, // 29: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
-	18, // 30: cohort.v1.TaskOffer.eval:type_name -> cohort.v1.EvalParams
-	20, // 31: cohort.v1.EvalUpload.calibration:type_name -> cohort.v1.CalibrationBin
-	25, // 32: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
-	30, // 33: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
-	31, // 34: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
-	32, // 35: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
-	33, // 36: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
-	5,  // 37: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
-	1,  // 38: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
-	2,  // 39: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
-	3,  // 40: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
-	4,  // 41: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
-	6,  // 42: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
-	34, // 43: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
-	37, // 44: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
-	34, // 45: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
-	39, // 46: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
-	7,  // 47: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
-	8,  // 48: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
-	9,  // 49: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	14, // 0: cohort.v1.Envelope.hello:type_name -> cohort.v1.Hello
+	15, // 1: cohort.v1.Envelope.welcome:type_name -> cohort.v1.Welcome
+	16, // 2: cohort.v1.Envelope.redirect:type_name -> cohort.v1.Redirect
+	17, // 3: cohort.v1.Envelope.task_request:type_name -> cohort.v1.TaskRequest
+	18, // 4: cohort.v1.Envelope.task_offer:type_name -> cohort.v1.TaskOffer
+	27, // 5: cohort.v1.Envelope.no_task:type_name -> cohort.v1.NoTask
+	36, // 6: cohort.v1.Envelope.model_request:type_name -> cohort.v1.ModelRequest
+	37, // 7: cohort.v1.Envelope.blob_header:type_name -> cohort.v1.BlobHeader
+	39, // 8: cohort.v1.Envelope.update_upload:type_name -> cohort.v1.UpdateUpload
+	43, // 9: cohort.v1.Envelope.ack:type_name -> cohort.v1.Ack
+	44, // 10: cohort.v1.Envelope.error:type_name -> cohort.v1.Error
+	45, // 11: cohort.v1.Envelope.round_status_request:type_name -> cohort.v1.RoundStatusRequest
+	46, // 12: cohort.v1.Envelope.round_status:type_name -> cohort.v1.RoundStatus
+	41, // 13: cohort.v1.Envelope.stats_upload:type_name -> cohort.v1.StatsUpload
+	42, // 14: cohort.v1.Envelope.decline:type_name -> cohort.v1.Decline
+	23, // 15: cohort.v1.Envelope.secagg_message:type_name -> cohort.v1.SecAggMessage
+	24, // 16: cohort.v1.Envelope.secagg_fetch:type_name -> cohort.v1.SecAggFetch
+	20, // 17: cohort.v1.Envelope.eval_upload:type_name -> cohort.v1.EvalUpload
+	12, // 18: cohort.v1.Envelope.deployment_request:type_name -> cohort.v1.DeploymentRequest
+	13, // 19: cohort.v1.Envelope.deployment:type_name -> cohort.v1.Deployment
+	11, // 20: cohort.v1.Envelope.drift_report:type_name -> cohort.v1.DriftReport
+	35, // 21: cohort.v1.Deployment.model:type_name -> cohort.v1.BlobRef
+	28, // 22: cohort.v1.Deployment.model_spec:type_name -> cohort.v1.ModelSpec
+	30, // 23: cohort.v1.Deployment.features:type_name -> cohort.v1.FeatureSpec
+	0,  // 24: cohort.v1.TaskOffer.kind:type_name -> cohort.v1.TaskKind
+	35, // 25: cohort.v1.TaskOffer.model:type_name -> cohort.v1.BlobRef
+	28, // 26: cohort.v1.TaskOffer.model_spec:type_name -> cohort.v1.ModelSpec
+	29, // 27: cohort.v1.TaskOffer.params:type_name -> cohort.v1.TrainParams
+	30, // 28: cohort.v1.TaskOffer.features:type_name -> cohort.v1.FeatureSpec
+	25, // 29: cohort.v1.TaskOffer.analytics:type_name -> cohort.v1.AnalyticsParams
+	22, // 30: cohort.v1.TaskOffer.secagg:type_name -> cohort.v1.SecAggParams
+	19, // 31: cohort.v1.TaskOffer.eval:type_name -> cohort.v1.EvalParams
+	21, // 32: cohort.v1.EvalUpload.calibration:type_name -> cohort.v1.CalibrationBin
+	26, // 33: cohort.v1.AnalyticsParams.histograms:type_name -> cohort.v1.HistogramEdges
+	31, // 34: cohort.v1.FeatureSpec.features:type_name -> cohort.v1.Feature
+	32, // 35: cohort.v1.FeatureSpec.label:type_name -> cohort.v1.Label
+	33, // 36: cohort.v1.FeatureSpec.cohort:type_name -> cohort.v1.Cohort
+	34, // 37: cohort.v1.FeatureSpec.index:type_name -> cohort.v1.IndexTime
+	5,  // 38: cohort.v1.FeatureSpec.normalization:type_name -> cohort.v1.Normalization
+	1,  // 39: cohort.v1.Feature.kind:type_name -> cohort.v1.FeatureKind
+	2,  // 40: cohort.v1.Feature.missing:type_name -> cohort.v1.MissingPolicy
+	3,  // 41: cohort.v1.Label.kind:type_name -> cohort.v1.LabelKind
+	4,  // 42: cohort.v1.IndexTime.kind:type_name -> cohort.v1.IndexKind
+	6,  // 43: cohort.v1.BlobRef.encoding:type_name -> cohort.v1.Encoding
+	35, // 44: cohort.v1.BlobHeader.blob:type_name -> cohort.v1.BlobRef
+	38, // 45: cohort.v1.UpdateUpload.metrics:type_name -> cohort.v1.LocalMetrics
+	35, // 46: cohort.v1.UpdateUpload.delta:type_name -> cohort.v1.BlobRef
+	40, // 47: cohort.v1.StatsUpload.stats:type_name -> cohort.v1.FeatureStats
+	7,  // 48: cohort.v1.Decline.reason:type_name -> cohort.v1.DeclineReason
+	8,  // 49: cohort.v1.Error.code:type_name -> cohort.v1.ErrorCode
+	9,  // 50: cohort.v1.RoundStatus.state:type_name -> cohort.v1.RoundState
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_cohort_proto_init() }
@@ -4098,6 +4196,7 @@ func file_cohort_proto_init() {
 		(*Envelope_EvalUpload)(nil),
 		(*Envelope_DeploymentRequest)(nil),
 		(*Envelope_Deployment)(nil),
+		(*Envelope_DriftReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4105,7 +4204,7 @@ func file_cohort_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cohort_proto_rawDesc), len(file_cohort_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
