@@ -249,8 +249,9 @@ func (a *Agent) publishAlert(pr *Prediction, patient string, threshold float64) 
 	}()
 }
 
-// riskSendEvery is how often the outbox is sent to RiskFHIRURL.
-const riskSendEvery = 5 * time.Second
+// riskSendEvery is how often the outbox is sent to RiskFHIRURL (a
+// variable for tests).
+var riskSendEvery = 5 * time.Second
 
 // runRiskSender POSTs the RiskAssessments of the outbox to the hospital's
 // FHIR server (RiskFHIRURL) until ctx ends, moving each accepted one to

@@ -2,7 +2,11 @@ package agent
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -152,5 +156,53 @@ func TestDriftMonitor(t *testing.T) {
 	}
 	if shifted.scores[psiBins-1] != 1000 || m.scores[0] != 1000 {
 		t.Fatalf("score histograms %v, %v", m.scores, shifted.scores)
+	}
+}
+
+// TestRiskAssessmentsPostedToFHIRServer: with risk_fhir_url, each
+// RiskAssessment of the outbox is POSTed to BASE/RiskAssessment as FHIR
+// JSON and moved to sent/ once accepted; one the server refuses stays.
+func TestRiskAssessmentsPostedToFHIRServer(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		posted []string
+		refuse = true
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method != http.MethodPost || r.URL.Path != "/fhir/RiskAssessment" || r.Header.Get("Content-Type") != "application/fhir+json" {
+			t.Errorf("%s %s (%s)", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+		}
+		if refuse {
+			refuse = false
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			return
+		}
+		posted = append(posted, string(b))
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	a := &Agent{cfg: Config{DataDir: dir, RiskFHIRURL: srv.URL + "/fhir/"}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	pr := &Prediction{Job: "sepsis", Model: strings.Repeat("c", 64), Round: 4, Risk: 0.42,
+		Contributions: []Contribution{{Feature: "age", Value: 80, Contribution: 0.3}}}
+	for range 2 {
+		if err := a.writeRiskAssessment(pr, "Patient/p1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(d time.Duration) { riskSendEvery = d }(riskSendEvery)
+	riskSendEvery = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.runRiskSender(ctx); close(done) }()
+	waitUntil(t, "both assessments posted", func() bool { mu.Lock(); defer mu.Unlock(); return len(posted) == 2 })
+	cancel()
+	<-done
+	sent, _ := os.ReadDir(filepath.Join(a.riskOutbox(), "sent"))
+	if len(sent) != 2 || a.Stats().RiskAssessmentsPosted != 2 || !strings.Contains(posted[0], `"resourceType": "RiskAssessment"`) {
+		t.Fatalf("%d sent files, stats %+v, first %s", len(sent), a.Stats(), posted[0])
 	}
 }
