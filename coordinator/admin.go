@@ -309,6 +309,19 @@ func (n *Node) guard(rt adminRoute) http.Handler {
 			n.forward(w, req)
 			return
 		}
+		// A leader just elected may not have applied every entry of
+		// earlier terms yet: a read answered now could miss a write
+		// acknowledged by the previous leader. It serves once its leader
+		// setup (a barrier) is done.
+		if !n.waitReady(req.Context()) {
+			if !n.IsLeader() {
+				n.forward(w, req)
+				return
+			}
+			w.Header().Set("Retry-After", "1")
+			writeProblem(w, http.StatusServiceUnavailable, "the leader is starting; retry")
+			return
+		}
 		if n.audit != nil && n.audit.broken.Load() {
 			writeProblem(w, http.StatusServiceUnavailable, "this node's audit log is damaged; ask another node")
 			return
@@ -422,6 +435,25 @@ func (n *Node) answer(w http.ResponseWriter, rs *reqState, h http.HandlerFunc, r
 	}
 	w.WriteHeader(c.status)
 	w.Write(c.body.Bytes())
+}
+
+// waitReady waits, up to ApplyTimeout, until this node leads and has
+// finished its leader setup in the current term (isReady); false if it
+// did not, or stopped leading.
+func (n *Node) waitReady(ctx context.Context) bool {
+	deadline := time.Now().Add(time.Duration(n.cfg.ApplyTimeout))
+	for !n.isReady() {
+		if !n.IsLeader() || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-n.leadershipChanged():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // recordNow records a request that no proposal recorded, with its answer's
