@@ -154,6 +154,11 @@ func (a *Agent) readVersion(job, digest string) (*deployed, error) {
 
 // newDeployed checks a deployment against its weights.
 func newDeployed(dep *pb.Deployment, body []byte) (*deployed, error) {
+	if protocol.Digest(body) != dep.GetModel().GetSha256() {
+		// Downloads and reads from disk check this already; the record
+		// itself must name these weights too.
+		return nil, fmt.Errorf("%w: the weights do not match the deployment's digest", ErrDeployment)
+	}
 	w, err := protocol.DecodeF32(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrDeployment, err)

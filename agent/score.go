@@ -141,8 +141,8 @@ func (a *Agent) riskOutbox() string {
 }
 
 // riskAssessment is a FHIR R4 RiskAssessment for a prediction about
-// subject (a reference, or "" with a pseudonymous identifier instead).
-func riskAssessment(pr *Prediction, subject, pseudonym string, now time.Time, id string) map[string]any {
+// subject, a reference to the hospital's Patient.
+func riskAssessment(pr *Prediction, subject string, now time.Time, id string) map[string]any {
 	var top []string
 	for i, c := range pr.Contributions {
 		if i == 3 {
@@ -157,17 +157,13 @@ func riskAssessment(pr *Prediction, subject, pseudonym string, now time.Time, id
 		"occurrenceDateTime": now.UTC().Format(time.RFC3339),
 		"method": map[string]any{
 			"coding": []any{map[string]any{"system": "urn:cohort:model", "code": pr.Model,
-				"display": fmt.Sprintf("Cohort job %s, model version %s (round %d)", pr.Job, pr.Model[:12], pr.Round)}},
+				"display": fmt.Sprintf("Cohort job %s, model version %s (round %d)", pr.Job, short(pr.Model), pr.Round)}},
 			"text": "Cohort federated model " + pr.Model,
 		},
 		"prediction": []any{map[string]any{"outcome": map[string]any{"text": pr.Job}, "probabilityDecimal": pr.Risk}},
 		"note": []any{map[string]any{"text": fmt.Sprintf("Model version %s (job %s, round %d). Main contributing features: %s.",
 			pr.Model, pr.Job, pr.Round, strings.Join(top, ", "))}},
-	}
-	if subject != "" {
-		ra["subject"] = map[string]any{"reference": subject}
-	} else {
-		ra["subject"] = map[string]any{"identifier": map[string]any{"system": "urn:cohort:pseudonym", "value": pseudonym}}
+		"subject": map[string]any{"reference": subject},
 	}
 	return ra
 }
@@ -182,7 +178,7 @@ func (a *Agent) writeRiskAssessment(pr *Prediction, subject string) error {
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
 	now := a.now()
-	b, err := json.MarshalIndent(riskAssessment(pr, subject, "", now, id), "", "  ")
+	b, err := json.MarshalIndent(riskAssessment(pr, subject, now, id), "", "  ")
 	if err != nil {
 		return err
 	}
