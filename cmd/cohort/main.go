@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -37,7 +38,9 @@ Commands:
   cluster      deprecated alias of 'cohort admin cluster'
   agent        run a site agent on a hospital gateway
   ca           create the federation CA and issue certificates
-  version      print the version
+  health       check a coordinator's or agent's status endpoint (container
+               health checks)
+  version      print the version, commit, build date and platform
 
 Run 'cohort <command> --help' for a command's flags.
 `
@@ -75,8 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAgent(ctx, args[1:], stdout, stderr)
 	case "ca":
 		return runCA(args[1:], stdout, stderr)
+	case "health":
+		return runHealth(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "cohort %s (commit %s, built %s)\n", Version, Commit, Date)
+		fmt.Fprintf(stdout, "cohort %s (commit %s, built %s, %s %s/%s)\n", Version, Commit, Date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
