@@ -248,12 +248,17 @@ func isApplyFailure(err error) bool { return errors.Is(err, errApply) }
 // captureWriter holds a handler's answer until the request's audit leaf
 // has committed.
 type captureWriter struct {
+	rw     http.ResponseWriter // for http.ResponseController (deadlines)
 	header http.Header
 	status int
 	body   bytes.Buffer
 }
 
 func (c *captureWriter) Header() http.Header { return c.header }
+
+// Unwrap lets http.ResponseController reach the connection (a restore
+// extends its read deadline).
+func (c *captureWriter) Unwrap() http.ResponseWriter { return c.rw }
 func (c *captureWriter) WriteHeader(s int) {
 	if c.status == 0 {
 		c.status = s
@@ -419,7 +424,7 @@ func problemWriter(status int, detail string) http.HandlerFunc {
 // h did), and then sends the answer; when the record cannot be made, it
 // answers 503 instead.
 func (n *Node) answer(w http.ResponseWriter, rs *reqState, h http.HandlerFunc, req ...*http.Request) {
-	c := &captureWriter{header: w.Header()}
+	c := &captureWriter{rw: w, header: w.Header()}
 	var r *http.Request
 	if len(req) > 0 {
 		r = req[0]

@@ -22,6 +22,8 @@ func (n *Node) adminRoutes() []adminRoute {
 		{method: "GET", pattern: "/v1/cluster", perm: permClusterRead, h: n.getCluster},
 		{method: "POST", pattern: "/v1/cluster/nodes", perm: permClusterWrite, before: true, h: n.postClusterNode},
 		{method: "DELETE", pattern: "/v1/cluster/nodes/{id}", perm: permClusterWrite, before: true, h: n.deleteClusterNode},
+		{method: "GET", pattern: "/v1/cluster/backup", perm: permClusterWrite, stream: true, h: n.getBackup},
+		{method: "POST", pattern: "/v1/cluster/restore", perm: permClusterWrite, h: n.postRestore},
 
 		{method: "GET", pattern: "/v1/sites", perm: permSitesRead, h: n.listSites},
 		{method: "POST", pattern: "/v1/sites", perm: permSitesWrite, h: n.postSite},

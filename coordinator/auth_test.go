@@ -24,6 +24,8 @@ var routeSamples = map[string]struct {
 	"GET /v1/cluster":                             {path: "/v1/cluster"},
 	"POST /v1/cluster/nodes":                      {path: "/v1/cluster/nodes", body: map[string]string{"id": "Bad Id", "raft_addr": "x"}},
 	"DELETE /v1/cluster/nodes/{id}":               {path: "/v1/cluster/nodes/c9"},
+	"GET /v1/cluster/backup":                      {path: "/v1/cluster/backup"},
+	"POST /v1/cluster/restore":                    {path: "/v1/cluster/restore"},
 	"GET /v1/sites":                               {path: "/v1/sites"},
 	"POST /v1/sites":                              {path: "/v1/sites", body: map[string]string{"id": "st-new"}},
 	"GET /v1/sites/{id}":                          {path: "/v1/sites/st-a"},

@@ -391,24 +391,29 @@ func (n *Node) ensureBlob(ctx context.Context, digest string) error {
 // referencedBlobs returns every blob the replicated state names: each
 // job's models, and the update bodies of open rounds.
 func (n *Node) referencedBlobs() (models, bodies map[string]bool) {
+	n.fsm.view(func(st *state) { models, bodies = st.blobRefs() })
+	return models, bodies
+}
+
+// blobRefs returns every blob st names: each job's models and optimizer
+// state, and the update bodies of open rounds.
+func (st *state) blobRefs() (models, bodies map[string]bool) {
 	models, bodies = make(map[string]bool), make(map[string]bool)
-	n.fsm.view(func(st *state) {
-		for _, j := range st.Jobs {
-			for _, m := range j.Models {
-				models[m.Digest] = true
-			}
-			if j.OptState != nil {
-				models[j.OptState.Digest] = true
-			}
-			if j.Current != nil {
-				for _, rc := range j.Current.Receipts {
-					if rc.Digest != "" {
-						bodies[rc.Digest] = true
-					}
+	for _, j := range st.Jobs {
+		for _, m := range j.Models {
+			models[m.Digest] = true
+		}
+		if j.OptState != nil {
+			models[j.OptState.Digest] = true
+		}
+		if j.Current != nil {
+			for _, rc := range j.Current.Receipts {
+				if rc.Digest != "" {
+					bodies[rc.Digest] = true
 				}
 			}
 		}
-	})
+	}
 	return models, bodies
 }
 

@@ -111,6 +111,9 @@ type Node struct {
 	// readyTerm is the term in which this node led and finished onElected
 	// (its barrier applied every entry of earlier terms); see isReady.
 	readyTerm atomic.Uint64
+	// setUpAgain asks the engine to run the leader setup again (after a
+	// backup was restored).
+	setUpAgain atomic.Bool
 
 	// bgCtx bounds background blob transfers (bgWG); Run ends them.
 	bgCtx    context.Context

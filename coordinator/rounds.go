@@ -42,6 +42,11 @@ func (n *Node) runEngine(ctx context.Context) error {
 			wasLeader = leader
 		}
 		if leader {
+			// A restored backup replaced the state (and the nodes
+			// published in it): set up again.
+			if n.setUpAgain.Swap(false) {
+				setUpTerm = 0
+			}
 			if term := n.raftNode().CurrentTerm(); term != setUpTerm {
 				if err := n.onElected(); err != nil {
 					n.log.Warn("leader setup", "err", err)

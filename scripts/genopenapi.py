@@ -23,6 +23,8 @@ paths={
  "/v1/cluster":{"get":op("Members and leader","cluster.read",ok_schema=ref("Cluster"),tag="cluster")},
  "/v1/cluster/nodes":{"post":op("Add a voter","cluster.write",ok_schema=ref("Cluster"),body={"type":"object","required":["id","raft_addr"],"properties":{"id":{"type":"string"},"raft_addr":{"type":"string"}}},tag="cluster")},
  "/v1/cluster/nodes/{id}":{"delete":op("Remove a member","cluster.write",ok_schema=ref("Cluster"),params=pid("node id"),tag="cluster")},
+ "/v1/cluster/backup":{"get":op("Back up the cluster: a tar of the leader's latest Raft snapshot (state and audit leaves) and every blob it names","cluster.write",ok_schema={"type":"string","format":"binary"},ok_content="application/x-tar",tag="cluster")},
+ "/v1/cluster/restore":{"post":op("Restore a backup into this cluster (it keeps its membership; everything else becomes the backup's)","cluster.write",ok_schema=ref("RestoreResult"),params=[{"name":"confirm","in":"query","required":True,"schema":{"type":"string","enum":["replace-state"]}}],tag="cluster")},
  "/v1/sites":{"get":op("List sites","sites.read",ok_schema=lst("sites","Site"),params=page,tag="sites"),
               "post":op("Create (enroll) a site","sites.write","201",ref("Site"),body={"type":"object","required":["id"],"properties":{"id":{"type":"string","pattern":"^[a-z0-9][a-z0-9._-]{0,62}$"}}},tag="sites")},
  "/v1/sites/{id}":{"get":op("Show a site","sites.read",ok_schema=ref("Site"),params=pid("site id"),tag="sites")},
@@ -80,6 +82,8 @@ schemas={
  "Proof":S(index={"type":"integer"},size={"type":"integer"},to={"type":"integer"},hashes={"type":"array","items":{"type":"string","format":"byte"}}),
 }
 schemas["Proof"]["properties"]["from"]={"type":"integer"}
+schemas["RestoreResult"]=S(index={"type":"integer"},term={"type":"integer"},blobs={"type":"integer"},audit_size={"type":"integer"},from_node={"type":"string"})
+paths["/v1/cluster/restore"]["post"]["requestBody"]={"required":True,"content":{"application/x-tar":{"schema":{"type":"string","format":"binary"},"description":"a backup from GET /v1/cluster/backup"}}}
 doc={"openapi":"3.1.0","info":{"title":"Cohort admin API","version":"1","description":"HTTPS, JSON. Every route needs `Authorization: Bearer <token>`; every request is recorded in the audit log. Errors are RFC 9457 problem details."},
  "servers":[{"url":"/"}],"security":[{"bearer":[]}],
  "paths":paths,

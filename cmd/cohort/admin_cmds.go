@@ -131,6 +131,8 @@ To replace a node, join the new one first.`,
 				return show(raw, v, id+" removed from the cluster")
 			},
 		},
+		a.clusterBackupCommand(),
+		a.clusterRestoreCommand(),
 	}
 }
 

@@ -108,8 +108,10 @@ func (e *apiError) Error() string {
 // request is one call of the admin API.
 type request struct {
 	method, path string
-	// body is sent as JSON; []byte is sent as it is.
-	body any
+	// body is sent as JSON; []byte and an io.Reader are sent as they are,
+	// with contentType.
+	body        any
+	contentType string
 	// once: not retried on 502 or 503 (the request is not idempotent:
 	// creating a token twice would leave a token nobody holds).
 	once bool
@@ -178,6 +180,8 @@ func (c *adminClient) send(ctx context.Context, req request) (*http.Response, er
 	case nil:
 	case []byte:
 		r = bytes.NewReader(b)
+	case io.Reader:
+		r = b
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
@@ -190,7 +194,11 @@ func (c *adminClient) send(ctx context.Context, req request) (*http.Response, er
 		return nil, err
 	}
 	if r != nil {
-		hr.Header.Set("Content-Type", "application/json")
+		ct := req.contentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		hr.Header.Set("Content-Type", ct)
 	}
 	hr.Header.Set("Accept", "application/json")
 	hr.Header.Set("Authorization", "Bearer "+c.token)
