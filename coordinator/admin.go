@@ -521,6 +521,8 @@ type ClusterNode struct {
 	// AuditKey is the Ed25519 public key (base64) the node signs its audit
 	// checkpoints with.
 	AuditKey string `json:"audit_key,omitempty"`
+	// Version is the node's build when it last became leader.
+	Version string `json:"version,omitempty"`
 }
 
 // ClusterView is GET /v1/cluster.
@@ -547,7 +549,7 @@ func (n *Node) Cluster() (ClusterView, error) {
 			info := st.Nodes[string(s.ID)]
 			v.Nodes = append(v.Nodes, ClusterNode{ID: string(s.ID), RaftAddr: string(s.Address), Voter: s.Suffrage == raft.Voter,
 				Leader: string(s.ID) == lid, AgentAddr: info.AgentAddr, StatusAddr: info.StatusAddr,
-				AdminAddr: info.AdminAddr, AuditKey: info.AuditKey})
+				AdminAddr: info.AdminAddr, AuditKey: info.AuditKey, Version: info.Version})
 		}
 	})
 	slices.SortFunc(v.Nodes, func(a, b ClusterNode) int { return cmpString(a.ID, b.ID) })

@@ -182,10 +182,17 @@ type SiteView struct {
 	Online      bool      `json:"online"`
 	LastSeen    time.Time `json:"last_seen,omitzero"`
 	CertExpires time.Time `json:"cert_expires,omitzero"`
+	// AgentVersion and Protocol are what the site's agent said it runs,
+	// and the protocol version agreed, at its last hello to this leader.
+	AgentVersion string `json:"agent_version,omitempty"`
+	Protocol     uint32 `json:"protocol,omitempty"`
 }
 
 func (n *Node) siteView(s *Site) SiteView {
 	v := SiteView{ID: s.ID, Created: s.Created, Revoked: s.Revoked, CertExpires: s.CertExpires}
+	if b, ok := n.agentBuilds.Load(s.ID); ok {
+		v.AgentVersion, v.Protocol = b.(siteBuild).Version, b.(siteBuild).Protocol
+	}
 	if t, ok := n.lastSeen.Load(s.ID); ok {
 		v.LastSeen = t.(time.Time).UTC()
 		v.Online = s.Revoked.IsZero() && n.now().Sub(v.LastSeen) < 2*time.Duration(n.cfg.MaxPollWait)

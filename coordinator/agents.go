@@ -274,6 +274,13 @@ func (n *Node) redirect() *pb.Envelope {
 	return &pb.Envelope{Body: &pb.Envelope_Redirect{Redirect: &pb.Redirect{LeaderId: id, LeaderAddr: addr}}}
 }
 
+// siteBuild is what a site's agent runs: its version, as it says, and the
+// protocol version negotiated with it.
+type siteBuild struct {
+	Version  string
+	Protocol uint32
+}
+
 func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
 	v, err := protocol.Negotiate(h.GetMinProtocolVersion(), h.GetProtocolVersion())
 	if err != nil {
@@ -301,6 +308,7 @@ func (n *Node) onHello(ac *agentConn, h *pb.Hello) (*pb.Envelope, bool) {
 			"site %q is not enrolled in this federation", ac.site), true
 	}
 	ac.hello.Store(true)
+	n.agentBuilds.Store(ac.site, siteBuild{Version: h.GetAgentVersion(), Protocol: v})
 	return &pb.Envelope{Body: &pb.Envelope_Welcome{Welcome: &pb.Welcome{
 		ProtocolVersion: v, NodeId: n.cfg.ID, SiteId: ac.site}}}, false
 }

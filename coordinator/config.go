@@ -34,6 +34,11 @@ type Config struct {
 	// AdminAddr serves the admin API (HTTPS, /v1, bearer tokens) and the
 	// dashboard; empty turns it off. Its certificate is TLS.Cert.
 	AdminAddr string `json:"admin_addr,omitempty"`
+	// AdminAdvertise is the address the other coordinators forward admin
+	// requests to when this node leads; empty means the bound AdminAddr.
+	// Set it whenever AdminAddr is 0.0.0.0 (or not reachable from the
+	// other coordinators); its host must be in this node's certificate.
+	AdminAdvertise string `json:"admin_advertise,omitempty"`
 	// Auth configures the admin API's tokens.
 	Auth AuthConfig `json:"auth"`
 	// Enroll configures site enrollment and certificate renewal.
@@ -81,6 +86,10 @@ type Config struct {
 
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger `json:"-"`
+	// Build is this binary's version (cohort version), shown in the
+	// node's status and published with its addresses, so an operator
+	// sees a rolling upgrade's progress.
+	Build string `json:"-"`
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time `json:"-"`
 	// SecAggObserver, if set, sees every vector this node's secure

@@ -92,6 +92,9 @@ type Node struct {
 	// lastSeen is when each site last sent this node a request (site id
 	// → time.Time), for sampling the available sites.
 	lastSeen sync.Map
+	// agentBuilds is what each site's agent said it runs in its last
+	// hello (site id → siteBuild).
+	agentBuilds sync.Map
 	// engineWarned is the last round engine warning per job (job id →
 	// engineWarning), so that a job stuck on the same problem is logged
 	// once a minute, not at every tick.
@@ -333,10 +336,14 @@ func (n *Node) AgentAddr() string {
 	return n.quicLn.Addr().String()
 }
 
-// AdminAddr is the bound admin API address, or "".
+// AdminAddr is the address the other coordinators reach this node's admin
+// API at (AdminAdvertise, else the bound address), or "" when it is off.
 func (n *Node) AdminAddr() string {
 	if n.adminLn == nil {
 		return ""
+	}
+	if n.cfg.AdminAdvertise != "" {
+		return n.cfg.AdminAdvertise
 	}
 	return n.adminLn.Addr().String()
 }

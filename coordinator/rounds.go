@@ -78,7 +78,7 @@ func (n *Node) onElected() error {
 		return fmt.Errorf("barrier: %w", err)
 	}
 	info := NodeInfo{ID: n.cfg.ID, AgentAddr: n.AgentAddr(), StatusAddr: n.StatusAddr(), AdminAddr: n.AdminAddr(),
-		AuditKey: base64.StdEncoding.EncodeToString(n.audit.log.PublicKey())}
+		AuditKey: base64.StdEncoding.EncodeToString(n.audit.log.PublicKey()), Version: n.cfg.Build}
 	var (
 		published, bootstrapped bool
 		missing                 []string

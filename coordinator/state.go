@@ -68,6 +68,9 @@ type NodeInfo struct {
 	// AuditKey is the node's Ed25519 public key (base64) that signs its
 	// audit checkpoints.
 	AuditKey string `json:"audit_key,omitempty"`
+	// Version is the node's build (cohort version) when it published
+	// this, at its last election.
+	Version string `json:"version,omitempty"`
 }
 
 // ModelSpec names a model architecture.

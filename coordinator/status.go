@@ -11,6 +11,7 @@ import (
 // digests and metrics: nothing about patients.
 type Status struct {
 	Node      string           `json:"node"`
+	Version   string           `json:"version,omitempty"`
 	Leader    string           `json:"leader"`
 	IsLeader  bool             `json:"is_leader"`
 	AgentAddr string           `json:"agent_addr"`
@@ -56,7 +57,7 @@ type RoundSummary struct {
 // Status returns the node's view of the federation.
 func (n *Node) Status() Status {
 	lid, _ := n.Leader()
-	s := Status{Sites: []string{}, Jobs: []JobStatus{}, Node: n.cfg.ID, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
+	s := Status{Sites: []string{}, Jobs: []JobStatus{}, Node: n.cfg.ID, Version: n.cfg.Build, Leader: lid, IsLeader: n.IsLeader(), AgentAddr: n.AgentAddr(), Counters: map[string]int64{
 		"handshakes_refused":    n.stats.HandshakesRefused.Load(),
 		"frames_rejected":       n.stats.FramesRejected.Load(),
 		"unknown_sites":         n.stats.UnknownSites.Load(),

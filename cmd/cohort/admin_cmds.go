@@ -283,7 +283,7 @@ new ones. Its past contributions stay in the models and the audit log.`,
 
 func (a *adminCLI) siteTable(sites []coordinator.SiteView) {
 	tw := a.table()
-	fmt.Fprintln(tw, "ID\tSTATE\tONLINE\tLAST SEEN\tCREATED")
+	fmt.Fprintln(tw, "ID\tSTATE\tONLINE\tLAST SEEN\tAGENT\tCREATED")
 	for _, s := range sites {
 		state, online := "enrolled", "no"
 		if !s.Revoked.IsZero() {
@@ -292,7 +292,11 @@ func (a *adminCLI) siteTable(sites []coordinator.SiteView) {
 		if s.Online {
 			online = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, state, online, a.when(s.LastSeen), stamp(s.Created))
+		build := "-"
+		if s.AgentVersion != "" {
+			build = fmt.Sprintf("%s (protocol %d)", s.AgentVersion, s.Protocol)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, state, online, a.when(s.LastSeen), build, stamp(s.Created))
 	}
 	tw.Flush()
 }

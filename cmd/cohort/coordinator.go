@@ -165,6 +165,7 @@ Flags:
 		return err
 	}
 	file.Logger = log
+	file.Build = Version
 	if file.Bootstrap && len(file.Peers) == 0 {
 		return fmt.Errorf("coordinator: --bootstrap needs the initial voters (--peer id=addr, or peers in the config)")
 	}
