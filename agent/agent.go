@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/cohort-fl/cohort/internal/secretfile"
 	"log/slog"
 	"net"
 	"net/http"
@@ -199,6 +200,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: risk_fhir_url must be an http(s) URL, the FHIR server's base", ErrInvalidConfig)
 	case c.PredictAddr != "" && c.PredictTokenFile == "":
 		return fmt.Errorf("%w: predict_addr needs predict_token_file, the bearer token clients send", ErrInvalidConfig)
+	case c.MQTT != nil && c.MQTT.Password != "" && c.MQTT.PasswordFile != "":
+		return fmt.Errorf("%w: mqtt: give password or password_file, not both", ErrInvalidConfig)
 	case c.Bulk != nil && c.Bulk.BaseURL == "":
 		return fmt.Errorf("%w: bulk.base_url is required", ErrInvalidConfig)
 	}
@@ -326,6 +329,15 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.MQTT != nil && cfg.MQTT.PasswordFile != "" {
+		mc := *cfg.MQTT
+		pw, err := secretfile.Read(mc.PasswordFile, "mqtt.password_file")
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		mc.Password = pw
+		cfg.MQTT = &mc
 	}
 	if err := finishRenewal(cfg.TLS); err != nil {
 		return nil, fmt.Errorf("complete an interrupted certificate renewal: %w", err)

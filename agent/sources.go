@@ -27,8 +27,11 @@ type MQTTConfig struct {
 	// cohort-agent-<site>): the persistent session is keyed by it.
 	ClientID string `json:"client_id,omitempty"`
 	// Username and Password authenticate to the broker, if it asks.
-	Username string `json:"username,omitempty"`
-	Password string `json:"password,omitempty"`
+	// PasswordFile (owner-only) is the better place for the password: the
+	// agent refuses a config file holding Password that others may read.
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
 	// Registry is a JSON file mapping device ids to patients over time
 	// (see agent/device); readings without a patient field need it.
 	Registry string `json:"registry,omitempty"`

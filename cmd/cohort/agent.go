@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/cohort-fl/cohort/internal/secretfile"
 	"io"
 	"time"
 
@@ -83,6 +84,11 @@ Flags:
 	if *configPath != "" {
 		if err := readJSONFile(*configPath, &file); err != nil {
 			return err
+		}
+		if file.MQTT != nil && file.MQTT.Password != "" {
+			if err := secretfile.Check(*configPath, "config file"); err != nil {
+				return fmt.Errorf("agent: the config file holds mqtt.password: %w; or move the password to mqtt.password_file", err)
+			}
 		}
 	}
 	fs.Visit(func(f *flag.Flag) {

@@ -528,8 +528,8 @@ func (c *cluster) waitDoneEverywhere(timeout time.Duration, id string) coordinat
 	deadline := time.Now().Add(timeout)
 	for k, i := range c.live() {
 		st := c.waitNode(i, time.Until(deadline), fmt.Sprintf("job %s to finish", id), func(st coordinator.Status) bool {
-			j, _ := job(st, id)
-			return j.State != coordinator.JobRunning
+			j, ok := job(st, id)
+			return ok && j.State != coordinator.JobRunning
 		})
 		js, _ := job(st, id)
 		if k == 0 {
