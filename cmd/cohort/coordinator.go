@@ -57,6 +57,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		advertise  = fs.String("agent-advertise", "", "`address` agents are redirected to when this node leads (default: agent-addr)")
 		statusAddr = fs.String("status-addr", "", "HTTP `address` for /healthz, /readyz, /metrics and /v1/status; no authentication (keep it on loopback or your monitoring network)")
 		adminAddr  = fs.String("admin-addr", "", "HTTPS `address` of the admin API (/v1, bearer tokens) and the dashboard, with this node's certificate (e.g. 0.0.0.0:7443)")
+		adminAdv   = fs.String("admin-advertise", "", "`address` the other coordinators forward admin requests to when this node leads (default: admin-addr; needed when admin-addr is 0.0.0.0; its host must be in this node's certificate)")
 		tokenFile  = fs.String("bootstrap-token-file", "", "`file` with the first admin token (from `cohort admin token new`, owner-only); if missing, the first leader writes a new one there (default DATA_DIR/bootstrap-admin.token)")
 		caFile     = fs.String("ca", "", "federation CA certificate `file`")
 		certFile   = fs.String("cert", "", "this node's coordinator certificate `file`")
@@ -86,6 +87,7 @@ metrics and a read-only status, without authentication.
 
 The config file is JSON: the flags below (id, data_dir, raft_addr,
 raft_advertise, agent_addr, agent_advertise, status_addr, admin_addr,
+admin_advertise,
 auth {bootstrap_token_file}, tls {ca, cert, key}, bootstrap,
 peers [{id, raft_addr}], sites [...], log_level), plus jobs [...], the
 other auth fields (bootstrap_ttl, rate_per_second, burst, failed_per_second,
@@ -135,6 +137,8 @@ Flags:
 			file.StatusAddr = *statusAddr
 		case "admin-addr":
 			file.AdminAddr = *adminAddr
+		case "admin-advertise":
+			file.AdminAdvertise = *adminAdv
 		case "bootstrap-token-file":
 			file.Auth.BootstrapTokenFile = *tokenFile
 		case "ca":
