@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Builds the Cohort container image (default tag cohort:dev) without pulling
-# any base image: the static binary is compiled on this host, a build context
-# is laid out in a temporary directory (binary, /etc/passwd and /etc/group
-# with the unprivileged user cohort, uid 65532, /tmp, /var/lib/cohort), and
-# deploy/Dockerfile assembles the image FROM scratch. Nothing is written into
-# the repository. Prints the image id on stdout; progress goes to stderr.
+# Builds the Cohort container images without pulling any base image: the
+# static binary is compiled on this host, a build context is laid out in a
+# temporary directory (binary, /etc/passwd and /etc/group with the
+# unprivileged user cohort, uid 65532, /tmp, /var/lib/cohort, /etc/cohort),
+# and deploy/Dockerfile assembles the images FROM scratch. Nothing is written
+# into the repository. Prints the id of the image TAG on stdout; progress
+# goes to stderr.
 #
 # Usage: deploy/build-image.sh [TAG]
+#
+# TAG (default cohort:dev) is the image for every role. Two role images are
+# tagged next to it, from the same layer: NAME-coordinator:T and
+# NAME-agent:T for TAG NAME:T (cohort-coordinator:dev, cohort-agent:dev),
+# each with its own HEALTHCHECK and default CMD (see deploy/Dockerfile).
 #
 # Environment:
 #   VERSION             version stamped into the binary (default: dev)
 #   SOURCE_DATE_EPOCH   build date to stamp, in seconds (default: now)
 #   KEEP_CONTEXT=1      keep the temporary build context and print its path
+#   ROLE_IMAGES=0       build TAG only, not the two role images
 #
-# The image is linux/amd64: FROM scratch takes the builder's platform, so
+# The images are linux/amd64: FROM scratch takes the builder's platform, so
 # the binary must match it.
 set -euo pipefail
 
 tag="${1:-cohort:dev}"
+# NAME:T -> NAME-coordinator:T and NAME-agent:T. A colon after the last
+# slash starts the tag (a registry host may carry a port).
+name="$tag" version_tag=latest
+case "${tag##*/}" in
+*:*) name="${tag%:*}" version_tag="${tag##*:}" ;;
+esac
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
@@ -54,9 +67,9 @@ CGO_ENABLED=0 GOOS=linux GOARCH=amd64 \
 	go build -trimpath -ldflags "$ldflags" -o "$ctx/cohort" ./cmd/cohort
 
 root="$ctx/rootfs"
-mkdir -p "$root/etc" "$root/tmp" "$root/var/lib" "$ctx/varlib/cohort"
+mkdir -p "$root/etc" "$root/tmp" "$root/var/lib" "$ctx/varlib/cohort" "$ctx/etc/cohort"
 chmod 1777 "$root/tmp"
-chmod 0700 "$ctx/varlib/cohort"
+chmod 0700 "$ctx/varlib/cohort" "$ctx/etc/cohort"
 cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/sbin/nologin
 cohort:x:65532:65532:cohort:/var/lib/cohort:/sbin/nologin
@@ -67,13 +80,28 @@ cohort:x:65532:
 GROUP
 chmod 0644 "$root/etc/passwd" "$root/etc/group"
 
-echo "build-image: building $tag" >&2
 # The legacy builder and BuildKit both work; use BuildKit only where the
 # buildx plugin is installed.
 if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; then
 	export DOCKER_BUILDKIT=0
 fi
-docker build --quiet -t "$tag" -f "$repo/deploy/Dockerfile" \
-	--build-arg VERSION="$version" --build-arg COMMIT="$commit" --build-arg DATE="$date" \
-	"$ctx" >/dev/null
+# build TARGET TAG builds one target of deploy/Dockerfile. The builder's
+# messages (the legacy builder's deprecation notice) are shown on failure
+# only.
+build() {
+	echo "build-image: building $2" >&2
+	local out
+	if ! out="$(docker build --quiet --target "$1" -t "$2" -f "$repo/deploy/Dockerfile" \
+		--build-arg VERSION="$version" --build-arg COMMIT="$commit" --build-arg DATE="$date" \
+		"$ctx" 2>&1 >/dev/null)"; then
+		echo "$out" >&2
+		echo "build-image: docker build --target $1 failed" >&2
+		exit 1
+	fi
+}
+build cohort "$tag"
+if [ "${ROLE_IMAGES:-1}" != 0 ]; then
+	build coordinator "${name}-coordinator:${version_tag}"
+	build agent "${name}-agent:${version_tag}"
+fi
 docker image inspect --format '{{.Id}}' "$tag"

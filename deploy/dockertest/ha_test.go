@@ -237,12 +237,13 @@ func randomSuffix() string {
 // buildImage builds the image with deploy/build-image.sh under a tag of
 // its own, removed at cleanup. The build date is fixed, so that a build of
 // unchanged code reuses the builder's cached layers instead of leaving a
-// new untagged intermediate image each run.
+// new untagged intermediate image each run. Only the image for every role
+// is built (ROLE_IMAGES=0): the test gives each container its command.
 func buildImage(ctx context.Context, t *testing.T) string {
 	t.Helper()
 	tag := "cohort:dockertest-" + randomSuffix()
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "deploy", "build-image.sh"), tag)
-	cmd.Env = append(os.Environ(), "VERSION=dockertest", "SOURCE_DATE_EPOCH=0")
+	cmd.Env = append(os.Environ(), "VERSION=dockertest", "SOURCE_DATE_EPOCH=0", "ROLE_IMAGES=0")
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	t.Cleanup(func() {
