@@ -95,6 +95,7 @@ fuzz FuzzAuthHeader ./coordinator
 fuzz FuzzDecode ./protocol/secagg
 fuzz FuzzServerHandle ./protocol/secagg
 fuzz FuzzAccountantState ./protocol/dp
+fuzz FuzzParseSums ./internal/release
 # The audit log's fuzzer minimizes slowly: cap it so it fuzzes.
 go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s ./coordinator/audit 2>&1 | tail -1
 

@@ -40,6 +40,8 @@ Commands:
   ca           create the federation CA and issue certificates
   health       check a coordinator's or agent's status endpoint (container
                health checks)
+  verify       check downloaded release files against the signed SHA256SUMS
+  release      make a release signing key; write and sign SHA256SUMS
   version      print the version, commit, build date and platform
 
 Run 'cohort <command> --help' for a command's flags.
@@ -80,6 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCA(args[1:], stdout, stderr)
 	case "health":
 		return runHealth(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return runVerify(args[1:], stdout, stderr)
+	case "release":
+		return runRelease(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "cohort %s (commit %s, built %s, %s %s/%s)\n", Version, Commit, Date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
