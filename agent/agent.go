@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"github.com/cohort-fl/cohort/internal/secretfile"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -293,6 +294,8 @@ type Stats struct {
 	DownloadsResumed int
 	Reconnects       int
 	LastRoundError   string
+	// Declined counts declined rounds by reason code (see Status).
+	Declined map[string]int
 	// Evaluations counts the model evaluations this site sent and the
 	// coordinator acknowledged (see runEvaluate).
 	Evaluations int
@@ -401,7 +404,9 @@ func (a *Agent) BytesSent() int64 {
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.stats
+	st := a.stats
+	st.Declined = maps.Clone(a.stats.Declined)
+	return st
 }
 
 // Open opens the encrypted store and the egress log, creating keys on first

@@ -296,7 +296,7 @@ func (a *Agent) deploy(ctx context.Context, s *session, job string) error {
 	}
 	ref := dep.GetModel()
 	if dep.GetJobId() != job || ref.GetEncoding() != pb.Encoding_ENCODING_F32LE || !isHexDigest(ref.GetSha256()) ||
-		ref.GetSize() != 4*uint64(dep.GetModelSpec().GetNumParams()) {
+		ref.GetSize() != 4*uint64(dep.GetModelSpec().GetNumParams()) || ref.GetSize() > maxModelBytes {
 		return fmt.Errorf("%w: the deployment does not describe a model of this job", ErrDeployment)
 	}
 	body, err := a.download(ctx, s, job, ref)

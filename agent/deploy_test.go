@@ -159,6 +159,9 @@ func TestDeployAndPredict(t *testing.T) {
 	if code, _ := predict(t, a, "wrong-token-wrong-token", PredictRequest{Job: "sepsis", Features: raw}); code != http.StatusUnauthorized {
 		t.Fatalf("a prediction with a wrong token: %d", code)
 	}
+	if got := agentMetric(handlerMetrics(t, a), "cohort_agent_predictions_refused_total"); got != 2 || a.Stats().PredictionsRefused != 2 {
+		t.Fatalf("predictions refused: metric %v, stats %d; want 2", got, a.Stats().PredictionsRefused)
+	}
 	if code, _ := predict(t, a, token, PredictRequest{Job: "sepsis", Features: raw[:3]}); code != http.StatusBadRequest {
 		t.Fatalf("a prediction with 3 features: %d", code)
 	}
@@ -238,8 +241,31 @@ func TestDeploymentDigestMismatch(t *testing.T) {
 	if d := a.deployedModel("sepsis"); d != nil {
 		t.Fatalf("deployed %.12s from weights that do not match", d.Digest)
 	}
+	if got := agentMetric(handlerMetrics(t, a), "cohort_agent_deployments_refused_total"); got < 1 {
+		t.Fatalf("cohort_agent_deployments_refused_total = %v, want at least 1", got)
+	}
 	if _, err := os.Stat(filepath.Join(a.modelsDir("sepsis"), "current.json")); err == nil {
 		t.Fatal("a refused version became current on disk")
+	}
+}
+
+// TestDeploymentTooLargeIsRefusedUnread: a version whose spec and blob
+// claim more weights than the largest model an agent builds (here 16 GiB)
+// is refused and counted before anything is downloaded or allocated.
+func TestDeploymentTooLargeIsRefusedUnread(t *testing.T) {
+	p := newTestPKI(t)
+	dep, body := deploymentOf(evalWeights, 0)
+	dep.ModelSpec.NumParams = 1<<32 - 1
+	dep.Model.Size = 4 * uint64(dep.ModelSpec.NumParams)
+	ds := &deployScript{dep: dep}
+	c := &scriptedCoordinator{t: t, model: body, offer: &pb.TaskOffer{Model: dep.GetModel()}, handle: ds.handle, done: make(chan struct{})}
+	a, _, _ := startDeployAgent(t, c, p, filepath.Join(t.TempDir(), "agent"))
+	waitUntil(t, "the refusal", func() bool { return a.Stats().DeploymentsRefused >= 1 })
+	c.mu.Lock()
+	asked := len(c.downloadOffsets)
+	c.mu.Unlock()
+	if asked > 0 || a.deployedModel("sepsis") != nil {
+		t.Fatalf("the oversized version was downloaded (%d requests) or deployed", asked)
 	}
 }
 

@@ -374,7 +374,7 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Enrolled, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("tls directory: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil { // #nosec G302 -- a directory: 0700 is owner-only (the x bit lets the owner enter it)
 		return nil, fmt.Errorf("tls directory: %w", err)
 	}
 

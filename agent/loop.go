@@ -367,6 +367,9 @@ func (a *Agent) runTask(ctx context.Context, s *session, offer *pb.TaskOffer) er
 	if k := offer.GetModelSpec().GetKind(); k != "logreg" && k != "mlp" {
 		return a.decline(s, offer, fmt.Errorf("%w: %q", ErrUnsupportedModel, k))
 	}
+	if size, n := offer.GetModel().GetSize(), offer.GetModelSpec().GetNumParams(); size != 4*uint64(n) || size > maxModelBytes {
+		return a.decline(s, offer, fmt.Errorf("%w: a model blob of %d bytes for %d parameters (at most %d bytes)", ErrUnsupportedModel, size, n, maxModelBytes))
+	}
 	// Likewise secure aggregation parameters this site cannot run.
 	var sa *secagg.Client
 	if offer.GetSecagg() != nil {
@@ -524,6 +527,12 @@ func (a *Agent) minCohort(job uint32) int {
 func (a *Agent) decline(s *session, offer *pb.TaskOffer, cause error) error {
 	reason := declineReason(cause)
 	a.log.Warn("declining a round", "job", offer.GetJobId(), "round", offer.GetRound(), "reason", reason.String(), "err", cause)
+	a.mu.Lock()
+	if a.stats.Declined == nil {
+		a.stats.Declined = map[string]int{}
+	}
+	a.stats.Declined[strings.ToLower(strings.TrimPrefix(reason.String(), "DECLINE_REASON_"))]++
+	a.mu.Unlock()
 	if _, err := a.request(s, &pb.Envelope{Body: &pb.Envelope_Decline{Decline: &pb.Decline{
 		JobId: offer.GetJobId(), Round: offer.GetRound(), Reason: reason}}}); err != nil {
 		return err

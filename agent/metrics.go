@@ -108,7 +108,13 @@ var (
 	descUpResumed  = metricDesc("cohort_agent_uploads_resumed_total", "Uploads continued from the byte an interrupted one reached.")
 	descDnResumed  = metricDesc("cohort_agent_downloads_resumed_total", "Model downloads continued from the byte an interrupted one reached.")
 	descReconnects = metricDesc("cohort_agent_reconnects_total", "Reconnections to the coordinators.")
+	descDeclined   = metricDesc("cohort_agent_rounds_declined_total", "Rounds this site declined, by reason (too_few_records, spec, model).", "reason")
 	descBytesSent  = metricDesc("cohort_agent_bytes_sent_total", "Bytes sent to the coordinators (through the egress guard).")
+
+	descDeployments    = metricDesc("cohort_agent_deployments_total", "Production model versions this site switched to.")
+	descDeployRefused  = metricDesc("cohort_agent_deployments_refused_total", "Production model versions this site refused (weights not matching their digest, a spec that does not fit).")
+	descPredictions    = metricDesc("cohort_agent_predictions_total", "Local inference requests answered.")
+	descPredictRefused = metricDesc("cohort_agent_predictions_refused_total", "Local inference requests refused for no or a wrong bearer token.")
 
 	descReady     = metricDesc("cohort_agent_ready", "1 if /readyz answers 200: the store is open and the agent holds a coordinator session or is retrying.")
 	descConnected = metricDesc("cohort_agent_coordinator_connected", "1 while the agent holds a session with the leading coordinator.")
@@ -128,7 +134,8 @@ type statusCollector struct{ a *Agent }
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIngested, descSkipped, descRejected,
 		descDevReceived, descDevStored, descDevRejected, descDevQueue,
-		descRounds, descAcked, descResent, descUpResumed, descDnResumed, descReconnects, descBytesSent,
+		descRounds, descAcked, descResent, descUpResumed, descDnResumed, descReconnects, descDeclined, descBytesSent,
+		descDeployments, descDeployRefused, descPredictions, descPredictRefused,
 		descReady, descConnected, descRevoked, descCertExpiry, descCertRenewals, descCertRenewalFail} {
 		ch <- d
 	}
@@ -165,6 +172,13 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUpResumed, float64(st.UploadsResumed))
 	counter(descDnResumed, float64(st.DownloadsResumed))
 	counter(descReconnects, float64(st.Reconnects))
+	for k, v := range boundedLabels(st.Declined) {
+		counter(descDeclined, v, k)
+	}
+	counter(descDeployments, float64(st.Deployments))
+	counter(descDeployRefused, float64(st.DeploymentsRefused))
+	counter(descPredictions, float64(st.Predictions))
+	counter(descPredictRefused, float64(st.PredictionsRefused))
 	counter(descBytesSent, float64(st.BytesSent))
 	ready, _ := c.a.readiness()
 	gauge(descReady, gaugeBool(ready))

@@ -66,6 +66,19 @@ func agentMetric(fams map[string]*dto.MetricFamily, name string, labels ...strin
 	return -1
 }
 
+// handlerMetrics is a's /metrics, served by its handler and parsed.
+func handlerMetrics(t *testing.T, a *Agent) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	a.metricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	return fams
+}
+
 func getAgentText(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)

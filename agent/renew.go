@@ -83,7 +83,7 @@ func retryDelay(n int) time.Duration {
 	if n < 20 {
 		d = min(renewRetryMin<<n, renewRetryMax)
 	}
-	return d + rand.N(d/10+1)
+	return d + rand.N(d/10+1) // #nosec G404 -- jitter of a renewal time; not a secret
 }
 
 // renewLoop renews the certificate until ctx ends or the site is revoked.

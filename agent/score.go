@@ -292,8 +292,12 @@ func (a *Agent) runRiskSender(ctx context.Context) {
 				a.log.Warn("the FHIR server refused a risk assessment; it stays in the outbox", "status", resp.StatusCode)
 				continue
 			}
-			if err := os.MkdirAll(filepath.Join(dir, "sent"), 0o700); err == nil {
-				os.Rename(path, filepath.Join(dir, "sent", e.Name()))
+			err = os.MkdirAll(filepath.Join(dir, "sent"), 0o700)
+			if err == nil {
+				err = os.Rename(path, filepath.Join(dir, "sent", e.Name()))
+			}
+			if err != nil {
+				a.log.Warn("a sent risk assessment stays in the outbox and will be sent again", "file", e.Name(), "err", err)
 			}
 			a.mu.Lock()
 			a.stats.RiskAssessmentsPosted++

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohort-fl/cohort/agent/train/mlpspec"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/protocol/pki"
@@ -185,7 +186,7 @@ func (a *Agent) connect(ctx context.Context, hint string) (*session, error) {
 			return nil, ctx.Err()
 		}
 		a.log.Warn("no coordinator reachable; retrying", "err", err, "backoff", backoff)
-		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1)) // #nosec G404 -- reconnect backoff jitter; not a secret
 		t := time.NewTimer(backoff + jitter)
 		select {
 		case <-ctx.Done():
@@ -324,13 +325,22 @@ type partialDownload struct {
 	have   uint64
 }
 
-// download fetches a model blob on its own stream and verifies its digest.
 // errDigestMismatch: downloaded model weights do not hash to the digest
 // they were asked by.
 var errDigestMismatch = errors.New("model body does not match its digest")
 
+// maxModelBytes is the largest model this agent downloads: the largest it
+// can build (mlpspec.MaxParams float32 weights, 1 GiB). Callers check a
+// model's size against its spec before downloading it; download refuses a
+// larger one before it allocates anything.
+const maxModelBytes = 4 * mlpspec.MaxParams
+
+// download fetches a model blob on its own stream and verifies its digest.
 // An interrupted download is resumed from the byte it reached.
 func (a *Agent) download(ctx context.Context, s *session, job string, ref *pb.BlobRef) ([]byte, error) {
+	if ref.GetSize() > maxModelBytes {
+		return nil, fmt.Errorf("model %.12s: %d bytes, more than the %d of the largest model this agent builds", ref.GetSha256(), ref.GetSize(), maxModelBytes)
+	}
 	var (
 		body   []byte
 		offset uint64

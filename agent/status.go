@@ -34,7 +34,19 @@ type Status struct {
 	DownloadsResumed int    `json:"downloads_resumed"`
 	Reconnects       int    `json:"reconnects"`
 	LastRoundError   string `json:"last_round_error,omitempty"`
-	BytesSent        int64  `json:"bytes_sent"`
+	// Declined counts the rounds this site declined, by reason code
+	// (too_few_records, spec, model): a job's spec it refuses is "spec".
+	Declined  map[string]int `json:"declined,omitempty"`
+	BytesSent int64          `json:"bytes_sent"`
+	// Deployments are production versions this site switched to, and
+	// DeploymentsRefused those it refused (weights that do not match
+	// their digest, a spec that does not fit).
+	Deployments        int `json:"deployments"`
+	DeploymentsRefused int `json:"deployments_refused"`
+	// Predictions are local inference requests answered, and
+	// PredictionsRefused those refused for no or a wrong token.
+	Predictions        int `json:"predictions"`
+	PredictionsRefused int `json:"predictions_refused"`
 	// Session says whether the agent holds a session with the leading
 	// coordinator (SessionConnected) or is trying to get one; empty before
 	// the agent first tries.
@@ -122,7 +134,9 @@ func (a *Agent) status() Status {
 		UploadsResumed: a.stats.UploadsResumed, DownloadsResumed: a.stats.DownloadsResumed, Reconnects: a.stats.Reconnects,
 		LastRoundError: a.stats.LastRoundError, Ingested: map[string]int{}, Skipped: map[string]int{}, Rejected: map[string]int{},
 		NextRenewal: a.nextRenewal, CertRenewals: a.stats.CertRenewals, CertRenewalFailures: a.stats.CertRenewalFailures,
-		LastRenewalError: a.stats.LastRenewalError}
+		LastRenewalError: a.stats.LastRenewalError, Declined: maps.Clone(a.stats.Declined),
+		Deployments: a.stats.Deployments, DeploymentsRefused: a.stats.DeploymentsRefused,
+		Predictions: a.stats.Predictions, PredictionsRefused: a.stats.PredictionsRefused}
 	merge := func(dst, src map[string]int) {
 		for k, v := range src {
 			dst[k] += v

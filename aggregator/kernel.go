@@ -144,10 +144,10 @@ func parallel(n, w int, f func(lo, hi int) bool) bool {
 // (network and file buffers are); otherwise ok is false and the caller
 // decodes.
 func f32view(b []byte) (v []float32, ok bool) {
-	if !nativeLE || len(b) < 4 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+	if !nativeLE || len(b) < 4 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 { // #nosec G103 -- reads a []byte as []float32 only when the host is little-endian and the data 4-byte aligned (checked here); see f32view's comment
 		return nil, false
 	}
-	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4), true
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4), true // #nosec G103 -- length len(b)/4 within b's bounds; alignment and byte order checked above
 }
 
 // foldTo sets dst = src + w·x and reports whether every x was finite (when
@@ -505,7 +505,7 @@ func foldK(dst, src []float64, xs [][]float32, ws []float64, off int, nt bool) b
 	_ = ws[len(xs)-1]
 	p := 0 // values before the first 32-byte aligned one of dst
 	if nt {
-		p = min(n, int(-uintptr(unsafe.Pointer(unsafe.SliceData(dst)))%32/8))
+		p = min(n, int(-uintptr(unsafe.Pointer(unsafe.SliceData(dst)))%32/8)) // #nosec G103 -- the address is only read to count values up to 32-byte alignment; no pointer is made from it
 	}
 	m := p + (n-p)&^(foldBlock-1)
 	ok := foldKAVX2(dst[p:m], src[p:m], xs, ws, off+p, nt)

@@ -301,9 +301,38 @@ func (n *Node) adminHandler() http.Handler {
 	n.mountDashboard(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-		mux.ServeHTTP(w, req)
+		sw := &statusWriter{ResponseWriter: w}
+		mux.ServeHTTP(sw, req)
+		// Refusals for the token are counted where they are made
+		// (AdminDenied, AdminRateLimited); these are for what was asked.
+		if c := sw.status; c >= 400 && c < 500 && c != http.StatusUnauthorized && c != http.StatusForbidden && c != http.StatusTooManyRequests {
+			n.stats.AdminBadRequests.Add(1)
+		}
 	})
 }
+
+// statusWriter notes the status of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // guard wraps a route with forwarding, authentication, rate limiting,
 // authorization and auditing.

@@ -117,3 +117,31 @@ func TestJoinAndRemoveThroughAFollower(t *testing.T) {
 	}
 
 }
+
+// TestAdminBadRequestsAreCounted: admin requests refused for what they ask
+// (invalid input, an unknown route or resource, a body too large) are
+// counted in AdminBadRequests; refusals for the token are not.
+func TestAdminBadRequestsAreCounted(t *testing.T) {
+	tc := startCluster(t, 1, nil, nil)
+	leader, _ := tc.leader(t)
+	addr := leader.AdminAddr()
+	for _, c := range []struct {
+		token, method, path string
+		body                any
+		want                int
+	}{
+		{tc.token, "POST", "/v1/sites", map[string]string{"id": "<script>"}, http.StatusBadRequest},
+		{tc.token, "POST", "/v1/sites", `{"id": "x"}` + strings.Repeat(" ", maxAdminBody), http.StatusRequestEntityTooLarge},
+		{tc.token, "GET", "/v1/sites/nowhere", nil, http.StatusNotFound},
+		{tc.token, "GET", "/v1/no-such-route", nil, http.StatusNotFound},
+		{"", "GET", "/v1/sites", nil, http.StatusUnauthorized},
+		{tc.token, "GET", "/v1/sites", nil, http.StatusOK},
+	} {
+		if code, body := tc.apiAs(t, c.token, c.method, addr, c.path, c.body, nil); code != c.want {
+			t.Fatalf("%s %s: %d %s, want %d", c.method, c.path, code, body, c.want)
+		}
+	}
+	if got := leader.Stats().AdminBadRequests.Load(); got != 4 {
+		t.Fatalf("admin_bad_requests = %d, want 4", got)
+	}
+}

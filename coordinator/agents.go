@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cohort-fl/cohort/protocol"
+	"github.com/cohort-fl/cohort/protocol/dp"
 	"github.com/cohort-fl/cohort/protocol/pb"
 	"github.com/cohort-fl/cohort/protocol/pki"
 	"github.com/quic-go/quic-go"
@@ -158,6 +159,19 @@ func (n *Node) handleConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	defer n.trackConn(ac)()
+	n.agentConns.Add(1)
+	defer n.agentConns.Add(-1)
+	// Agents say hello at once; keep-alives alone would hold a silent
+	// connection (and this goroutine) open for ever.
+	wait := n.cfg.helloTimeout()
+	silent := time.AfterFunc(wait, func() {
+		if !ac.hello.Load() && !ac.refused.Load() {
+			n.stats.HelloTimeouts.Add(1)
+			n.log.Warn("closed an agent connection with no hello", "site", ac.site, "after", wait)
+			conn.CloseWithError(closeBadProtocol, "no hello in "+wait.String())
+		}
+	})
+	defer silent.Stop()
 	// On shutdown, tell the agent at once rather than leaving it to its
 	// idle timeout, so it moves to another coordinator.
 	defer conn.CloseWithError(closeNormal, "coordinator shutting down")
@@ -505,10 +519,12 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		n.stats.UpdatesRejected.Add(1)
 		msg := fmt.Sprintf(format, args...)
 		n.log.Warn("rejected update", "site", ac.site, "job", up.GetJobId(), "round", up.GetRound(), "reason", msg)
+		n.auditRefusal(ac, "update.reject", code, up.GetJobId(), up.GetRound())
 		return protocol.Errorf(code, "%s", msg)
 	}
 	var (
 		numParams int
+		normBound float64
 		base      string
 		errResp   *pb.Envelope
 	)
@@ -526,7 +542,7 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 			n.stats.UpdatesNotAsked.Add(1)
 			errResp = reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "job %s round %d did not ask this site", up.GetJobId(), up.GetRound())
 		default:
-			numParams = j.Spec.Model.NumParams()
+			numParams, normBound = j.Spec.Model.NumParams(), j.Spec.Strategy.NormBound
 			base = j.Current.Base
 		}
 	})
@@ -539,6 +555,9 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 		return reject(pb.ErrorCode_ERROR_CODE_ROUND_CLOSED, "update was computed from another model than the round's")
 	case up.GetSampleCount() == 0:
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "sample_count must be positive")
+	case up.GetSampleCount() > n.cfg.maxUpdateSamples():
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "sample_count %d is above this federation's maximum of %d (max_update_samples)",
+			up.GetSampleCount(), n.cfg.maxUpdateSamples())
 	case d.GetEncoding() != pb.Encoding_ENCODING_F32LE:
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "delta encoding %s is not supported", d.GetEncoding())
 	case d.GetSize() != uint64(4*numParams):
@@ -554,11 +573,23 @@ func (n *Node) onUpload(ac *agentConn, s *quic.Stream, up *pb.UpdateUpload) *pb.
 	if resp != nil {
 		return resp
 	}
-	if _, err := protocol.DecodeF32(body); err != nil {
+	delta, err := protocol.DecodeF32(body)
+	if err != nil {
+		// Neither a model nor another site's update can hold a value
+		// that is not finite: the stored body is no one's.
+		n.blob.remove(d.GetSha256())
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "update body: %v", err)
 	}
+	if normBound > 0 {
+		if norm := dp.L2Norm(delta); norm > normBound {
+			// Accepted: the rule clips it to the bound (aggregator.NormBound).
+			n.stats.UpdatesClipped.Add(1)
+			n.log.Info("update above the job's norm bound; it is clipped", "site", ac.site, "job", up.GetJobId(), "round", up.GetRound(),
+				"norm", norm, "norm_bound", normBound)
+		}
+	}
 	m := up.GetMetrics()
-	err := n.propose(cmdReceipt, receiptBody{Job: up.GetJobId(), Round: up.GetRound(), Receipt: Receipt{
+	err = n.propose(cmdReceipt, receiptBody{Job: up.GetJobId(), Round: up.GetRound(), Receipt: Receipt{
 		Site: ac.site, Digest: d.GetSha256(), Size: d.GetSize(), Samples: up.GetSampleCount(), Base: base,
 		Metrics: LocalMetrics{TrainLoss: m.GetTrainLoss(), ValAUROC: m.GetValAuroc(), ValAccuracy: m.GetValAccuracy(), ValCount: m.GetValCount()},
 	}})
@@ -578,6 +609,7 @@ func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
 		n.stats.UpdatesRejected.Add(1)
 		msg := fmt.Sprintf(format, args...)
 		n.log.Warn("rejected statistics", "site", ac.site, "job", su.GetJobId(), "reason", msg)
+		n.auditRefusal(ac, "stats.reject", code, su.GetJobId(), su.GetRound())
 		return protocol.Errorf(code, "%s", msg)
 	}
 	var (
@@ -601,6 +633,10 @@ func (n *Node) onStatsUpload(ac *agentConn, su *pb.StatsUpload) *pb.Envelope {
 	}
 	if len(su.GetStats()) != nFeat {
 		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "%d feature statistics for %d features", len(su.GetStats()), nFeat)
+	}
+	if su.GetCohortSize() > n.cfg.maxUpdateSamples() {
+		return reject(pb.ErrorCode_ERROR_CODE_BAD_REQUEST, "cohort_size %d is above this federation's maximum of %d (max_update_samples)",
+			su.GetCohortSize(), n.cfg.maxUpdateSamples())
 	}
 	if su.GetCohortSize() < uint64(minN) {
 		return reject(pb.ErrorCode_ERROR_CODE_REFUSED, "cohort of %d is below the job's minimum of %d", su.GetCohortSize(), minN)
@@ -640,6 +676,23 @@ func (n *Node) onDecline(ac *agentConn, d *pb.Decline) *pb.Envelope {
 		return resp
 	}
 	return &pb.Envelope{Body: &pb.Envelope_Ack{Ack: &pb.Ack{JobId: d.GetJobId(), Round: d.GetRound()}}}
+}
+
+// auditRefusal records a site's refused upload as an audit leaf, written
+// with the next batch (queueAudit): a refusal never waits for the log, and
+// a flood of them costs the log little. The job id is the site's input:
+// only one shaped like an id is kept.
+func (n *Node) auditRefusal(ac *agentConn, action string, code pb.ErrorCode, job string, round uint64) {
+	if !validID(job) {
+		job = "(malformed)"
+	}
+	outcome := "denied"
+	if code == pb.ErrorCode_ERROR_CODE_UNAVAILABLE || code == pb.ErrorCode_ERROR_CODE_INTERNAL {
+		outcome = "error" // the site may retry: not a refusal of what it sent
+	}
+	n.queueAudit(AuditEntry{Time: n.now(), Kind: "site", Actor: ac.site, Action: action,
+		Target: fmt.Sprintf("job %s round %d", job, round), Outcome: outcome,
+		Remote: ac.conn.RemoteAddr().String(), Node: n.cfg.ID})
 }
 
 // proposalAnswer maps a failed proposal to the agent's answer; nil when

@@ -260,11 +260,11 @@ func (a *auditSink) restore(head AuditHead, r io.Reader) error {
 	return nil
 }
 
-// Rate-limited refusals are recorded in batches: queueAudit holds their
-// entries and the leader's flush loop writes them, many per Raft entry
-// (cmdAuditBatch). The queue is bounded: past maxAuditQueue entries (a
-// flood faster than the log can take), refusals are only counted
-// (AuditDropped).
+// Rate-limited refusals of admin requests, and sites' refused uploads, are
+// recorded in batches: queueAudit holds their entries and the leader's
+// flush loop writes them, many per Raft entry (cmdAuditBatch). The queue is
+// bounded: past maxAuditQueue entries (a flood faster than the log can
+// take), refusals are only counted (AuditDropped).
 const (
 	maxAuditQueue   = 10000
 	maxAuditBatch   = 1000
@@ -307,7 +307,7 @@ func (n *Node) flushAudit(ctx context.Context) error {
 			}
 			if err := n.propose(cmdAuditBatch, auditBatchBody{Entries: batch}); err != nil {
 				n.stats.AuditDropped.Add(int64(k))
-				n.log.Warn("audit: a batch of rate-limited refusals could not be recorded", "entries", k, "err", err)
+				n.log.Warn("audit: a batch of refusals could not be recorded", "entries", k, "err", err)
 				break
 			}
 		}

@@ -496,6 +496,7 @@ func TestBadUpdatesAreRefusedAndCounted(t *testing.T) {
 			return nan
 		}, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
 		{"zero samples", func(u *pb.UpdateUpload) []byte { u.SampleCount = 0; return good }, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
+		{"samples above the maximum", func(u *pb.UpdateUpload) []byte { u.SampleCount = DefaultMaxUpdateSamples + 1; return good }, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
 		{"closed round", func(u *pb.UpdateUpload) []byte { u.Round = 7; return good }, pb.ErrorCode_ERROR_CODE_ROUND_CLOSED},
 		{"stale base", func(u *pb.UpdateUpload) []byte { u.BaseModelSha256 = protocol.Digest(nil); return good }, pb.ErrorCode_ERROR_CODE_ROUND_CLOSED},
 		{"unknown encoding", func(u *pb.UpdateUpload) []byte { u.Delta.Encoding = 0; return good }, pb.ErrorCode_ERROR_CODE_BAD_REQUEST},
@@ -517,6 +518,118 @@ func TestBadUpdatesAreRefusedAndCounted(t *testing.T) {
 	j, _ := leader.Job("j1")
 	if len(j.Current.Receipts) != 0 {
 		t.Fatalf("a refused update left a receipt: %v", j.Current.Receipts)
+	}
+	// Every refusal is an audit leaf of the site's, written in a batch.
+	waitFor(t, leader, "the refusals in the audit log", func() bool {
+		n := 0
+		for _, raw := range auditLeaves(t, leader, leader.audit.log.Size()) {
+			var e AuditEntry
+			if err := json.Unmarshal(raw, &e); err != nil {
+				t.Fatal(err)
+			}
+			round := offer.GetRound()
+			if strings.HasSuffix(e.Target, " round 7") {
+				round = 7 // the closed round's case
+			}
+			if e.Kind == "site" && e.Actor == "st-mary" && e.Action == "update.reject" && e.Outcome == "denied" && e.Target == fmt.Sprintf("job j1 round %d", round) {
+				n++
+			}
+		}
+		return n == len(cases)
+	})
+	// The body that was not finite is not kept.
+	if leader.blob.has(protocol.Digest(nan)) {
+		t.Fatal("the refused body that was not finite is still in the blob store")
+	}
+}
+
+// TestUpdatesAboveTheNormBoundAreCounted: an update above its job's norm
+// bound is accepted (the rule clips it) and counted.
+func TestUpdatesAboveTheNormBoundAreCounted(t *testing.T) {
+	job := testJob("j1", 1, 2)
+	job.Strategy.NormBound = 1
+	tc := startCluster(t, 1, []string{"st-mary", "st-luke"}, []JobSpec{job})
+	leader, _ := tc.leader(t)
+	a, offer := tc.offerFor(t, leader, "st-mary")
+	if resp := upload(t, a, offer, []float32{0.1, 0.1, 0.1, 0.1}, 10); resp.GetAck() == nil {
+		t.Fatalf("an update within the bound: %v", resp)
+	}
+	b, offer := tc.offerFor(t, leader, "st-luke")
+	if resp := upload(t, b, offer, []float32{1e30, 0, 0, 0}, 10); resp.GetAck() == nil {
+		t.Fatalf("an update above the bound: %v", resp)
+	}
+	if got := leader.Stats().UpdatesClipped.Load(); got != 1 {
+		t.Fatalf("updates_clipped = %d, want 1", got)
+	}
+}
+
+// TestWrongALPNIsRefusedAndCounted: a client offering another application
+// protocol is refused in the handshake, and the refusal is counted.
+func TestWrongALPNIsRefusedAndCounted(t *testing.T) {
+	tc := startCluster(t, 1, []string{"st-mary"}, nil)
+	leader, _ := tc.leader(t)
+	pool, cert, err := tc.ca.issue(t, pki.RoleSite, "st-mary").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conf := pki.ClientTLS(pool, cert, "h3", "127.0.0.1", pki.RoleCoordinator)
+	if conn, err := quic.DialAddr(ctx, leader.AgentAddr(), conf, &quic.Config{}); err == nil {
+		conn.CloseWithError(0, "")
+		t.Fatal("a client asking for h3 was accepted")
+	}
+	if got := leader.Stats().HandshakesRefused.Load(); got != 1 {
+		t.Fatalf("handshakes_refused = %d, want 1", got)
+	}
+}
+
+// TestSilentConnectionIsClosed: a connection that completes the handshake
+// but says no hello is closed after hello_timeout, even while its
+// keep-alives hold the idle timeout off, and counted; the open-connection
+// gauge follows it.
+func TestSilentConnectionIsClosed(t *testing.T) {
+	tc := startClusterWith(t, 1, []string{"st-mary"}, nil, func(c *Config) { c.HelloTimeout = Duration(300 * time.Millisecond) })
+	leader, _ := tc.leader(t)
+	files := tc.ca.issue(t, pki.RoleSite, "st-mary")
+	pool, cert, err := files.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, leader.AgentAddr(), pki.ClientTLS(pool, cert, protocol.ALPN, "127.0.0.1", pki.RoleCoordinator),
+		&quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	waitFor(t, leader, "the connection to be counted", func() bool { return leader.agentConns.Load() == 1 })
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent connection was not closed")
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != closeBadProtocol {
+		t.Fatalf("closed with %v, want code %#x", err, uint64(closeBadProtocol))
+	}
+	waitFor(t, leader, "the connection to be gone", func() bool { return leader.agentConns.Load() == 0 })
+	if got := leader.Stats().HelloTimeouts.Load(); got != 1 {
+		t.Fatalf("hello_timeouts = %d, want 1", got)
+	}
+	// A site that says hello stays.
+	a, err := dialRaw(t, leader.AgentAddr(), files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.call(t, hello()).GetWelcome() == nil {
+		t.Fatal("hello not welcomed")
+	}
+	select {
+	case <-a.conn.Context().Done():
+		t.Fatal("a connection that said hello was closed")
+	case <-time.After(600 * time.Millisecond): // twice the hello timeout
 	}
 }
 
@@ -743,5 +856,43 @@ func TestStatusReadsAreLinearizable(t *testing.T) {
 		if strings.Contains(url, "stale") == st.IsLeader {
 			t.Fatalf("%s answered by node %s (leader %v)", url, st.Node, st.IsLeader)
 		}
+	}
+}
+
+// TestAggregateOverflowFailsTheAttempt: without a norm bound a site may
+// send finite updates so large that the new model overflows float32. The
+// round attempt then fails with the reason (the job fails after its
+// attempts), instead of the engine retrying the aggregation for ever.
+func TestAggregateOverflowFailsTheAttempt(t *testing.T) {
+	job := testJob("j1", 2, 1)
+	job.MaxAttempts = 1
+	tc := startCluster(t, 1, []string{"st-mary"}, []JobSpec{job})
+	leader, _ := tc.leader(t)
+	huge := []float32{3e38, 3e38, 3e38, 3e38}
+	a, offer := tc.offerFor(t, leader, "st-mary")
+	for round := uint64(1); round <= 2; round++ {
+		if round > 1 {
+			offer = a.task(t, 5*time.Second)
+		}
+		if offer.GetRound() != round {
+			t.Fatalf("offered round %d, want %d", offer.GetRound(), round)
+		}
+		if resp := upload(t, a, offer, huge, 1); resp.GetAck() == nil {
+			t.Fatalf("round %d: %v", round, resp)
+		}
+		if round == 1 {
+			waitFor(t, leader, "round 1 to commit", func() bool {
+				j, _ := leader.Job("j1")
+				return j.CommittedRounds() == 1
+			})
+		}
+	}
+	waitFor(t, leader, "the job to fail", func() bool {
+		j, _ := leader.Job("j1")
+		return j.State == JobFailed
+	})
+	j, _ := leader.Job("j1")
+	if !strings.Contains(j.FailReason, "not finite") || leader.Stats().RoundsFailed.Load() != 1 {
+		t.Fatalf("job failed with %q after %d failed rounds", j.FailReason, leader.Stats().RoundsFailed.Load())
 	}
 }

@@ -59,6 +59,11 @@ type Config struct {
 	// (train.min_records): jobs asking for less are refused. Zero means
 	// DefaultMinCohort; agents enforce their own floor too.
 	MinCohort int `json:"min_cohort,omitempty"`
+	// MaxUpdateSamples is the largest sample count a site's update (or
+	// cohort size its statistics) may claim: its weight in the average,
+	// which the coordinator cannot check. Larger claims are refused.
+	// Zero means DefaultMaxUpdateSamples.
+	MaxUpdateSamples uint64 `json:"max_update_samples,omitempty"`
 	// BlobGCInterval is how often unreferenced blobs are removed;
 	// BlobGCGrace is how old an unreferenced blob must be to go (a model
 	// being replicated is not referenced until its entry commits).
@@ -83,6 +88,9 @@ type Config struct {
 	ApplyTimeout Duration `json:"apply_timeout"`
 	// MaxPollWait caps how long a task request is held open.
 	MaxPollWait Duration `json:"max_poll_wait"`
+	// HelloTimeout is how long an agent connection may go without an
+	// accepted hello before it is closed. Zero means DefaultHelloTimeout.
+	HelloTimeout Duration `json:"hello_timeout,omitempty"`
 
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger `json:"-"`
@@ -152,6 +160,27 @@ func (c Config) minCohort() int {
 	return c.MinCohort
 }
 
+// DefaultHelloTimeout is the default HelloTimeout.
+const DefaultHelloTimeout = 10 * time.Second
+
+func (c Config) helloTimeout() time.Duration {
+	if c.HelloTimeout == 0 {
+		return DefaultHelloTimeout
+	}
+	return time.Duration(c.HelloTimeout)
+}
+
+// DefaultMaxUpdateSamples is the default largest sample count an update
+// may claim: ten million records, more than any one hospital's cohort.
+const DefaultMaxUpdateSamples = 10_000_000
+
+func (c Config) maxUpdateSamples() uint64 {
+	if c.MaxUpdateSamples == 0 {
+		return DefaultMaxUpdateSamples
+	}
+	return c.MaxUpdateSamples
+}
+
 // DefaultConfig returns a config with every default set; ID, DataDir, the
 // addresses and TLS remain to fill.
 func DefaultConfig() Config {
@@ -188,6 +217,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: auth.bootstrap_ttl must be between 0 (default 24h) and %s", ErrInvalidConfig, MaxTokenTTL)
 	case c.Enroll.CertTTL < 0 || c.Enroll.TokenTTL < 0:
 		return fmt.Errorf("%w: enroll.cert_ttl and enroll.token_ttl must not be negative", ErrInvalidConfig)
+	case c.HelloTimeout < 0:
+		return fmt.Errorf("%w: hello_timeout must not be negative", ErrInvalidConfig)
 	case c.Auth.RatePerSecond < 0 || c.Auth.Burst < 0 || c.Auth.FailedPerSecond < 0 || c.Auth.FailedBurst < 0:
 		return fmt.Errorf("%w: auth rate limits must not be negative", ErrInvalidConfig)
 	}

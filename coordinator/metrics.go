@@ -24,7 +24,7 @@ const metricsNamespace = "cohort_coordinator"
 // counter added to Stats without an entry here is still exported, with a
 // generic help text.
 var statsHelp = map[string]string{
-	"HandshakesRefused":  "Agent TLS handshakes refused (certificate not from the federation CA, wrong role).",
+	"HandshakesRefused":  "Agent handshakes refused (certificate not from the federation CA, wrong role, application protocol or protocol version).",
 	"FramesRejected":     "Agent frames rejected as malformed or out of place.",
 	"UnknownSites":       "Requests from sites that are not enrolled.",
 	"UpdatesAccepted":    "Site updates accepted into a round.",
@@ -41,8 +41,11 @@ var statsHelp = map[string]string{
 	"UploadsResumed":     "Update uploads resumed from an offset.",
 	"UpdatesLate":        "Updates for a round that had already closed (stragglers), discarded.",
 	"UpdatesNotAsked":    "Updates from a site the round did not sample, discarded.",
+	"UpdatesClipped":     "Updates above their job's norm bound (strategy.norm_bound), accepted and clipped to it.",
 	"SecAggMessages":     "Secure aggregation messages from sites applied to a round's run.",
 	"SecAggRejected":     "Secure aggregation messages from sites refused (malformed, wrong phase or run).",
+	"HelloTimeouts":      "Agent connections closed because no hello was accepted on them in time.",
+	"AdminBadRequests":   "Admin API requests refused for what they asked: invalid input, unknown route or resource, body too large (4xx but 401, 403, 429).",
 }
 
 // statsCounter is one atomic counter of Stats, exported as
@@ -123,6 +126,7 @@ var (
 	descSites        = gaugeDesc("sites", "Enrolled sites.")
 	descJobs         = gaugeDesc("jobs", "Jobs, by state.", "state")
 	descRoundsOpen   = gaugeDesc("rounds_open", "Rounds open now, over all jobs.")
+	descAgentConns   = gaugeDesc("agent_connections", "Agent QUIC connections open on this node.")
 )
 
 // nodeCollector reads a node's counters, Raft and replicated state at
@@ -134,7 +138,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- s.desc
 	}
 	for _, d := range []*prometheus.Desc{descIsLeader, descReady, descLeaderKnown, descRaftState, descRaftTerm,
-		descRaftLast, descRaftCommit, descRaftApplied, descClusterNodes, descSites, descJobs, descRoundsOpen} {
+		descRaftLast, descRaftCommit, descRaftApplied, descClusterNodes, descSites, descJobs, descRoundsOpen, descAgentConns} {
 		ch <- d
 	}
 }
@@ -152,6 +156,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descReady, gaugeBool(ready))
 	lid, _ := n.Leader()
 	gauge(descLeaderKnown, gaugeBool(lid != ""))
+	gauge(descAgentConns, float64(n.agentConns.Load()))
 
 	if r := n.raftNode(); r != nil {
 		cur := r.State()

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,10 +100,12 @@ type Node struct {
 	// engineWarning), so that a job stuck on the same problem is logged
 	// once a minute, not at every tick.
 	engineWarned sync.Map
-	// conns are the open agent connections by site (site id → *siteConns).
-	conns sync.Map
+	// conns are the open agent connections by site (site id → *siteConns);
+	// agentConns counts every open agent connection, said hello or not.
+	conns      sync.Map
+	agentConns atomic.Int64
 
-	// auditQ holds rate-limited refusals' audit entries for flushAudit.
+	// auditQ holds refusals' audit entries for flushAudit.
 	auditQMu sync.Mutex
 	auditQ   []AuditEntry
 
@@ -156,13 +159,23 @@ type Stats struct {
 	// round did not sample.
 	UpdatesLate     atomic.Int64
 	UpdatesNotAsked atomic.Int64
+	// UpdatesClipped are accepted updates above their job's norm bound,
+	// which the aggregation rule clips to it.
+	UpdatesClipped atomic.Int64
 	// Admin API requests refused for their token or role (audited), and
 	// refused by a rate limit.
 	AdminDenied      atomic.Int64
 	AdminRateLimited atomic.Int64
+	// AdminBadRequests are admin API requests refused for what they
+	// asked: malformed or invalid input, an unknown route or resource, a
+	// body too large (4xx other than 401, 403 and 429).
+	AdminBadRequests atomic.Int64
 	// SitesRevokedRefused are connections or requests of revoked sites.
 	SitesRevokedRefused atomic.Int64
-	// AuditDropped are rate-limited refusals that could not be recorded
+	// HelloTimeouts are agent connections closed because no hello was
+	// accepted on them within helloTimeout.
+	HelloTimeouts atomic.Int64
+	// AuditDropped are queued refusals that could not be recorded
 	// (the queue was full, or the node lost leadership before writing it).
 	AuditDropped atomic.Int64
 	// SecAggMessages are secure aggregation messages from sites applied to
@@ -308,6 +321,16 @@ func (n *Node) agentServerTLS(pool *x509.CertPool, cert tls.Certificate) *tls.Co
 	// logged and counted on this side too.
 	base.ClientAuth = tls.RequireAnyClientCert
 	base.ClientCAs = nil
+	// A client that offers another application protocol is refused by
+	// the TLS stack (no_application_protocol) before any certificate is
+	// looked at; count and log it here.
+	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(hi.SupportedProtos, protocol.ALPN) {
+			n.stats.HandshakesRefused.Add(1)
+			n.log.Warn("refused agent connection: it does not speak "+protocol.ALPN, "offered", hi.SupportedProtos)
+		}
+		return nil, nil
+	}
 	base.VerifyConnection = func(cs tls.ConnectionState) error {
 		err := verifyChain(pool, cs)
 		if err == nil && verify != nil {

@@ -208,7 +208,7 @@ func (n *Node) sample(v roundView, now time.Time) []string {
 		avail = slices.Clone(v.allSites) // just elected, or sites reconnecting
 	}
 	k := v.spec.Sampling.size(len(avail))
-	rng := rand.New(rand.NewPCG(v.spec.Train.Seed, uint64(v.attempts)))
+	rng := rand.New(rand.NewPCG(v.spec.Train.Seed, uint64(v.attempts))) // #nosec G404 -- seeded site sampling, reproducible from the job's seed and attempt; not a secret
 	rng.Shuffle(len(avail), func(i, j int) { avail[i], avail[j] = avail[j], avail[i] })
 	picked := avail[:k]
 	slices.Sort(picked)
@@ -449,6 +449,15 @@ func (n *Node) closeRound(v roundView, r *Round, ready []*Receipt) error {
 		auroc += float64(rc.Samples) * rc.Metrics.ValAUROC
 	}
 	res, err := agg.Finish()
+	if errors.Is(err, aggregator.ErrNotFinite) {
+		// The updates are finite (checked on arrival) but the new model
+		// is not: updates too large for it, which no later tick changes.
+		// Fail the attempt rather than retry it for ever.
+		reason := fmt.Sprintf("the aggregate is not finite (%v); updates this large need strategy.norm_bound", err)
+		n.stats.RoundsFailed.Add(1)
+		n.log.Warn("round failed", "job", v.job, "round", r.Number, "attempt", r.Attempt, "reason", reason)
+		return n.propose(cmdFailRound, failRoundBody{Job: v.job, Round: r.Number, Attempt: r.Attempt, Reason: reason})
+	}
 	if err != nil {
 		return fmt.Errorf("aggregate (%s): %w", name, err)
 	}

@@ -49,7 +49,7 @@ func (f *federation) startProcAgent(site string) (*procAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(f.cfg.AgentCommand[0], args...)
+	cmd := exec.Command(f.cfg.AgentCommand[0], args...) // #nosec G204 -- the simulator runs the agent command its operator configured (agent_command)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a Ctrl-C to the simulator reaches
 	// the simulator, which then stops its agents itself.

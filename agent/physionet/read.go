@@ -476,7 +476,7 @@ func parseStay(id int, b []byte) (s *Stay, skipped skipCounts, reason string) {
 		}
 		if d >= 0 {
 			switch {
-			case seen[d]:
+			case seen[d]: // #nosec G602 -- d is one of the d* constants, all below len(seen) (6)
 				skipped[skipDupDescriptor]++
 				continue
 			case minute != 0 || !valid:
@@ -512,7 +512,7 @@ func parseStay(id int, b []byte) (s *Stay, skipped skipCounts, reason string) {
 			case dWeight:
 				s.Weight = v
 			}
-			seen[d] = true
+			seen[d] = true // #nosec G602 -- d is one of the d* constants, all below len(seen) (6)
 			continue
 		}
 

@@ -32,7 +32,7 @@ func newObjective(opts Options, start []float64, dropout float64) *objective {
 		dropout:   dropout,
 	}
 	if dropout > 0 {
-		obj.dropRNG = rand.New(rand.NewPCG(opts.Seed, dropoutStream))
+		obj.dropRNG = rand.New(rand.NewPCG(opts.Seed, dropoutStream)) // #nosec G404 -- seeded dropout stream: training must be reproducible from the job's seed; not a secret
 	}
 	return obj
 }
@@ -124,7 +124,7 @@ func fit(ctx context.Context, X, y []float32, rows int, opts Options, params []f
 	for i := range order {
 		order[i] = i
 	}
-	rng := rand.New(rand.NewPCG(opts.Seed, shuffleStream))
+	rng := rand.New(rand.NewPCG(opts.Seed, shuffleStream)) // #nosec G404 -- seeded shuffling: training must be reproducible from the job's seed; not a secret
 
 	for range opts.Epochs {
 		if bs < rows {

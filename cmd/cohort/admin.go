@@ -105,7 +105,7 @@ type adminCommand struct {
 
 // rolesFor says which roles hold a permission, as coordinator/auth.go's
 // rolePerms grants them.
-var rolesFor = map[string]string{
+var rolesFor = map[string]string{ // #nosec G101 -- permission names and the roles that hold them, not credentials
 	"self":            "any role",
 	"cluster.read":    "any role",
 	"cluster.write":   "admin or break-glass",

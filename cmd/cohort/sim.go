@@ -184,7 +184,7 @@ Flags:
 	if *reportJSON != "" && rep != nil {
 		b, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr == nil {
-			jerr = os.WriteFile(*reportJSON, append(b, '\n'), 0o644)
+			jerr = os.WriteFile(*reportJSON, append(b, '\n'), 0o644) // #nosec G306 -- a simulation report, meant to be shared; no patient data
 		}
 		if jerr != nil && err == nil {
 			err = fmt.Errorf("write report: %w", jerr)
@@ -242,7 +242,7 @@ func writeComparison(c *sim.Comparison, args []string, markdown string, stdout i
 	fmt.Fprintln(stdout)
 	fmt.Fprint(stdout, md)
 	if markdown != "" {
-		if err := os.WriteFile(markdown, []byte(md), 0o644); err != nil {
+		if err := os.WriteFile(markdown, []byte(md), 0o644); err != nil { // #nosec G306 G703 -- a simulation report at the path the operator gave (--markdown), meant to be shared
 			return fmt.Errorf("write %s: %w", markdown, err)
 		}
 	}

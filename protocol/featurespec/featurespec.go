@@ -297,12 +297,27 @@ func word[V comparable](m map[string]V, v V) string {
 	return best
 }
 
+// maxSeconds is the longest duration, in seconds, a time.Duration holds
+// (about 292 years).
+const maxSeconds = uint64(math.MaxInt64 / int64(time.Second))
+
 // Validate checks a wire spec: features with unique names, known kinds,
 // LOINC codes where needed, condition codes for flags, usable center,
 // scale and fill, and a complete label and cohort.
 func Validate(s *pb.FeatureSpec) error {
 	if s == nil {
 		return fmt.Errorf("%w: spec is missing", ErrInvalid)
+	}
+	// Durations travel as seconds: more than a time.Duration holds would
+	// wrap round to a wrong (even negative) window when decoded.
+	secs := []uint64{s.GetIndex().GetOffsetSeconds(), s.GetLabel().GetHorizonSeconds()}
+	for _, f := range s.GetFeatures() {
+		secs = append(secs, f.GetWindowSeconds())
+	}
+	for _, v := range secs {
+		if v > maxSeconds {
+			return fmt.Errorf("%w: a duration of %d seconds is longer than %d", ErrInvalid, v, maxSeconds)
+		}
 	}
 	fed := s.GetNormalization() == pb.Normalization_NORMALIZATION_FEDERATED
 	if _, ok := pb.Normalization_name[int32(s.GetNormalization())]; !ok {

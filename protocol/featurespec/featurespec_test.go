@@ -3,6 +3,7 @@ package featurespec
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cohort-fl/cohort/protocol/pb"
@@ -134,5 +135,38 @@ func TestValidateWire(t *testing.T) {
 	s := &pb.FeatureSpec{Features: []*pb.Feature{{Name: "a", Kind: 99, Scale: 1}}, Label: &pb.Label{Kind: pb.LabelKind_LABEL_KIND_DECEASED}}
 	if err := Validate(s); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("unknown kind on the wire: %v", err)
+	}
+}
+
+// TestValidateRefusesDurationsPastTimeDuration: a window, horizon or index
+// offset whose seconds a time.Duration can't hold is refused, not wrapped
+// round when an agent decodes it.
+func TestValidateRefusesDurationsPastTimeDuration(t *testing.T) {
+	w, err := Parse([]byte(icuSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(w); err != nil {
+		t.Fatalf("the ICU spec: %v", err)
+	}
+	for name, set := range map[string]func(s *pb.FeatureSpec, v uint64){
+		"window":  func(s *pb.FeatureSpec, v uint64) { s.Features[0].WindowSeconds = v },
+		"horizon": func(s *pb.FeatureSpec, v uint64) { s.Label.HorizonSeconds = v },
+		"offset": func(s *pb.FeatureSpec, v uint64) {
+			if s.Index == nil {
+				s.Index = &pb.IndexTime{}
+			}
+			s.Index.OffsetSeconds = v
+		},
+	} {
+		s := proto.Clone(w).(*pb.FeatureSpec)
+		set(s, maxSeconds)
+		if err := Validate(s); errors.Is(err, ErrInvalid) && strings.Contains(err.Error(), "seconds") {
+			t.Errorf("%s of %d seconds (the most a time.Duration holds) refused: %v", name, maxSeconds, err)
+		}
+		set(s, maxSeconds+1)
+		if err := Validate(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s of %d seconds: %v, want %v", name, maxSeconds+1, err, ErrInvalid)
+		}
 	}
 }

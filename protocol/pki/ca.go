@@ -98,7 +98,7 @@ func InitCA(dir, name string, now time.Time) error {
 	if err := writeNew(keyPath, keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(certPath, pemCert(der), 0o644); err != nil {
+	if err := os.WriteFile(certPath, pemCert(der), 0o644); err != nil { // #nosec G306 -- a CA certificate is public (its key is written 0600 above)
 		_ = os.Remove(keyPath)
 		return fmt.Errorf("pki: write CA certificate: %w", err)
 	}

@@ -81,7 +81,7 @@ func newPRG(seed []byte, buf []byte) *prg {
 	if cap(buf) < prgChunkSize {
 		buf = make([]byte, prgChunkSize)
 	}
-	return &prg{stream: cipher.NewCTR(block, make([]byte, aes.BlockSize)), buf: buf[:prgChunkSize]}
+	return &prg{stream: cipher.NewCTR(block, make([]byte, aes.BlockSize)), buf: buf[:prgChunkSize]} // #nosec G407 -- AES-CTR as a PRG: every seed gives its own AES key, so the fixed zero IV never repeats a keystream under one key
 }
 
 // addMask adds (or, with neg, subtracts) PRG(seed) to acc, modulo 2^32.

@@ -235,8 +235,8 @@ func New(cfg Config) (*Relay, error) {
 			d:      d,
 			readyC: make(chan struct{}, 1),
 			queue:  make([]packet, cfg.QueueLen),
-			loss:   rand.New(rand.NewPCG(cfg.Seed, streamKey(k))),
-			jitter: rand.New(rand.NewPCG(cfg.Seed, streamKey(k+1))),
+			loss:   rand.New(rand.NewPCG(cfg.Seed, streamKey(k))),   // #nosec G404 -- seeded simulated packet loss, reproducible from the scenario's seed
+			jitter: rand.New(rand.NewPCG(cfg.Seed, streamKey(k+1))), // #nosec G404 -- seeded simulated jitter, reproducible from the scenario's seed
 		}
 	}
 	return r, nil

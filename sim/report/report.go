@@ -143,14 +143,14 @@ func Write(dir string, r *Report) error {
 	if r == nil {
 		return ErrNilReport
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { // #nosec G301 -- a simulation report directory, meant to be shared
 		return fmt.Errorf("report: %w", err)
 	}
 	js, err := marshalJSON(r)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, JSONFile), js, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, JSONFile), js, 0o644); err != nil { // #nosec G306 -- a simulation report, meant to be shared; no patient data
 		return fmt.Errorf("report: %w", err)
 	}
 	var errs []error
@@ -164,13 +164,13 @@ func Write(dir string, r *Report) error {
 		}
 		png, err := renderChart(c, r)
 		if err == nil {
-			err = os.WriteFile(path, png, 0o644)
+			err = os.WriteFile(path, png, 0o644) // #nosec G306 -- a simulation report chart, meant to be shared
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("report: chart %s: %w", c.file, err))
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, MarkdownFile), []byte(Markdown(r)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, MarkdownFile), []byte(Markdown(r)), 0o644); err != nil { // #nosec G306 -- a simulation report, meant to be shared; no patient data
 		errs = append(errs, fmt.Errorf("report: %w", err))
 	}
 	return errors.Join(errs...)

@@ -119,7 +119,7 @@ func Generate(site Site, truth Truth) ([]Record, error) {
 	births := make(map[int64]bool, site.Patients)
 	recs := make([]Record, site.Patients)
 	for i := range recs {
-		r := rand.New(rand.NewPCG(mix64(site.Seed^mix64(uint64(i))), mix64(uint64(i)+site.Seed)))
+		r := rand.New(rand.NewPCG(mix64(site.Seed^mix64(uint64(i))), mix64(uint64(i)+site.Seed))) // #nosec G404 -- seeded synthetic data, reproducible from the site's seed
 		dist, k := site, 0
 		if len(weights) > 0 {
 			u := r.Float64()
@@ -144,7 +144,7 @@ const (
 
 // stream returns patient i's random stream with the given salt.
 func stream(seed uint64, i int, salt uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(mix64(seed^salt^mix64(uint64(i))), mix64(uint64(i)+seed)^salt))
+	return rand.New(rand.NewPCG(mix64(seed^salt^mix64(uint64(i))), mix64(uint64(i)+seed)^salt)) // #nosec G404 -- seeded synthetic data, reproducible from the site's seed
 }
 
 // generatePatient draws patient number i from dist's distribution, measured

@@ -19,7 +19,7 @@ import (
 // Assertion and grant constants of SMART Backend Services.
 const (
 	grantClientCredentials = "client_credentials"
-	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" // #nosec G101 -- an OAuth assertion type URN (RFC 7523), not a credential
 )
 
 // untimedTokenLifetime is how long a token whose response has no

@@ -16,7 +16,7 @@ import (
 // SMART Backend Services constants.
 const (
 	grantClientCredentials = "client_credentials"
-	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" // #nosec G101 -- an OAuth assertion type URN (RFC 7523), not a credential
 )
 
 // refusal is a token request refused for a reason.

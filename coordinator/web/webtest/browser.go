@@ -75,7 +75,7 @@ func ScreenshotPath(t testing.TB, name string) string {
 	dir := os.Getenv("COHORT_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	} else if err := os.MkdirAll(dir, 0o755); err != nil { // #nosec G301 G703 -- test artefacts directory (screenshots), meant to be read by CI and people
 		t.Fatalf("artifacts directory: %v", err)
 	}
 	return filepath.Join(dir, name)
@@ -247,7 +247,7 @@ func (b *Browser) fail(step string, err error) {
 	defer cancel()
 	if buf, serr := chromedp.Run(ctx, chromedp.FullScreenshot(100)); serr == nil {
 		path := ScreenshotPath(b.t, "webtest-failure.png")
-		if werr := os.WriteFile(path, buf, 0o644); werr == nil {
+		if werr := os.WriteFile(path, buf, 0o644); werr == nil { // #nosec G306 -- test artefact (a screenshot of the test page)
 			b.t.Logf("screenshot of the failure: %s", path)
 		}
 	}
@@ -387,7 +387,7 @@ func (b *Browser) Screenshot(path string) {
 	if err != nil {
 		b.fail("screenshot", err)
 	}
-	if err := os.WriteFile(path, buf, 0o644); err != nil {
+	if err := os.WriteFile(path, buf, 0o644); err != nil { // #nosec G306 -- test artefact (a screenshot of the test page)
 		b.t.Fatalf("saving the screenshot: %v", err)
 	}
 	b.t.Logf("screenshot: %s", path)

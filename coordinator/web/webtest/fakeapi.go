@@ -19,7 +19,7 @@ import (
 // Fixtures of NewFakeAPI.
 const (
 	// FixtureToken is the bearer token the fake accepts.
-	FixtureToken = "cohort-fixture-token-0123456789"
+	FixtureToken = "cohort-fixture-token-0123456789" // #nosec G101 -- the browser tests' fake API token, valid only against the in-process fake
 	// ChartJobID is a running job with 5 committed rounds (one retried
 	// after a failed attempt) and one open round.
 	ChartJobID = "j-auroc"
