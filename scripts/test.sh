@@ -2,10 +2,13 @@
 # Cohort's test command (README, and .ci/run in CI). On a fresh Debian
 # machine it installs what the tests need (protoc, Mosquitto, Chromium for
 # the dashboard's browser test), then runs
-# every check: formatting, vet, staticcheck, module verification, the test
-# suite with the race detector (-short: the heavy real-data runs skip), the
-# whole suite without it (the real-data runs included), and a short run of
-# every fuzz target. Tests start their own Mosquitto brokers; no system
+# every check: formatting, vet, staticcheck, static analysis (gosec,
+# module verification, govulncheck, licences), the test suite with the race
+# detector (-short: the heavy real-data runs skip), the whole suite without
+# it (the real-data runs, the attack suite and the rolling upgrade
+# included), the scenario suite, the release artifacts (signed and
+# verified), a reproducibility check, the gateway packages under systemd,
+# the compose testbed, and a short run of every fuzz target. Tests start their own Mosquitto brokers; no system
 # service is used.
 #
 # Needs: Go 1.26 and, for the real-data tests, ../shared/data (CI has it;
@@ -59,8 +62,8 @@ go vet ./...
 step "staticcheck"
 staticcheck ./...
 
-step "go mod verify"
-go mod verify
+step "static analysis: gosec, go mod verify, govulncheck (offline database), licences (scripts/static-analysis.sh)"
+scripts/static-analysis.sh
 
 step "tests with the race detector (-short)"
 go test -race -short -count=1 ./...
@@ -73,6 +76,23 @@ reports="${COHORT_REPORT_DIR:-$(mktemp -d)}"
 go build -o "$reports/cohort" ./cmd/cohort
 CI=1 "$reports/cohort" sim --scenario scenarios --report-dir "$reports"
 echo "reports: $reports/<scenario>/report.md"
+
+step "release artifacts: binaries, packages, SBOMs, licence report, signed SHA256SUMS, cohort verify (scripts/release.sh)"
+release_dir="$(mktemp -d)/release"
+scripts/release.sh "$release_dir"
+
+step "reproducible builds: a rebuild elsewhere with an empty build cache gives the same bytes (scripts/repro.sh)"
+scripts/repro.sh "$(mktemp -d)"
+
+step "gateway packages: install, start, upgrade with a pending update, remove, purge, under systemd in a debootstrap root file system (deploy/packaging/test.sh)"
+deploy/packaging/test.sh
+
+step "compose testbed: a job, the leader's container killed mid-round, an agent's network cut and restored (deploy/compose/test.sh)"
+if command -v docker >/dev/null || [ -n "${COHORT_REQUIRE_DOCKER:-}" ]; then
+  deploy/compose/test.sh
+else
+  echo "skipped: no Docker on this machine (CI requires it)"
+fi
 
 step "fuzz targets (${FUZZTIME} each)"
 fuzz() { go test -run '^$' -fuzz "^$1\$" -fuzztime "$FUZZTIME" "$2" 2>&1 | tail -1; }

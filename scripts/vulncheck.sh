@@ -15,9 +15,11 @@
 # The data is as fresh as VULNDB_VERSION, a pseudo-version whose time stamp
 # is the vulndb commit's. docs/security-tooling.md says how to update it.
 #
-# Usage: scripts/vulncheck.sh [govulncheck arguments]   (default: ./...)
+# Usage: scripts/vulncheck.sh [govulncheck arguments]
 #   e.g. scripts/vulncheck.sh -mode=binary dist/cohort_0.2.0_linux_amd64/cohort
-# Exits non-zero when govulncheck finds a reachable vulnerability.
+# Without arguments (CI): source mode on ./..., and it exits non-zero when a
+# reachable vulnerability is neither fixed nor listed, with a reason and an
+# expiry date, in scripts/vulncheck-exceptions.txt (scripts/vulnfilter).
 #
 # Environment:
 #   VULNDB_VERSION  golang.org/x/vulndb version (default: pinned below)
