@@ -55,10 +55,13 @@ if [ -z "$src" ] || [ -z "$info" ]; then
 	exit 1
 fi
 modified="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info")"
-go run ./scripts/vulndb -src "$src" -modified "$modified" -o "$db"
+go run ./scripts/vulndb -src "$src" -modified "$modified" -o "$db" >&2
 
-if [ "$#" -eq 0 ]; then
-	set -- ./...
+echo "vulncheck: govulncheck ${GOVULNCHECK_VERSION}, golang.org/x/vulndb@${VULNDB_VERSION} (data as of ${modified})" >&2
+if [ "$#" -gt 0 ]; then
+	exec "$tool" -db "file://$db" "$@"
 fi
-echo "vulncheck: govulncheck ${GOVULNCHECK_VERSION}, golang.org/x/vulndb@${VULNDB_VERSION} (data as of ${modified})"
-"$tool" -db "file://$db" "$@"
+# The default (CI): every reachable vulnerability must be fixed or carry a
+# justified, dated exception in scripts/vulncheck-exceptions.txt.
+"$tool" -db "file://$db" -format json ./... >"$tmp/findings.json"
+go run ./scripts/vulnfilter -exceptions scripts/vulncheck-exceptions.txt <"$tmp/findings.json"
