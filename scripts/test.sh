@@ -25,7 +25,7 @@ STATICCHECK_VERSION=v0.8.2
 FUZZTIME="${FUZZTIME:-5s}"
 export PATH="$(go env GOPATH)/bin:$PATH"
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 step "tools"
 . scripts/deps.sh
