@@ -105,7 +105,25 @@ else
 fi
 
 step "fuzz targets (${FUZZTIME} each)"
-fuzz() { go test -run '^$' -fuzz "^$1\$" -fuzztime "$FUZZTIME" "$2" 2>&1 | tail -1; }
+# fuzz TARGET PKG [go test flags]: a failure shows the fuzzer's output. A
+# failing input the fuzzer saved (PKG/testdata/fuzz) fails the run; a
+# failure with nothing saved (a worker that hung or died outside the
+# target, e.g. on a starved machine) is said and run once more.
+fuzz() {
+  local target="$1" pkg="$2" out
+  shift 2
+  if out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$@" "$pkg" 2>&1); then
+    printf '%s\n' "$out" | tail -1
+    return
+  fi
+  printf '%s\n' "$out" | grep -v '^fuzz: elapsed' | tail -40
+  if [ -n "$(git status --porcelain -- "$pkg/testdata/fuzz")" ]; then
+    echo "fuzz $target found a failing input, saved under $pkg/testdata/fuzz"
+    return 1
+  fi
+  echo "fuzz $target failed without saving an input; running it once more"
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$@" "$pkg" 2>&1 | tail -1
+}
 fuzz FuzzReadFrame ./protocol
 fuzz FuzzParseResource ./agent/fhir
 fuzz FuzzReadNDJSON ./agent/fhir
@@ -127,7 +145,7 @@ fuzz FuzzServerHandle ./protocol/secagg
 fuzz FuzzAccountantState ./protocol/dp
 fuzz FuzzParseSums ./internal/release
 # The audit log's fuzzer minimizes slowly: cap it so it fuzzes.
-go test -run '^$' -fuzz '^FuzzOpen$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s ./coordinator/audit 2>&1 | tail -1
+fuzz FuzzOpen ./coordinator/audit -fuzzminimizetime 2s
 
 echo
 echo "all checks passed"
