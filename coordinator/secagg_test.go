@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"slices"
@@ -26,13 +27,14 @@ type saSite struct {
 	offer *pb.TaskOffer
 	delta []float32
 	files pki.Files
+	tc    *testCluster
 }
 
 // joinSecAgg connects site to n, takes its offer and builds its client.
 func (tc *testCluster) joinSecAgg(t *testing.T, n *Node, site string, delta []float32) *saSite {
 	t.Helper()
 	files := tc.ca.issue(t, pki.RoleSite, site)
-	s := &saSite{id: site, files: files, delta: delta}
+	s := &saSite{id: site, files: files, delta: delta, tc: tc}
 	s.reconnect(t, n)
 	offer := s.a.task(t, 10*time.Second)
 	p := offer.GetSecagg()
@@ -52,17 +54,64 @@ func offerConfig(p *pb.SecAggParams) secagg.Config {
 		VectorLength: int(p.GetVectorLength()), Degree: int(p.GetDegree())}
 }
 
-// reconnect dials n (a new leader) as the site and says hello.
-func (s *saSite) reconnect(t *testing.T, n *Node) {
+// reconnect dials n (a new leader) as the site and says hello. As an
+// agent does, it follows a redirect or an UNAVAILABLE answer to the ready
+// leader until welcomed: with the tests' short Raft timeouts, leadership
+// can move again on a loaded machine right after an election. It returns
+// the node that welcomed the site.
+func (s *saSite) reconnect(t *testing.T, n *Node) *Node {
 	t.Helper()
-	a, err := dialRaw(t, n.AgentAddr(), s.files)
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a, err := dialRaw(t, n.AgentAddr(), s.files)
+		if err == nil {
+			resp := a.call(t, hello())
+			if resp.GetWelcome() != nil {
+				s.a = a
+				return n
+			}
+			err = fmt.Errorf("hello answered %v", resp)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("site %s not welcomed: %v", s.id, err)
+		}
+		t.Logf("site %s at %s: %v; trying the ready leader", s.id, n.ID(), err)
+		time.Sleep(50 * time.Millisecond)
+		n = s.tc.readyLeader(t)
 	}
-	if a.call(t, hello()).GetWelcome() == nil {
-		t.Fatalf("site %s not welcomed", s.id)
+}
+
+// call sends env on the site's connection. A redirect or UNAVAILABLE
+// answer (leadership moved) makes the site reconnect to the ready leader
+// and send again, as an agent does; that is safe because the run acks a
+// message it already took.
+func (s *saSite) call(t *testing.T, env *pb.Envelope) *pb.Envelope {
+	t.Helper()
+	for try := 1; ; try++ {
+		resp := s.a.call(t, env)
+		if resp.GetRedirect() == nil && resp.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_UNAVAILABLE || try == 10 {
+			return resp
+		}
+		t.Logf("site %s: answered %v; reconnecting", s.id, resp)
+		s.reconnect(t, s.tc.readyLeader(t))
 	}
-	s.a = a
+}
+
+// readyLeader waits for a running node that leads and has applied its
+// term's barrier.
+func (tc *testCluster) readyLeader(t *testing.T) *Node {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, n := range tc.nodes {
+			if tc.stops[i] != nil && n.isReady() {
+				return n
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no ready leader in 20 s")
+	return nil
 }
 
 // send returns a function that sends a client step's message and returns
@@ -80,7 +129,7 @@ func (s *saSite) sendMsg(t *testing.T, m secagg.Message, err error) *pb.Envelope
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.a.call(t, &pb.Envelope{Body: &pb.Envelope_SecaggMessage{SecaggMessage: &pb.SecAggMessage{
+	return s.call(t, &pb.Envelope{Body: &pb.Envelope_SecaggMessage{SecaggMessage: &pb.SecAggMessage{
 		JobId: s.offer.GetJobId(), Round: s.offer.GetRound(), Attempt: s.offer.GetSecagg().GetAttempt(), Payload: b}}})
 }
 
@@ -99,7 +148,7 @@ func (s *saSite) fetch(t *testing.T, phase secagg.Phase) secagg.Message {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp := s.a.call(t, &pb.Envelope{Body: &pb.Envelope_SecaggFetch{SecaggFetch: &pb.SecAggFetch{
+		resp := s.call(t, &pb.Envelope{Body: &pb.Envelope_SecaggFetch{SecaggFetch: &pb.SecAggFetch{
 			JobId: s.offer.GetJobId(), Round: s.offer.GetRound(), Attempt: s.offer.GetSecagg().GetAttempt(),
 			Phase: uint32(phase), WaitMs: 2000}}})
 		if resp.GetNoTask() != nil {
@@ -351,7 +400,7 @@ func TestSecureAggregationSurvivesLeaderKill(t *testing.T) {
 	dead := slices.Index(tc.nodes, leader)
 	next := tc.crashLeader(t, dead)
 	for _, s := range sites {
-		s.reconnect(t, next)
+		next = s.reconnect(t, next)
 	}
 	for _, s := range sites[2:] {
 		s.maskedInput(t)
