@@ -198,7 +198,9 @@ func TestRiskAssessmentsPostedToFHIRServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.runRiskSender(ctx); close(done) }()
-	waitUntil(t, "both assessments posted", func() bool { mu.Lock(); defer mu.Unlock(); return len(posted) == 2 })
+	// The server records a POST before it answers; the agent counts it
+	// and moves the file once it has the answer.
+	waitUntil(t, "both assessments posted and moved", func() bool { return a.Stats().RiskAssessmentsPosted == 2 })
 	cancel()
 	<-done
 	sent, _ := os.ReadDir(filepath.Join(a.riskOutbox(), "sent"))

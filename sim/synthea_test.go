@@ -116,6 +116,9 @@ func TestSyntheaSpec(t *testing.T) {
 // both have positives; the same seed writes the same bytes; a skewed split
 // gives the documented counts; and too many sites are refused.
 func TestSyntheaSplit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("splits the Synthea sample four times (no concurrency: the race run gains nothing)")
+	}
 	dir := syntheaDir(t)
 	src, err := syntheaSource(dir)
 	if err != nil {

@@ -17,6 +17,9 @@ const syntheaDir = "../../../shared/data/synthea-r4"
 
 func needSynthea(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (the race run): this package starts no goroutines, and the real-data runs are slow under the race detector; they run in the full suite")
+	}
 	if _, err := os.Stat(syntheaDir); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("real data missing in CI (see shared/data/README.md): %v", err)

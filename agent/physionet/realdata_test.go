@@ -127,6 +127,9 @@ func countIndependently(t *testing.T, dir string) *independentCount {
 }
 
 func TestRealDataReadStays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads all 4,000 stays of set A (no concurrency: the race run gains nothing)")
+	}
 	t.Parallel()
 	dir := dataDir(t)
 	want := countIndependently(t, dir)
@@ -235,6 +238,9 @@ func checkMappingCovers(t *testing.T, c *independentCount) {
 }
 
 func TestRealDataImport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports set A four times (no concurrency: the race run gains nothing)")
+	}
 	t.Parallel()
 	dir := dataDir(t)
 	ctx := context.Background()
@@ -316,6 +322,9 @@ func readNDJSONFile(t *testing.T, p string) [][]byte {
 }
 
 func TestRealDataWriteNDJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("converts set A to NDJSON twice (no concurrency: the race run gains nothing)")
+	}
 	t.Parallel()
 	dir := dataDir(t)
 	ctx := context.Background()

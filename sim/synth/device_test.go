@@ -165,6 +165,9 @@ func decodeAll(t *testing.T, msgs []Message) []device.Reading {
 }
 
 func TestTelemetryKnobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates whole sites; the race run gains nothing (the generator starts no goroutines)")
+	}
 	t.Parallel()
 	base := telemetrySite(4)
 	base.Patients = 150

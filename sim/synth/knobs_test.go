@@ -28,6 +28,9 @@ const goldenFile = "testdata/golden.sha256"
 // Noise, LabelNoise and TelemetryMinutes existed. Floating-point results
 // may differ on platforms that fuse multiply-adds, so other platforms skip.
 func TestGolden(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates whole sites; the race run gains nothing (the generator starts no goroutines)")
+	}
 	t.Parallel()
 	if runtime.GOARCH != "amd64" {
 		t.Skip("golden hashes are for amd64")

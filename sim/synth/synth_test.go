@@ -395,6 +395,9 @@ func itoaTest(i int) string {
 }
 
 func TestIdentifiersUnique(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates whole sites; the race run gains nothing (the generator starts no goroutines)")
+	}
 	t.Parallel()
 	truth := DefaultTruth()
 	sites := DefaultSites(4, 11)

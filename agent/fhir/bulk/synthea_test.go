@@ -22,6 +22,9 @@ const syntheaDir = "../../../../shared/data/synthea-r4/ndjson"
 
 func needSynthea(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short (the race run): this package starts no goroutines, and the real-data runs are slow under the race detector; they run in the full suite")
+	}
 	if _, err := os.Stat(syntheaDir); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("CI is set but the real data is missing at %s: %v", syntheaDir, err)
