@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 
 	"github.com/cohort-fl/cohort/coordinator"
 )
@@ -42,27 +41,15 @@ Restore it with 'cohort admin cluster restore'.`,
 				return err
 			}
 			defer resp.Body.Close()
-			tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.part")
+			var man *coordinator.BackupManifest
+			n, err := writeFileAtomically(out, force, resp.Body, func(tmp string, _ int64) (err error) {
+				if man, err = checkBackup(tmp); err != nil {
+					return fmt.Errorf("the leader sent an incomplete backup; nothing was written: %w", err)
+				}
+				return nil
+			})
 			if err != nil {
-				return err
-			}
-			defer os.Remove(tmp.Name()) // after the rename this removes nothing
-			n, err := io.Copy(tmp, resp.Body)
-			if err == nil {
-				err = tmp.Sync()
-			}
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("cluster backup: after %d bytes: %w", n, err)
-			}
-			man, err := checkBackup(tmp.Name())
-			if err != nil {
-				return fmt.Errorf("cluster backup: the leader sent an incomplete backup; nothing was written: %w", err)
-			}
-			if err := os.Rename(tmp.Name(), out); err != nil {
-				return err
+				return fmt.Errorf("cluster backup: %w", err)
 			}
 			if a.json {
 				return json.NewEncoder(a.stdout).Encode(man)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cohort-fl/cohort/coordinator"
@@ -130,39 +129,16 @@ func downloadModel(ctx context.Context, c *adminClient, digest, out string, forc
 	if h := resp.Header.Get("Cohort-Model-Sha256"); h != digest {
 		return 0, fmt.Errorf("%w: the server says it sends model %q, not %s", errDigestMismatch, h, digest)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.part")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(tmp.Name()) // after a rename this removes nothing
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return n, fmt.Errorf("after %d bytes: %w", n, err)
-	}
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
-		return n, fmt.Errorf("%w: they hash to %s, not %s; nothing was written", errDigestMismatch, got, digest)
-	}
-	if force {
-		return n, os.Rename(tmp.Name(), out)
-	}
-	// A hard link does not replace a file that appeared meanwhile.
-	if err := os.Link(tmp.Name(), out); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return n, fmt.Errorf("%s exists (--force replaces it)", out)
+	return writeFileAtomically(out, force, io.TeeReader(resp.Body, h), func(_ string, n int64) error {
+		if resp.ContentLength >= 0 && n != resp.ContentLength {
+			return fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
 		}
-		return n, os.Rename(tmp.Name(), out) // a file system without hard links
-	}
-	return n, nil
+		if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+			return fmt.Errorf("%w: they hash to %s, not %s; nothing was written", errDigestMismatch, got, digest)
+		}
+		return nil
+	})
 }
 
 // resolveDigest expands a unique digest prefix into the full digest by
