@@ -9,12 +9,12 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent/train"
+	"github.com/cohort-fl/cohort/internal/secretfile"
 )
 
 // Local inference: POST /v1/predict on PredictAddr, a loopback address,
@@ -217,18 +217,10 @@ func checkPredictAddr(addr string) error {
 // predictToken reads the bearer token clients must send, refusing a file
 // others can read.
 func predictToken(path string) (string, error) {
-	fi, err := os.Stat(path)
+	tok, err := secretfile.Read(path, "predict token file")
 	if err != nil {
 		return "", err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	tok := strings.TrimSpace(string(b))
 	if len(tok) < 16 {
 		return "", fmt.Errorf("%s holds a token of %d characters; use at least 16", path, len(tok))
 	}

@@ -6,8 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/cohort-fl/cohort/internal/secretfile"
 )
 
 // NewAdminToken returns a new token string, for a bootstrap token file
@@ -50,18 +51,10 @@ func (n *Node) bootstrapToken() error {
 
 // readTokenFile reads a token from a file readable by its owner only.
 func readTokenFile(path string) (string, error) {
-	fi, err := os.Stat(path)
+	s, err := secretfile.Read(path, "token file")
 	if err != nil {
 		return "", err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("token file %s has mode %04o: make it readable by its owner only (chmod 600)", path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimSpace(string(b))
 	if _, ok := tokenID(s); !ok {
 		return "", fmt.Errorf("token file %s does not hold a Cohort token (make one with `cohort admin token new`)", path)
 	}

@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent"
+	"github.com/cohort-fl/cohort/internal/secretfile"
 )
 
 func runAgentEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -144,20 +142,5 @@ func lifetime(d time.Duration) string {
 // readEnrollToken reads an enrollment token from a file readable by its
 // owner only.
 func readEnrollToken(path string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("agent enroll: token file: %w", err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("agent enroll: token file %s has mode %04o: make it readable by its owner only (chmod 600 %s)", path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("agent enroll: token file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("agent enroll: token file %s is empty", path)
-	}
-	return tok, nil
+	return secretfile.Read(path, "agent enroll: token file")
 }
