@@ -222,15 +222,21 @@ func (tc *testCluster) leader(t testing.TB) (leader *Node, followers []*Node) {
 		}
 		return true
 	})
+	// A leader answers agents only once it has applied its term's
+	// barrier (until then a hello gets UNAVAILABLE): wait for that.
+	waitFor(t, tc.nodes[0], "a ready leader", func() bool {
+		leader = nil
+		for _, n := range tc.nodes {
+			if n.isReady() {
+				leader = n
+			}
+		}
+		return leader != nil
+	})
 	for _, n := range tc.nodes {
-		if n.IsLeader() {
-			leader = n
-		} else {
+		if n != leader {
 			followers = append(followers, n)
 		}
-	}
-	if leader == nil {
-		t.Fatal("no node claims leadership")
 	}
 	return leader, followers
 }
