@@ -80,6 +80,11 @@ type Config struct {
 	// Dir holds certificates, data and stores; empty means a temporary
 	// directory removed at the end.
 	Dir string
+	// DataOnly writes the sites' data and the test population under
+	// Dir/data and returns without running a federation (Dir required).
+	// The directory appears whole or not at all; one that exists is kept
+	// as it is (remove it to write new data).
+	DataOnly bool
 	// Out receives one line per round and the summary; nil discards.
 	Out io.Writer
 	// Logger receives the components' logs; nil discards them.
@@ -288,6 +293,8 @@ func DefaultConfig() Config {
 // Validate reports the first problem with the config.
 func (c Config) Validate() error {
 	switch {
+	case c.DataOnly && c.Dir == "":
+		return errors.New("sim: data only needs a directory to write to (--dir)")
 	case c.Coordinators < 1:
 		return errors.New("sim: need at least 1 coordinator")
 	case c.Sites < 1:
@@ -413,6 +420,46 @@ type SiteInfo struct {
 	Byzantine      bool    `json:"byzantine,omitempty"`
 }
 
+// prepare writes the sites' data and the test population under
+// dir/data.
+func prepare(ctx context.Context, dir string, cfg Config, out io.Writer) (*prepared, error) {
+	switch cfg.Dataset {
+	case DatasetPhysioNet:
+		return preparePhysioNet(ctx, dir, cfg, out)
+	case DatasetSynthea:
+		return prepareSynthea(ctx, dir, cfg, out)
+	}
+	return prepareSynthetic(dir, cfg)
+}
+
+// writeDataOnly is Run with DataOnly: the data is written beside dir/data
+// and renamed into place when whole; an existing dir/data is kept.
+func writeDataOnly(ctx context.Context, dir string, cfg Config, out io.Writer) (*Report, error) {
+	final := filepath.Join(dir, "data")
+	if _, err := os.Stat(final); err == nil {
+		fmt.Fprintf(out, "cohort sim: kept the existing data in %s (remove it to write new data)\n", final)
+		return &Report{Dataset: cfg.Dataset, Seed: cfg.Seed}, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(dir, ".data-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	data, err := prepare(ctx, tmp, cfg, out)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(filepath.Join(tmp, "data"), final); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "cohort sim: wrote %d sites (%s) to %s/<site> and the test population to %s, seed %d\n",
+		len(data.sites), data.describe(), final, filepath.Join(final, "test"), cfg.Seed)
+	return &Report{Dataset: data.name, Seed: cfg.Seed}, nil
+}
+
 // Report is the outcome of a run (`cohort sim --report-json`).
 type Report struct {
 	// Dataset names the data the sites held.
@@ -491,6 +538,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
+	if cfg.DataOnly {
+		return writeDataOnly(ctx, dir, cfg, out)
+	}
 	heap := startHeapWatch()
 	defer heap.stop()
 
@@ -499,15 +549,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		data *prepared
 		err  error
 	)
-	switch cfg.Dataset {
-	case DatasetPhysioNet:
-		data, err = preparePhysioNet(ctx, dir, cfg, out)
-	case DatasetSynthea:
-		data, err = prepareSynthea(ctx, dir, cfg, out)
-	default:
-		data, err = prepareSynthetic(dir, cfg)
-	}
-	if err != nil {
+	if data, err = prepare(ctx, dir, cfg, out); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(out, "cohort sim: %d coordinators, %d sites (%s), %d rounds, seed %d\n",

@@ -551,7 +551,7 @@ func (a *adminCLI) tokenCommands() []*adminCommand {
 	var (
 		person, role, out string
 		ttl               time.Duration
-		force             bool
+		force, existOK    bool
 	)
 	return []*adminCommand{
 		{
@@ -667,12 +667,26 @@ file: write it (with -o FILE, mode 0600) where every coordinator's
 --bootstrap-token-file (auth.bootstrap_token_file) points before the cluster
 first starts. The first leader creates it as the admin token
 "bootstrap-admin" (valid 24h by default); use it to create people's own
-tokens with tokens create.`,
+tokens with tokens create. With --exist-ok, an existing file that holds a
+token is kept (for setup scripts that run more than once).`,
 			flags: func(fs *flag.FlagSet) {
 				fs.StringVar(&out, "o", "", "write the token to this `file` (mode 0600) instead of printing it")
 				fs.BoolVar(&force, "force", false, "with -o: replace an existing file")
+				fs.BoolVar(&existOK, "exist-ok", false, "with -o: keep an existing owner-only file that holds a token, and succeed")
 			},
 			run: func(_ context.Context, _ *adminClient, _ []string) error {
+				if existOK && (out == "" || force) {
+					return errors.New("token new: --exist-ok needs -o FILE and no --force")
+				}
+				if existOK {
+					if _, err := os.Lstat(out); err == nil {
+						if _, err := coordinator.ReadTokenFile(out); err != nil {
+							return fmt.Errorf("token new: --exist-ok: %s can't be kept: %w", out, err)
+						}
+						fmt.Fprintf(a.stderr, "kept the existing token in %s\n", out)
+						return nil
+					}
+				}
 				tok, err := coordinator.NewAdminToken()
 				if err != nil {
 					return err

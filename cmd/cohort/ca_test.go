@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +183,77 @@ func TestCACommandErrors(t *testing.T) {
 				t.Errorf("error = %q, want it to contain %q", err, tt.wantMsg)
 			}
 		})
+	}
+}
+
+// TestExistOK: setup scripts (the compose testbed's one-shot services) run
+// `ca init`, `ca issue` and `admin token new -o` again on every start.
+// With --exist-ok each keeps what the first run made, byte for byte, and
+// succeeds; it refuses to keep anything that is not what it would make.
+func TestExistOK(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	read := func(p string) string {
+		t.Helper()
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for i := range 2 {
+		if out, _, err := caRun(t, "init", "--dir", caDir, "--exist-ok"); err != nil || (i == 1) != strings.Contains(out, "kept") {
+			t.Fatalf("ca init --exist-ok, run %d: %v\n%s", i+1, err, out)
+		}
+	}
+	caKey := read(filepath.Join(caDir, pki.CAKeyFile))
+	if _, _, err := caRun(t, "init", "--dir", caDir); !errors.Is(err, pki.ErrExists) {
+		t.Fatalf("ca init without --exist-ok over a CA: %v", err)
+	}
+	issue := []string{"issue", "--dir", caDir, "--role", "coordinator", "--id", "c1", "--host", "c1", "--host", "127.0.0.1", "--out", filepath.Join(dir, "c1"), "--exist-ok"}
+	for i := range 2 {
+		if out, _, err := caRun(t, issue...); err != nil || (i == 1) != strings.Contains(out, "kept") {
+			t.Fatalf("ca issue --exist-ok, run %d: %v\n%s", i+1, err, out)
+		}
+	}
+	crt := read(filepath.Join(dir, "c1", "c1.crt"))
+	// Not kept: another host, another role, or a certificate of another CA.
+	for name, args := range map[string][]string{
+		"new host":   append(slices.Clone(issue), "--host", "c1.example.org"),
+		"other role": {"issue", "--dir", caDir, "--role", "site", "--id", "c1", "--out", filepath.Join(dir, "c1"), "--exist-ok"},
+	} {
+		if _, _, err := caRun(t, args...); err == nil || !strings.Contains(err.Error(), "can't be kept") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	other := filepath.Join(dir, "other-ca")
+	if _, _, err := caRun(t, "init", "--dir", other); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := caRun(t, "issue", "--dir", other, "--role", "coordinator", "--id", "c1", "--host", "c1", "--out", filepath.Join(dir, "c1"), "--exist-ok"); err == nil || !strings.Contains(err.Error(), "not signed by this CA") {
+		t.Errorf("a certificate of another CA was kept: %v", err)
+	}
+	if read(filepath.Join(caDir, pki.CAKeyFile)) != caKey || read(filepath.Join(dir, "c1", "c1.crt")) != crt {
+		t.Fatal("--exist-ok changed a file")
+	}
+
+	tok := filepath.Join(dir, "bootstrap.token")
+	var first string
+	for i := range 2 {
+		if err := runAdmin(t.Context(), []string{"token", "new", "-o", tok, "--exist-ok"}, io.Discard, io.Discard); err != nil {
+			t.Fatalf("admin token new --exist-ok, run %d: %v", i+1, err)
+		}
+		if i == 0 {
+			first = read(tok)
+		}
+	}
+	if read(tok) != first {
+		t.Fatal("token new --exist-ok replaced the token")
+	}
+	if err := os.WriteFile(tok, []byte("not a token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := runAdmin(t.Context(), []string{"token", "new", "-o", tok, "--exist-ok"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("token new --exist-ok kept a file that holds no token")
 	}
 }

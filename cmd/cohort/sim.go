@@ -48,6 +48,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.Split, "split", def.Split, "how physionet or synthea data is divided into sites: icu (physionet default: one site per ICU type, --sites ignored), random (synthea default: --sites sites of similar size and outcome rate) or skewed (--sites sites of unequal size and outcome rate)")
 	fs.StringVar(&cfg.Normalization, "normalization", def.Normalization, "synthetic data: given (reference centers and scales) or federated (a statistics round first)")
 	fs.StringVar(&cfg.Dir, "dir", "", "keep certificates, data and stores in this `directory` (default: a temporary one, removed)")
+	fs.BoolVar(&cfg.DataOnly, "data-only", false, "only write each site's FHIR data to DIR/data/<site> and the test population to DIR/data/test (needs --dir), and run no federation; an existing DIR/data is kept")
 	fs.StringVar(&cfg.Strategy.Name, "strategy", "fedavg", "aggregation rule: "+strings.Join(aggregator.Names(), ", "))
 	var params stringList
 	fs.Var(&params, "strategy-param", "a rule parameter as `name=value` (repeatable), e.g. server_lr=0.03 for fedadam, f=1 for krum")

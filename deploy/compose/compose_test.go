@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,7 +65,10 @@ const (
 //     offline by the coordinators, and once connected again it is online;
 //  5. an agent whose process is killed from the host (a crash; run as root
 //     only) is restarted by its restart policy and gets healthy again;
-//  6. both agents contribute to every round of a third job.
+//  6. both agents contribute to every round of a third job;
+//  7. a bare `docker-compose up -d` on the existing project (what users
+//     type after a reboot) reruns the init services, which keep what they
+//     made: the pki volume is byte for byte the same and all stays healthy.
 //
 // It runs only when COHORT_COMPOSE_TEST=1 (test.sh sets it), so that `go
 // test ./...` does not build images and start a dozen containers next to
@@ -175,6 +180,39 @@ func TestComposeTestbed(t *testing.T) {
 	tb.createJobWithCLI(tb.other(""), `{"id": "rejoin", "rounds": 2, "min_sites": 3}`)
 	js = tb.waitJobDone("rejoin", 2*time.Minute)
 	checkHistory(t, js, 2, sites)
+	done()
+
+	// 7. `up -d` again on the existing project.
+	done = tb.step("`docker-compose up -d` again: the init services rerun and keep the CA, keys and token")
+	pki := tb.pkiFiles()
+	started := func() map[string]string {
+		m := map[string]string{}
+		for _, svc := range initServices {
+			m[svc] = tb.docker("inspect", "--format", "{{.State.StartedAt}}", tb.id(svc))
+		}
+		return m
+	}
+	before := started()
+	tb.up()
+	tb.waitFor(60*time.Second, "the init services to finish again", func() (bool, string) {
+		var running []string
+		for _, svc := range initServices {
+			if st := tb.docker("inspect", "--format", "{{.State.Status}}", tb.id(svc)); st != "exited" {
+				running = append(running, svc+" "+st)
+			}
+		}
+		return len(running) == 0, strings.Join(running, ", ")
+	})
+	tb.checkInit()
+	for svc, at := range started() {
+		if at == before[svc] {
+			t.Errorf("init service %s did not run again (started %s)", svc, at)
+		}
+	}
+	if again := tb.pkiFiles(); !maps.Equal(again, pki) {
+		t.Errorf("the init services changed the pki volume: %d files before, %d after", len(pki), len(again))
+	}
+	tb.waitHealthy(60*time.Second, append(slices.Clone(coordinators), sites...)...)
 	done()
 
 	// The end: everything still runs, and nothing panicked.
@@ -422,6 +460,18 @@ func (tb *testbed) checkInit() {
 		tb.t.Errorf("secrets in the pki volume: %v, want the CA's, one per coordinator and site, and the admin token", keys)
 	}
 	tb.logf("init services exited 0; containers run as %d; %d secrets in the pki volume, all owner-only", imageUser, len(keys))
+}
+
+// pkiFiles returns the SHA-256 of every file in the pki volume.
+func (tb *testbed) pkiFiles() map[string][32]byte {
+	tb.t.Helper()
+	m := map[string][32]byte{}
+	tb.readTar(tb.id("c1"), "/etc/cohort", func(h *tar.Header, b []byte) {
+		if h.Typeflag == tar.TypeReg {
+			m[h.Name] = sha256.Sum256(b)
+		}
+	})
+	return m
 }
 
 // readTar calls f for every entry of `docker cp CONTAINER:PATH -`.

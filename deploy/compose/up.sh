@@ -13,10 +13,9 @@
 # Environment: COMPOSE_PROJECT_NAME (default cohort, from .env), COHORT_TAG
 # (default dev), and the port variables listed in docker-compose.yml.
 #
-# Run it again to start a stopped testbed: once the project's volumes exist,
-# it starts the coordinators and agents only. The one-shot init services
-# must not run twice ('cohort ca' refuses to overwrite the CA), which a bare
-# `docker-compose up` or `docker-compose start` would do (see README.md).
+# Run it again to start a stopped testbed (so does a bare `docker-compose
+# up -d`): the one-shot init services run again and keep the CA, the keys,
+# the admin token and the site data they made the first time.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -109,16 +108,13 @@ wait_healthy() {
 }
 
 if docker volume inspect "${project}_pki" >/dev/null 2>&1; then
-	say "project $project exists: starting the coordinators and agents (the init services ran before)"
-	dc up -d --no-deps "${coordinators[@]}"
-	wait_healthy 120 "${coordinators[@]}"
-	dc up -d --no-deps "${agents[@]}"
+	say "project $project exists: starting it (the init services keep what they made)"
 else
 	say "creating project $project: certificates, admin token and site data, then the coordinators and agents"
-	# depends_on makes this wait for the init services and for healthy
-	# coordinators before it starts the agents.
-	dc up -d
 fi
+# depends_on makes this wait for the init services and for healthy
+# coordinators before it starts the agents.
+dc up -d
 say "waiting for every coordinator and agent to be healthy"
 wait_healthy 120 "${coordinators[@]}" "${agents[@]}"
 

@@ -451,3 +451,36 @@ func writeNew(path string, data []byte, perm fs.FileMode) error {
 	}
 	return nil
 }
+
+// CheckIssued checks that the certificate and key at certPath and keyPath
+// (as IssueToFiles writes them) are what req would issue now: a key pair
+// that loads (owner-only key, matching certificate), signed by this CA,
+// naming req's role and id and each of req's hosts, and valid at now. It
+// lets a setup script that runs twice keep what it made the first time.
+func (ca *CA) CheckIssued(certPath, keyPath string, req IssueRequest, now time.Time) (*x509.Certificate, error) {
+	pair, err := LoadKeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, err
+	}
+	leaf := pair.Leaf
+	if err := leaf.CheckSignatureFrom(ca.cert); err != nil {
+		return nil, fmt.Errorf("pki: %s is not signed by this CA: %w", certPath, err)
+	}
+	id, err := IdentityOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", certPath, err)
+	}
+	if id.Role != req.Role || id.ID != req.ID {
+		return nil, fmt.Errorf("pki: %s names %s, not %s", certPath, id, Identity{Role: req.Role, ID: req.ID})
+	}
+	if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
+		return nil, fmt.Errorf("pki: %s is valid from %s to %s, not now", certPath,
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for _, h := range req.Hosts {
+		if err := leaf.VerifyHostname(h); err != nil {
+			return nil, fmt.Errorf("pki: %s does not name host %s", certPath, h)
+		}
+	}
+	return leaf, nil
+}
