@@ -71,6 +71,9 @@ func TestMain(m *testing.M) {
 // buildBinary compiles cohort once per test binary run and returns its path.
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("attacks the cohort binary's own processes (built without the race detector): runs in the full suite, not under -short")
+	}
 	built.once.Do(func() {
 		if built.dir, built.err = os.MkdirTemp("", "cohort-attack-bin-"); built.err != nil {
 			return
@@ -262,6 +265,9 @@ var enrolledSites = []string{"honest-a", "honest-b", "mallory"}
 // fed returns the shared federation, starting it on first use.
 func fed(t *testing.T) *federation {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("attacks the cohort binary's own processes (built without the race detector): runs in the full suite, not under -short")
+	}
 	shared.once.Do(func() {
 		shared.fed, shared.err = startFederation(buildBinary(t))
 	})
