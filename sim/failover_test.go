@@ -54,9 +54,20 @@ func TestLeaderKillMidRoundLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "two acknowledged updates in round 1", func() bool {
+	// Both sites must hold their acks too: an ack still in flight when
+	// the leader dies makes its agent resend an update it does not know
+	// was taken, which is not counted as a resend of an acknowledged one.
+	eventually(t, "two acknowledged updates in round 1, their acks received", func() bool {
 		j, ok := leader.Job("j")
-		return ok && j.Current != nil && j.Current.Number == 1 && len(j.Current.Receipts) == 2
+		if !ok || j.Current == nil || j.Current.Number != 1 || len(j.Current.Receipts) != 2 {
+			return false
+		}
+		for _, a := range fed.agents {
+			if a.Stats().UpdatesAcked < 1 {
+				return false
+			}
+		}
+		return true
 	})
 	dead := slices.Index(fed.nodes, leader)
 	fed.killNode(dead)
