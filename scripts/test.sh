@@ -32,6 +32,18 @@ FUZZTIME="${FUZZTIME:-10000x}"
 export PATH="$(go env GOPATH)/bin:$PATH"
 
 step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+# finish PID LOG WHAT: waits for a background job, drops the EXIT trap that
+# would have waited for it, prints its output and fails the run if it did.
+finish() {
+  local status=0
+  wait "$1" || status=$?
+  trap - EXIT
+  cat "$2"
+  if [ "$status" != 0 ]; then
+    echo "$3 failed (exit $status)"
+    exit 1
+  fi
+}
 
 step "tools (the Debian packages install in the background, while the Go checks run)"
 deps_log="$(mktemp)"
@@ -74,14 +86,7 @@ step "static analysis: gosec, go mod verify, govulncheck (offline database), lic
 scripts/static-analysis.sh
 
 step "Debian packages the tests need (scripts/deps.sh, installing since the start)"
-deps_status=0
-wait "$deps_pid" || deps_status=$?
-trap - EXIT
-cat "$deps_log"
-if [ "$deps_status" != 0 ]; then
-  echo "scripts/deps.sh failed (exit $deps_status)"
-  exit 1
-fi
+finish "$deps_pid" "$deps_log" "scripts/deps.sh"
 protoc --version
 /usr/sbin/mosquitto -h 2>/dev/null | head -1 || true
 
@@ -195,14 +200,7 @@ fuzz FuzzParseSums ./internal/release
 fuzz FuzzOpen ./coordinator/audit -fuzzminimizetime 2s
 
 step "container tests (gateway packages, compose testbed), run in the background since the release step"
-containers_status=0
-wait "$containers_pid" || containers_status=$?
-trap - EXIT
-cat "$containers_log"
-if [ "$containers_status" != 0 ]; then
-  echo "the container tests failed (exit $containers_status)"
-  exit 1
-fi
+finish "$containers_pid" "$containers_log" "the container tests"
 
 echo
 echo "all checks passed"

@@ -54,6 +54,28 @@ func TestDataOnly(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != "data" {
 		t.Fatalf("DataOnly wrote %v, want only data/", entries)
 	}
+	// An empty data directory (a run stopped before its data) is
+	// filled; a file in its place is refused and kept.
+	cfg.Dir = t.TempDir()
+	if err := os.Mkdir(filepath.Join(cfg.Dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("over an empty data directory: %v", err)
+	}
+	if e, _ := os.ReadDir(filepath.Join(cfg.Dir, "data")); len(e) != 3 {
+		t.Fatalf("over an empty data directory: wrote %d entries, want 2 sites and test", len(e))
+	}
+	cfg.Dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "data"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("over a file: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cfg.Dir, "data")); string(b) != "mine" {
+		t.Fatal("the file in the way was changed")
+	}
 	cfg.Dir = ""
 	if _, err := Run(context.Background(), cfg); err == nil {
 		t.Fatal("DataOnly without a directory was accepted")

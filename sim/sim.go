@@ -436,7 +436,7 @@ func prepare(ctx context.Context, dir string, cfg Config, out io.Writer) (*prepa
 // and renamed into place when whole; an existing dir/data is kept.
 func writeDataOnly(ctx context.Context, dir string, cfg Config, out io.Writer) (*Report, error) {
 	final := filepath.Join(dir, "data")
-	if _, err := os.Stat(final); err == nil {
+	if entries, err := os.ReadDir(final); err == nil && len(entries) > 0 {
 		fmt.Fprintf(out, "cohort sim: kept the existing data in %s (remove it to write new data)\n", final)
 		return &Report{Dataset: cfg.Dataset, Seed: cfg.Seed}, nil
 	}
@@ -451,6 +451,16 @@ func writeDataOnly(ctx context.Context, dir string, cfg Config, out io.Writer) (
 	data, err := prepare(ctx, tmp, cfg, out)
 	if err != nil {
 		return nil, err
+	}
+	// An empty directory in the way (a run stopped before its data) goes;
+	// anything else there is refused.
+	if fi, err := os.Lstat(final); err == nil {
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("sim: %s is in the way and is not a directory", final)
+		}
+		if err := os.Remove(final); err != nil {
+			return nil, fmt.Errorf("sim: %s is in the way: %w", final, err)
+		}
 	}
 	if err := os.Rename(filepath.Join(tmp, "data"), final); err != nil {
 		return nil, err
