@@ -462,6 +462,9 @@ func (n *Node) answer(w http.ResponseWriter, rs *reqState, h http.HandlerFunc, r
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
+	if hook := n.beforeRecord.Load(); hook != nil {
+		(*hook)()
+	}
 	if err := n.recordNow(rs, c.status); err != nil {
 		c.header.Del("Content-Length")
 		writeProblem(w, http.StatusServiceUnavailable, "the request could not be recorded in the audit log; retry")
@@ -596,11 +599,15 @@ func (n *Node) AddNode(id, raftAddr string) error {
 	if host, port, err := net.SplitHostPort(raftAddr); err != nil || host == "" || port == "" || port == "0" {
 		return fmt.Errorf("%w: raft_addr %q: want host:port", ErrInvalidConfig, raftAddr)
 	}
-	r := n.raftNode()
-	if r == nil || r.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	if err := r.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
+	err := n.raftCall(func(r *raft.Raft) error {
+		if r.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		return r.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, time.Duration(n.cfg.ApplyTimeout)).Error()
+	})
+	if errors.Is(err, ErrNotLeader) {
+		return err
+	} else if err != nil {
 		return fmt.Errorf("add node %s: %w", id, err)
 	}
 	n.log.Info("node added", "id", id, "raft_addr", raftAddr)
@@ -633,11 +640,15 @@ func (n *Node) RemoveNode(id string) error {
 	case voters <= 1:
 		return fmt.Errorf("remove node %q: %w", id, errLastVoter)
 	}
-	r := n.raftNode()
-	if r.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	if err := r.RemoveServer(raft.ServerID(id), 0, time.Duration(n.cfg.ApplyTimeout)).Error(); err != nil {
+	err = n.raftCall(func(r *raft.Raft) error {
+		if r.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		return r.RemoveServer(raft.ServerID(id), 0, time.Duration(n.cfg.ApplyTimeout)).Error()
+	})
+	if errors.Is(err, ErrNotLeader) {
+		return err
+	} else if err != nil {
 		return fmt.Errorf("remove node %s: %w", id, err)
 	}
 	n.log.Info("node removed", "id", id)

@@ -83,12 +83,18 @@ type Node struct {
 	// abandon makes Run stop without handing over leadership (Abandon).
 	abandon atomic.Bool
 
-	// verifyMu is read-held by every leadership verification and
-	// write-held by Run to set raftDown before Raft shuts down: raft's
-	// VerifyLeader future is never answered if Raft stops with it queued,
-	// so none may be queued then.
-	verifyMu sync.RWMutex
+	// downMu is read-held by every call that waits on a Raft future from
+	// outside Run's own goroutines (raftCall) and write-held by Run to set
+	// raftDown before Raft shuts down: hashicorp/raft never answers a
+	// VerifyLeader future queued when it stops, nor an entry it committed
+	// but had not yet handed to the FSM, so none may be in flight then.
+	downMu   sync.RWMutex
 	raftDown bool
+
+	// beforeRecord, if set, runs in an admin request after its handler
+	// and before its audit record (a test hook that holds a request in
+	// flight).
+	beforeRecord atomic.Pointer[func()]
 
 	// lastSeen is when each site last sent this node a request (site id
 	// → time.Time), for sampling the available sites.
@@ -431,6 +437,10 @@ func (n *Node) raftConfig() *raft.Config {
 	return rc
 }
 
+// adminDrainTimeout bounds how long a stopping node waits for the admin
+// requests in flight to be answered.
+const adminDrainTimeout = 10 * time.Second
+
 // Run starts Raft, the agent server, the round engine and the status
 // server, and blocks until ctx ends or one of them fails.
 func (n *Node) Run(ctx context.Context) error {
@@ -472,7 +482,18 @@ func (n *Node) Run(ctx context.Context) error {
 				errC <- fmt.Errorf("admin server: %w", err)
 			}
 		})
-		wg.Go(func() { <-ctx.Done(); srv.Close() })
+		wg.Go(func() {
+			<-ctx.Done()
+			// Requests in flight get their answers, and their audit
+			// records commit, before Raft stops; one that takes longer
+			// than the drain is cut off.
+			drain, cancel := context.WithTimeout(context.Background(), adminDrainTimeout)
+			defer cancel()
+			if err := srv.Shutdown(drain); err != nil {
+				n.log.Warn("admin requests still in flight at shutdown; closing their connections", "err", err)
+				srv.Close()
+			}
+		})
 	}
 	var runErr error
 	select {
@@ -495,9 +516,9 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Info("leadership handed over")
 		}
 	}
-	n.verifyMu.Lock()
+	n.downMu.Lock()
 	n.raftDown = true
-	n.verifyMu.Unlock()
+	n.downMu.Unlock()
 	if err := r.Shutdown().Error(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("raft shutdown: %w", err)
 	}
@@ -565,18 +586,31 @@ func (n *Node) raftNode() *raft.Raft {
 // it finished its leader setup in the current term (before and after), so
 // a read answered next is linearizable.
 func (n *Node) verifyLeader() error {
-	n.verifyMu.RLock()
-	defer n.verifyMu.RUnlock()
-	if n.raftDown || !n.isReady() {
+	return n.raftCall(func(r *raft.Raft) error {
+		if !n.isReady() {
+			return ErrNotLeader
+		}
+		if err := r.VerifyLeader().Error(); err != nil {
+			return err
+		}
+		if !n.isReady() {
+			return ErrNotLeader
+		}
+		return nil
+	})
+}
+
+// raftCall runs fn, which may wait on Raft futures, unless Raft is
+// stopping or not started (ErrNotLeader). Run waits for every raftCall in
+// progress before it stops Raft (see downMu).
+func (n *Node) raftCall(fn func(r *raft.Raft) error) error {
+	n.downMu.RLock()
+	defer n.downMu.RUnlock()
+	r := n.raftNode()
+	if n.raftDown || r == nil {
 		return ErrNotLeader
 	}
-	if err := n.raftNode().VerifyLeader().Error(); err != nil {
-		return err
-	}
-	if !n.isReady() {
-		return ErrNotLeader
-	}
-	return nil
+	return fn(r)
 }
 
 // leadershipChanged returns a channel closed at this node's next gain or
@@ -638,25 +672,26 @@ func (n *Node) propose(t cmdType, body any) error {
 // proposeAudited is propose with the admin request that caused the
 // command, recorded in the same entry.
 func (n *Node) proposeAudited(t cmdType, body any, ev *AuditEntry) error {
-	r := n.raftNode()
-	if r == nil || r.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	data, err := encodeCommand(t, newReqID(), n.now(), body, ev)
-	if err != nil {
-		return err
-	}
-	f := r.Apply(data, time.Duration(n.cfg.ApplyTimeout))
-	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	return n.raftCall(func(r *raft.Raft) error {
+		if r.State() != raft.Leader {
+			return ErrNotLeader
 		}
-		return fmt.Errorf("%w %s: %w", errApply, t, err)
-	}
-	if err, ok := f.Response().(error); ok && err != nil {
-		return err
-	}
-	return nil
+		data, err := encodeCommand(t, newReqID(), n.now(), body, ev)
+		if err != nil {
+			return err
+		}
+		f := r.Apply(data, time.Duration(n.cfg.ApplyTimeout))
+		if err := f.Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return fmt.Errorf("%w: %w", ErrNotLeader, err)
+			}
+			return fmt.Errorf("%w %s: %w", errApply, t, err)
+		}
+		if err, ok := f.Response().(error); ok && err != nil {
+			return err
+		}
+		return nil
+	})
 }
 
 // EnsureSite enrolls a site (idempotent). Leader only for now.
