@@ -66,7 +66,10 @@ func (s *Store) compact() (err error) {
 		return fmt.Errorf("%w: %w", ErrCompaction, err)
 	}
 	// buntdb renamed the rewritten file into place without syncing it or
-	// the directory.
+	// the directory, and with the umask's mode.
+	if err := ownerOnly(s.path); err != nil {
+		return fmt.Errorf("%w: %w", ErrCompaction, err)
+	}
 	if err := syncFile(s.path); err != nil {
 		return fmt.Errorf("%w: %w", ErrCompaction, err)
 	}

@@ -44,3 +44,30 @@ func fileSize(t *testing.T, path string) int64 {
 	must(t, err)
 	return fi.Size()
 }
+
+// TestStoreFileOwnerOnly: the store file is owner-only when created, when
+// reopened after someone loosened it, and after a compaction (buntdb
+// creates and rewrites it with the umask's mode).
+func TestStoreFileOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	s := fileStore(t, dir, 8)
+	fill(t, s, 3)
+	mode := func(when string) {
+		t.Helper()
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: store file mode %v, want 0600", when, fi.Mode().Perm())
+		}
+	}
+	mode("created")
+	must(t, os.Chmod(s.path, 0o644))
+	must(t, s.Compact())
+	mode("compacted")
+	must(t, s.Close())
+	must(t, os.Chmod(s.path, 0o644))
+	s = fileStore(t, dir, 8)
+	mode("reopened")
+}

@@ -220,6 +220,9 @@ func Open(cfg Config) (*Store, error) {
 	if s.db, err = buntdb.Open(cfg.Path); err != nil {
 		return fail(fmt.Errorf("open db: %w", err))
 	}
+	if err := ownerOnly(cfg.Path); err != nil {
+		return fail(err)
+	}
 	var bc buntdb.Config
 	if err := s.db.ReadConfig(&bc); err != nil {
 		return fail(fmt.Errorf("read db config: %w", err))
@@ -817,4 +820,19 @@ func open(aead cipher.AEAD, ad, sealed []byte) ([]byte, error) {
 		return nil, ErrCorrupt
 	}
 	return b, nil
+}
+
+// ownerOnly makes the store file at path readable and writable by its
+// owner only. buntdb creates it, and rewrites it at every compaction,
+// with the process's umask (0644 under the usual 022); its values are
+// encrypted, but the file is the site's patient data and gets the mode of
+// a key file. The in-memory store has no file.
+func ownerOnly(path string) error {
+	if path == MemoryPath {
+		return nil
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("make the store file owner-only: %w", err)
+	}
+	return nil
 }
