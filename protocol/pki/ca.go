@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -279,10 +280,8 @@ func (ca *CA) SignCSR(csr *x509.CertificateRequest, role, id string, validity ti
 			return nil, ErrNoHosts
 		}
 		tmpl.DNSNames, tmpl.IPAddresses = dns, ips
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
+	tmpl.ExtKeyUsage = roleExtKeyUsages(role)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign certificate: %w", err)
@@ -455,8 +454,9 @@ func writeNew(path string, data []byte, perm fs.FileMode) error {
 // CheckIssued checks that the certificate and key at certPath and keyPath
 // (as IssueToFiles writes them) are what req would issue now: a key pair
 // that loads (owner-only key, matching certificate), signed by this CA,
-// naming req's role and id and each of req's hosts, and valid at now. It
-// lets a setup script that runs twice keep what it made the first time.
+// naming req's role and id and each of req's hosts, with the key usages
+// of req's role and no others, and valid at now. It lets a setup script
+// that runs twice keep what it made the first time.
 func (ca *CA) CheckIssued(certPath, keyPath string, req IssueRequest, now time.Time) (*x509.Certificate, error) {
 	pair, err := LoadKeyPair(certPath, keyPath)
 	if err != nil {
@@ -482,5 +482,40 @@ func (ca *CA) CheckIssued(certPath, keyPath string, req IssueRequest, now time.T
 			return nil, fmt.Errorf("pki: %s does not name host %s", certPath, h)
 		}
 	}
+	want := roleExtKeyUsages(req.Role)
+	sameEKU := len(leaf.ExtKeyUsage) == len(want) && len(leaf.UnknownExtKeyUsage) == 0
+	for _, u := range want {
+		sameEKU = sameEKU && slices.Contains(leaf.ExtKeyUsage, u)
+	}
+	if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature || !sameEKU {
+		return nil, fmt.Errorf("pki: %s does not have the key usages of a %s certificate (digital signature; %s)",
+			certPath, req.Role, extKeyUsageNames(want))
+	}
 	return leaf, nil
+}
+
+// roleExtKeyUsages are the extended key usages of a role's certificates:
+// coordinators are TLS servers (to agents, Raft peers and admin clients)
+// and clients (to Raft peers); sites are clients only.
+func roleExtKeyUsages(role string) []x509.ExtKeyUsage {
+	if role == RoleCoordinator {
+		return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	return []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+}
+
+// extKeyUsageNames names the TLS extended key usages for messages.
+func extKeyUsageNames(us []x509.ExtKeyUsage) string {
+	names := make([]string, 0, len(us))
+	for _, u := range us {
+		switch u {
+		case x509.ExtKeyUsageServerAuth:
+			names = append(names, "TLS server")
+		case x509.ExtKeyUsageClientAuth:
+			names = append(names, "TLS client")
+		default:
+			names = append(names, fmt.Sprintf("usage %d", u))
+		}
+	}
+	return strings.Join(names, " and ")
 }

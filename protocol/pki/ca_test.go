@@ -8,10 +8,12 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -570,5 +572,74 @@ func TestLoadPool(t *testing.T) {
 	}
 	if _, err := LoadPool(filepath.Join(t.TempDir(), "missing.crt")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("LoadPool(missing) error = %v, want ErrNotExist", err)
+	}
+}
+
+// TestCheckIssued: CheckIssued keeps what IssueToFiles wrote for the same
+// request and refuses, naming the reason, a certificate this CA signed
+// with another identity, host or key usages.
+func TestCheckIssued(t *testing.T) {
+	now := time.Now()
+	ca, _ := newTestCA(t, "", now)
+	dir := t.TempDir()
+	req := IssueRequest{Role: RoleCoordinator, ID: "c1", Hosts: []string{"127.0.0.1"}}
+	certPath, keyPath, err := ca.IssueToFiles(dir, req, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CheckIssued(certPath, keyPath, req, now); err != nil {
+		t.Fatalf("the certificate just issued: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		req  IssueRequest
+		when time.Time
+		want string
+	}{
+		{"another id", IssueRequest{Role: RoleCoordinator, ID: "c2", Hosts: req.Hosts}, now, "names cohort:coordinator/c1, not cohort:coordinator/c2"},
+		{"another host", IssueRequest{Role: RoleCoordinator, ID: "c1", Hosts: []string{"10.0.0.9"}}, now, "does not name host 10.0.0.9"},
+		{"expired", req, now.Add(DefaultCoordinatorValidity + time.Hour), "not now"},
+	} {
+		if _, err := ca.CheckIssued(certPath, keyPath, tt.req, tt.when); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want one saying %q", tt.name, err, tt.want)
+		}
+	}
+
+	// Signed by this CA for the right identity and host, but not with the
+	// role's key usages: refused.
+	pair, err := LoadKeyPair(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(*x509.Certificate)
+	}{
+		{"client only", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth} }},
+		{"an extra usage", func(c *x509.Certificate) {
+			c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageCodeSigning)
+		}},
+		{"any usage", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }},
+		{"certificate signing", func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }},
+		{"a CA", func(c *x509.Certificate) { c.IsCA = true; c.KeyUsage |= x509.KeyUsageCertSign }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := *pair.Leaf
+			tmpl.ExtKeyUsage = slices.Clone(tmpl.ExtKeyUsage)
+			tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+			tt.edit(&tmpl)
+			der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.cert, pair.Leaf.PublicKey, ca.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			odd := filepath.Join(t.TempDir(), "c1.crt")
+			if err := os.WriteFile(odd, pemCert(der), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err = ca.CheckIssued(odd, keyPath, req, now)
+			if err == nil || !strings.Contains(err.Error(), "does not have the key usages of a coordinator certificate (digital signature; TLS server and TLS client)") {
+				t.Fatalf("err = %v, want a refusal for its key usages", err)
+			}
+		})
 	}
 }
