@@ -11,6 +11,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/train"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/sdc"
 )
 
 var (
@@ -210,21 +211,18 @@ func (a *Agent) minCell(ev *pb.EvalParams) int {
 // its totals, from which a lone suppressed bin could be recovered by
 // subtraction.
 func calibrationBins(table []train.CalibrationBin, minCell int) []*pb.CalibrationBin {
-	out := make([]*pb.CalibrationBin, len(table))
-	suppressed, smallest := 0, -1
+	counts := make([]uint64, len(table))
 	for i, b := range table {
-		if b.Count > 0 && b.Count < minCell {
-			out[i] = &pb.CalibrationBin{Suppressed: true}
-			suppressed++
-			continue
-		}
-		out[i] = &pb.CalibrationBin{Count: uint64(b.Count), Positives: uint64(b.Positives), SumPredicted: b.SumScores}
-		if b.Count > 0 && (smallest < 0 || b.Count < table[smallest].Count) {
-			smallest = i
-		}
+		counts[i] = uint64(max(b.Count, 0))
 	}
-	if suppressed == 1 && smallest >= 0 {
-		out[smallest] = &pb.CalibrationBin{Suppressed: true}
+	out := make([]*pb.CalibrationBin, len(table))
+	for i, withhold := range sdc.Suppress(counts, uint64(max(minCell, 0))) {
+		if withhold {
+			out[i] = &pb.CalibrationBin{Suppressed: true}
+		} else {
+			b := table[i]
+			out[i] = &pb.CalibrationBin{Count: counts[i], Positives: uint64(max(b.Positives, 0)), SumPredicted: b.SumScores}
+		}
 	}
 	return out
 }

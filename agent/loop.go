@@ -18,6 +18,7 @@ import (
 	"github.com/cohort-fl/cohort/agent/train"
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/sdc"
 	"github.com/cohort-fl/cohort/protocol/secagg"
 	"google.golang.org/protobuf/proto"
 )
@@ -557,7 +558,9 @@ func declineReason(cause error) pb.DeclineReason {
 // it declines; a feature observed in fewer patients than the minimum is
 // sent as empty (count 0), so no small group's values can be inferred. An
 // analytics job's offer also asks for histograms: a bin holding fewer
-// patients than the minimum is sent as 0 (suppressed).
+// patients than the minimum is sent as 0 (suppressed), and when that is a
+// single bin, so is the smallest other one (sdc.Suppress: the feature's
+// count minus the other bins would give it away).
 func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
 	minN := a.minCohort(offer.GetParams().GetMinRecords())
 	patients, err := a.patients()
@@ -581,8 +584,8 @@ func (a *Agent) runStats(s *session, offer *pb.TaskOffer) error {
 		if fs.Count < k {
 			fs = features.FeatureStats{Bins: make([]uint64, len(fs.Bins))}
 		}
-		for i, c := range fs.Bins {
-			if c < k {
+		for i, withhold := range sdc.Suppress(fs.Bins, k) {
+			if withhold {
 				fs.Bins[i] = 0
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/cohort-fl/cohort/protocol/dp"
 	"github.com/cohort-fl/cohort/protocol/featurespec"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/sdc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -227,7 +228,10 @@ type FeatureResult struct {
 }
 
 // HistogramResult is a pooled histogram. Counts[i] is bin [Edges[i],
-// Edges[i+1]); Suppressed[i] marks a pooled count under K, reported as 0.
+// Edges[i+1]); Suppressed[i] marks a pooled count withheld, reported as 0:
+// one under K but not 0, or, when that is a single bin, also the smallest
+// other non-empty one (sdc.Suppress: N minus the other bins would give it
+// away).
 // Bins a site suppressed (fewer than K of its patients) are not in the
 // counts.
 type HistogramResult struct {
@@ -271,7 +275,7 @@ func noiseScales(edges []float64, eps float64, nFeat int) (count, sum, sumSq, bi
 
 // aggregateAnalytics pools the sites' answers into the job's result: sums,
 // noise (when noise is set and the spec has an epsilon), suppression of
-// pooled cells under k, then the derived statistics.
+// pooled cells under k (sdc.Suppress), then the derived statistics.
 func aggregateAnalytics(spec JobSpec, receipts map[string]*Receipt, noise laplace) *AnalyticsResult {
 	feats := spec.Features.GetFeatures()
 	edges := spec.featureEdges()
@@ -342,13 +346,15 @@ func aggregateAnalytics(spec JobSpec, receipts map[string]*Receipt, noise laplac
 			fr.Mean, fr.Std = 0, 0
 		}
 		if bins[i] != nil {
-			h := &HistogramResult{Edges: edges[i], Counts: make([]uint64, len(bins[i])), Suppressed: make([]bool, len(bins[i]))}
+			h := &HistogramResult{Edges: edges[i], Counts: make([]uint64, len(bins[i]))}
 			for b, c := range bins[i] {
-				v := uint64(max(math.Round(c), 0))
-				if v < uint64(max(k, 1)) {
-					h.Suppressed[b], v = true, 0
+				h.Counts[b] = uint64(max(math.Round(c), 0))
+			}
+			h.Suppressed = sdc.Suppress(h.Counts, uint64(max(k, 0)))
+			for b, withhold := range h.Suppressed {
+				if withhold {
+					h.Counts[b] = 0
 				}
-				h.Counts[b] = v
 			}
 			fr.Histogram = h
 			if spec.Analytics != nil {

@@ -221,6 +221,35 @@ func TestAggregateAnalyticsNoiseAndSuppression(t *testing.T) {
 	}
 }
 
+// TestAggregateAnalyticsComplementarySuppression: when the noise leaves
+// one pooled bin under k, the smallest other non-empty bin is withheld
+// too, or N minus the released bins would give the small one away.
+func TestAggregateAnalyticsComplementarySuppression(t *testing.T) {
+	spec := analyticsJob("an")
+	spec.Analytics.Epsilon = 3
+	spec.Analytics.Histograms["f1"] = HistogramSpec{Lo: 0, Hi: 1, Bins: 1}
+	spec.Analytics.Histograms["f2"] = HistogramSpec{Lo: 0, Hi: 1, Bins: 1}
+	receipts := map[string]*Receipt{
+		"a": {Site: "a", CohortSize: 70, Stats: []FeatureStats{
+			{Count: 70, Sum: 210, SumSq: 700, Bins: []uint64{40, 10, 20}},
+			{Count: 70, Sum: 35, SumSq: 35, Bins: []uint64{70}},
+			{Count: 70, Sum: 35, SumSq: 35, Bins: []uint64{70}},
+		}},
+	}
+	calls := 0
+	noise := func(float64) float64 {
+		calls++
+		if calls == 5 { // f0: count, sum, sum of squares, bin 0, bin 1
+			return -7
+		}
+		return 0
+	}
+	h := aggregateAnalytics(spec, receipts, noise).Features[0].Histogram
+	if !slices.Equal(h.Counts, []uint64{40, 0, 0}) || !slices.Equal(h.Suppressed, []bool{false, true, true}) {
+		t.Fatalf("f0 histogram %+v, want bin 1 (3 < k = 10) and bin 2 (the smallest other) withheld", h)
+	}
+}
+
 func TestLaplaceSamplerScale(t *testing.T) {
 	l := newLaplace(nil)
 	const n = 20000

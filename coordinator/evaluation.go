@@ -8,6 +8,7 @@ import (
 
 	"github.com/cohort-fl/cohort/protocol"
 	"github.com/cohort-fl/cohort/protocol/pb"
+	"github.com/cohort-fl/cohort/protocol/sdc"
 )
 
 // Federated evaluation: a job of kind "evaluation" scores one version of a
@@ -203,19 +204,14 @@ func poolEvaluation(reports map[string]EvalReport, bins, minCell int) EvalReport
 	if p.Positives > 0 {
 		p.AUPRC = auprc / float64(p.Positives)
 	}
-	suppressed, smallest := 0, -1
-	for i := range p.Calibration {
-		b := &p.Calibration[i]
-		switch {
-		case b.Count > 0 && b.Count < uint64(minCell):
-			*b = CalibrationBin{Suppressed: true}
-			suppressed++
-		case b.Count > 0 && (smallest < 0 || b.Count < p.Calibration[smallest].Count):
-			smallest = i
-		}
+	counts := make([]uint64, bins)
+	for i, b := range p.Calibration {
+		counts[i] = b.Count
 	}
-	if suppressed == 1 && smallest >= 0 {
-		p.Calibration[smallest] = CalibrationBin{Suppressed: true}
+	for i, withhold := range sdc.Suppress(counts, uint64(max(minCell, 0))) {
+		if withhold {
+			p.Calibration[i] = CalibrationBin{Suppressed: true}
+		}
 	}
 	return p
 }
