@@ -29,6 +29,9 @@ func TestVersionAwareUpsert(t *testing.T) {
 		{"newer versionId replaces", []write{{fhir.Version{ID: "9"}, 9}, {fhir.Version{ID: "10"}, 10}}, false, 10, Stats{Written: 2}},
 		{"same version is a duplicate", []write{{fhir.Version{ID: "3", Updated: t1}, 3}, {fhir.Version{ID: "3", Updated: t1}, 4}}, false, 3, Stats{Written: 1, Duplicate: 1}},
 		{"no meta: the last write wins", []write{{fhir.Version{}, 1}, {fhir.Version{}, 2}}, false, 2, Stats{Written: 2}},
+		{"no meta, the same record again: a duplicate", []write{{fhir.Version{}, 1}, {fhir.Version{}, 1}}, false, 1, Stats{Written: 1, Duplicate: 1}},
+		{"no meta, the same record again in one batch: a duplicate", []write{{fhir.Version{}, 1}, {fhir.Version{}, 1}}, true, 1, Stats{Written: 1, Duplicate: 1}},
+		{"no meta after a versioned record: written", []write{{fhir.Version{ID: "3"}, 1}, {fhir.Version{}, 1}}, false, 1, Stats{Written: 2}},
 		{"in one batch, the older is ignored", []write{{fhir.Version{Updated: t2}, 2}, {fhir.Version{Updated: t1}, 1}}, true, 2, Stats{Written: 1, Stale: 1}},
 		{"in one batch, the newer replaces", []write{{fhir.Version{Updated: t1}, 1}, {fhir.Version{Updated: t2}, 2}}, true, 2, Stats{Written: 2}},
 	}
