@@ -123,6 +123,18 @@ type Config struct {
 	// moved to RiskOutbox/sent once accepted.
 	RiskOutbox  string `json:"risk_outbox,omitempty"`
 	RiskFHIRURL string `json:"risk_fhir_url,omitempty"`
+	// RiskMinChange and RiskMinInterval keep streaming scoring from
+	// writing a RiskAssessment (and publishing an alert) for every batch
+	// of readings: a patient's new score for a job is written only if it
+	// is the first since the agent started, comes from another model
+	// version, crosses the job's alert threshold either way, moved by at
+	// least RiskMinChange from the last one written (0: any move), or
+	// RiskMinInterval passed since then (0: every score is written).
+	RiskMinChange   float64  `json:"risk_min_change"`
+	RiskMinInterval Duration `json:"risk_min_interval"`
+	// RiskSentRetention is how long RiskAssessments the FHIR server
+	// accepted stay in RiskOutbox/sent; 0 keeps them.
+	RiskSentRetention Duration `json:"risk_sent_retention"`
 
 	// Logger receives logs; nil discards them. Logs hold no PHI.
 	Logger *slog.Logger `json:"-"`
@@ -172,9 +184,12 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 // DefaultConfig returns a config with every default set.
 func DefaultConfig() Config {
 	return Config{
-		BackoffMin: Duration(100 * time.Millisecond),
-		BackoffMax: Duration(10 * time.Second),
-		PollWait:   Duration(10 * time.Second),
+		BackoffMin:        Duration(100 * time.Millisecond),
+		BackoffMax:        Duration(10 * time.Second),
+		PollWait:          Duration(10 * time.Second),
+		RiskMinChange:     0.05,
+		RiskMinInterval:   Duration(time.Hour),
+		RiskSentRetention: Duration(30 * 24 * time.Hour),
 	}
 }
 
@@ -197,6 +212,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: deploy_poll must not be negative", ErrInvalidConfig)
 	case c.PredictAddr != "" && checkPredictAddr(c.PredictAddr) != nil:
 		return fmt.Errorf("%w: predict_addr: %w (local inference is for the gateway's own clients)", ErrInvalidConfig, checkPredictAddr(c.PredictAddr))
+	case !(c.RiskMinChange >= 0 && c.RiskMinChange <= 1):
+		return fmt.Errorf("%w: risk_min_change must be between 0 and 1", ErrInvalidConfig)
+	case c.RiskMinInterval < 0 || c.RiskSentRetention < 0:
+		return fmt.Errorf("%w: risk_min_interval and risk_sent_retention must not be negative", ErrInvalidConfig)
 	case c.RiskFHIRURL != "" && !strings.HasPrefix(c.RiskFHIRURL, "https://") && !strings.HasPrefix(c.RiskFHIRURL, "http://"):
 		return fmt.Errorf("%w: risk_fhir_url must be an http(s) URL, the FHIR server's base", ErrInvalidConfig)
 	case c.PredictAddr != "" && c.PredictTokenFile == "":
@@ -275,6 +294,9 @@ type Agent struct {
 	predictAddr atomic.Value
 	// alerts publishes streaming-scoring alerts (nil: none).
 	alerts *alerter
+	// riskLast is the last RiskAssessment written per job and patient,
+	// which decides whether the next score is written (see riskGate).
+	riskLast riskGate
 }
 
 // PredictAddr is the address local inference listens on ("" when off or
@@ -312,11 +334,14 @@ type Stats struct {
 	PredictionsRefused int
 	// Scored are streaming scores of telemetry patients; RiskAssessments
 	// those written to the outbox (RiskAssessmentsPosted sent to the FHIR
-	// server); Alerts those at or above a job's alert threshold.
+	// server); Alerts those of them at or above a job's alert threshold.
 	Scored                int
 	RiskAssessments       int
 	RiskAssessmentsPosted int
 	Alerts                int
+	// ScoresUnchanged are scores not written as RiskAssessments: too
+	// close to the last one written (RiskMinChange, RiskMinInterval).
+	ScoresUnchanged int
 	// CertRenewals and CertRenewalFailures count certificate renewals
 	// and failed attempts; LastRenewalError is the last failure's error,
 	// cleared by a success.

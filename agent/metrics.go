@@ -115,6 +115,11 @@ var (
 	descDeployRefused  = metricDesc("cohort_agent_deployments_refused_total", "Production model versions this site refused (weights not matching their digest, a spec that does not fit).")
 	descPredictions    = metricDesc("cohort_agent_predictions_total", "Local inference requests answered.")
 	descPredictRefused = metricDesc("cohort_agent_predictions_refused_total", "Local inference requests refused for no or a wrong bearer token.")
+	descScored         = metricDesc("cohort_agent_scores_total", "Streaming scores of patients whose device telemetry arrived.")
+	descRiskWritten    = metricDesc("cohort_agent_risk_assessments_total", "Streaming scores written as FHIR RiskAssessments to the risk outbox.")
+	descScoresSame     = metricDesc("cohort_agent_scores_unchanged_total", "Streaming scores not written: too close to the patient's last RiskAssessment (risk_min_change, risk_min_interval).")
+	descRiskPosted     = metricDesc("cohort_agent_risk_assessments_posted_total", "RiskAssessments the hospital's FHIR server accepted.")
+	descAlerts         = metricDesc("cohort_agent_alerts_total", "Alerts published for RiskAssessments at or above a job's alert threshold.")
 
 	descReady     = metricDesc("cohort_agent_ready", "1 if /readyz answers 200: the store is open and the agent holds a coordinator session or is retrying.")
 	descConnected = metricDesc("cohort_agent_coordinator_connected", "1 while the agent holds a session with the leading coordinator.")
@@ -136,6 +141,7 @@ func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 		descDevReceived, descDevStored, descDevRejected, descDevQueue,
 		descRounds, descAcked, descResent, descUpResumed, descDnResumed, descReconnects, descDeclined, descBytesSent,
 		descDeployments, descDeployRefused, descPredictions, descPredictRefused,
+		descScored, descRiskWritten, descScoresSame, descRiskPosted, descAlerts,
 		descReady, descConnected, descRevoked, descCertExpiry, descCertRenewals, descCertRenewalFail} {
 		ch <- d
 	}
@@ -179,6 +185,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDeployRefused, float64(st.DeploymentsRefused))
 	counter(descPredictions, float64(st.Predictions))
 	counter(descPredictRefused, float64(st.PredictionsRefused))
+	counter(descScored, float64(st.Scored))
+	counter(descRiskWritten, float64(st.RiskAssessments))
+	counter(descScoresSame, float64(st.ScoresUnchanged))
+	counter(descRiskPosted, float64(st.RiskAssessmentsPosted))
+	counter(descAlerts, float64(st.Alerts))
 	counter(descBytesSent, float64(st.BytesSent))
 	ready, _ := c.a.readiness()
 	gauge(descReady, gaugeBool(ready))

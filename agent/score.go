@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -116,9 +117,17 @@ func (a *Agent) scorePatients(ids []string) {
 			}
 			sortContributions(pr.Contributions)
 			d.mon.observe(x, pr.Risk)
+			write := a.riskLast.admit(riskKey{job: job, patient: id}, pr, a.now(),
+				a.cfg.RiskMinChange, time.Duration(a.cfg.RiskMinInterval))
 			a.mu.Lock()
 			a.stats.Scored++
+			if !write {
+				a.stats.ScoresUnchanged++
+			}
 			a.mu.Unlock()
+			if !write {
+				continue
+			}
 			if err := a.writeRiskAssessment(pr, "Patient/"+id); err != nil {
 				a.log.Warn("risk assessment outbox", "job", job, "err", err)
 			}
@@ -127,6 +136,56 @@ func (a *Agent) scorePatients(ids []string) {
 			}
 		}
 	}
+}
+
+// riskGate remembers the last score written as a RiskAssessment for each
+// job and patient, so that a patient whose readings arrive every few
+// seconds does not get a RiskAssessment (and an alert) for each batch. It
+// lives in memory: after a restart, each patient's first score is
+// written again.
+type riskGate struct {
+	mu     sync.Mutex
+	last   map[riskKey]riskWritten
+	admits int
+}
+
+type riskKey struct{ job, patient string }
+
+type riskWritten struct {
+	model string
+	risk  float64
+	alert bool
+	at    time.Time
+}
+
+// admit reports whether pr, a new score of key's patient at now, is to be
+// written (and records it if so): the first score, another model version,
+// a crossing of the alert threshold, a move of at least minChange (any
+// move when minChange is 0), or minInterval since the last one written
+// (every score when minInterval is 0).
+func (g *riskGate) admit(key riskKey, pr *Prediction, now time.Time, minChange float64, minInterval time.Duration) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = make(map[riskKey]riskWritten)
+	}
+	// Now and then forget patients whose next score would be written
+	// anyway, so the map holds only the recently scored.
+	if g.admits++; g.admits%4096 == 0 {
+		for k, w := range g.last {
+			if now.Sub(w.at) >= minInterval {
+				delete(g.last, k)
+			}
+		}
+	}
+	w, seen := g.last[key]
+	moved := math.Abs(pr.Risk - w.risk)
+	if seen && w.model == pr.Model && w.alert == pr.Alert &&
+		(moved == 0 || moved < minChange-1e-9) && now.Sub(w.at) < minInterval { // 1e-9: 0.35-0.30 < 0.05 in floating point
+		return false
+	}
+	g.last[key] = riskWritten{model: pr.Model, risk: pr.Risk, alert: pr.Alert, at: now}
+	return true
 }
 
 // RiskOutbox is the directory streaming scoring writes RiskAssessments to.
@@ -163,9 +222,23 @@ func riskAssessment(pr *Prediction, subject string, now time.Time, id string) ma
 		"prediction": []any{map[string]any{"outcome": map[string]any{"text": pr.Job}, "probabilityDecimal": pr.Risk}},
 		"note": []any{map[string]any{"text": fmt.Sprintf("Model version %s (job %s, round %d). Main contributing features: %s.",
 			pr.Model, pr.Job, pr.Round, strings.Join(top, ", "))}},
-		"subject": map[string]any{"reference": subject},
+		"subject":    map[string]any{"reference": subject},
+		"identifier": []any{map[string]any{"system": riskIDSystem, "value": id}},
 	}
 	return ra
+}
+
+// riskIDSystem is the identifier system of the agent's RiskAssessments:
+// each carries its random id under it, and is POSTed as a conditional
+// create on it, so a RiskAssessment sent twice (the agent stopped between
+// the server's answer and moving the file to sent/) is kept once by a
+// server that supports conditional create.
+const riskIDSystem = "urn:cohort:risk-assessment"
+
+// riskFileID is the id in a RiskAssessment file name (TIME-ID.json).
+func riskFileID(name string) string {
+	name = strings.TrimSuffix(name, ".json")
+	return name[strings.LastIndexByte(name, '-')+1:]
 }
 
 // writeRiskAssessment writes a prediction's RiskAssessment to the outbox.
@@ -249,6 +322,40 @@ func (a *Agent) publishAlert(pr *Prediction, patient string, threshold float64) 
 // variable for tests).
 var riskSendEvery = 5 * time.Second
 
+// riskPruneEvery is how often the sender removes RiskAssessments older
+// than RiskSentRetention from RiskOutbox/sent.
+const riskPruneEvery = time.Hour
+
+// pruneRiskSent removes the RiskAssessments in RiskOutbox/sent written
+// more than RiskSentRetention before now (none when it is 0), and returns
+// how many it removed.
+func (a *Agent) pruneRiskSent(now time.Time) int {
+	keep := time.Duration(a.cfg.RiskSentRetention)
+	if keep <= 0 {
+		return 0
+	}
+	dir := filepath.Join(a.riskOutbox(), "sent")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	removed := 0
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) > keep {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				removed++
+			}
+		}
+	}
+	if removed > 0 {
+		a.log.Info("removed delivered risk assessments past their retention", "count", removed, "retention", keep.String())
+	}
+	return removed
+}
+
 // runRiskSender POSTs the RiskAssessments of the outbox to the hospital's
 // FHIR server (RiskFHIRURL) until ctx ends, moving each accepted one to
 // RiskOutbox/sent; a refused or unsent one stays and is tried again.
@@ -257,11 +364,16 @@ func (a *Agent) runRiskSender(ctx context.Context) {
 	endpoint := strings.TrimSuffix(a.cfg.RiskFHIRURL, "/") + "/RiskAssessment"
 	t := time.NewTicker(riskSendEvery)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if now := a.now(); now.Sub(pruned) >= riskPruneEvery {
+			a.pruneRiskSent(now)
+			pruned = now
 		}
 		dir := a.riskOutbox()
 		ents, err := os.ReadDir(dir)
@@ -282,6 +394,7 @@ func (a *Agent) runRiskSender(ctx context.Context) {
 				return
 			}
 			req.Header.Set("Content-Type", "application/fhir+json")
+			req.Header.Set("If-None-Exist", "identifier="+riskIDSystem+"|"+riskFileID(e.Name()))
 			resp, err := client.Do(req)
 			if err != nil {
 				a.log.Warn("risk assessments not sent to the FHIR server; will retry", "err", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -175,6 +176,14 @@ func TestRiskAssessmentsPostedToFHIRServer(t *testing.T) {
 		if r.Method != http.MethodPost || r.URL.Path != "/fhir/RiskAssessment" || r.Header.Get("Content-Type") != "application/fhir+json" {
 			t.Errorf("%s %s (%s)", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
 		}
+		// A conditional create on the RiskAssessment's own identifier.
+		var ra struct {
+			Identifier []struct{ System, Value string } `json:"identifier"`
+		}
+		if err := json.Unmarshal(b, &ra); err != nil || len(ra.Identifier) != 1 ||
+			r.Header.Get("If-None-Exist") != "identifier="+riskIDSystem+"|"+ra.Identifier[0].Value || ra.Identifier[0].System != riskIDSystem {
+			t.Errorf("If-None-Exist %q for identifier %+v (%v)", r.Header.Get("If-None-Exist"), ra.Identifier, err)
+		}
 		if refuse {
 			refuse = false
 			w.WriteHeader(http.StatusUnprocessableEntity)
@@ -206,5 +215,117 @@ func TestRiskAssessmentsPostedToFHIRServer(t *testing.T) {
 	sent, _ := os.ReadDir(filepath.Join(a.riskOutbox(), "sent"))
 	if len(sent) != 2 || a.Stats().RiskAssessmentsPosted != 2 || !strings.Contains(posted[0], `"resourceType": "RiskAssessment"`) {
 		t.Fatalf("%d sent files, stats %+v, first %s", len(sent), a.Stats(), posted[0])
+	}
+}
+
+// TestRiskGate: a patient's score becomes a RiskAssessment when it is the
+// first, from another model version, crosses the alert threshold, moved
+// by at least the minimum change, or the minimum interval passed; not
+// otherwise.
+func TestRiskGate(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	pr := func(model string, risk float64, alert bool) *Prediction {
+		return &Prediction{Model: model, Risk: risk, Alert: alert}
+	}
+	var g riskGate
+	k, other := riskKey{job: "sepsis", patient: "p1"}, riskKey{job: "sepsis", patient: "p2"}
+	steps := []struct {
+		name  string
+		key   riskKey
+		pr    *Prediction
+		after time.Duration
+		want  bool
+	}{
+		{"first score", k, pr("m1", 0.30, false), 0, true},
+		{"the same score again", k, pr("m1", 0.30, false), time.Second, false},
+		{"a small move", k, pr("m1", 0.34, false), 2 * time.Second, false},
+		{"another patient", other, pr("m1", 0.30, false), 3 * time.Second, true},
+		{"a move of the minimum from the last written", k, pr("m1", 0.35, false), 4 * time.Second, true},
+		{"crossing the alert threshold", k, pr("m1", 0.36, true), 5 * time.Second, true},
+		{"staying above it", k, pr("m1", 0.37, true), 6 * time.Second, false},
+		{"back under it", k, pr("m1", 0.36, false), 7 * time.Second, true},
+		{"another model version", k, pr("m2", 0.36, false), 8 * time.Second, true},
+		{"the interval passed", k, pr("m2", 0.36, false), 8*time.Second + time.Hour, true},
+	}
+	for _, s := range steps {
+		if got := g.admit(s.key, s.pr, t0.Add(s.after), 0.05, time.Hour); got != s.want {
+			t.Errorf("%s: admit = %v, want %v", s.name, got, s.want)
+		}
+	}
+	// With a minimum interval of 0, every score is written.
+	var all riskGate
+	for i := range 3 {
+		if !all.admit(k, pr("m1", 0.3, false), t0.Add(time.Duration(i)*time.Second), 0.05, 0) {
+			t.Fatalf("score %d not written with risk_min_interval 0", i)
+		}
+	}
+}
+
+// TestPruneRiskSent: delivered RiskAssessments older than the retention
+// are removed from sent/; newer ones, undelivered ones and other files
+// stay; a retention of 0 keeps everything.
+func TestPruneRiskSent(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	a := &Agent{cfg: Config{DataDir: dir, RiskSentRetention: Duration(24 * time.Hour)}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	sent := filepath.Join(a.riskOutbox(), "sent")
+	if err := os.MkdirAll(sent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(path string, age time.Duration) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(sent, "old.json"), 48*time.Hour)
+	write(filepath.Join(sent, "new.json"), time.Hour)
+	write(filepath.Join(sent, "notes.txt"), 48*time.Hour)
+	write(filepath.Join(a.riskOutbox(), "unsent.json"), 48*time.Hour)
+	keep := *a
+	keep.cfg.RiskSentRetention = 0
+	if n := keep.pruneRiskSent(now); n != 0 {
+		t.Fatalf("retention 0 removed %d", n)
+	}
+	if n := a.pruneRiskSent(now); n != 1 {
+		t.Fatalf("removed %d, want 1", n)
+	}
+	for _, p := range []string{filepath.Join(sent, "new.json"), filepath.Join(sent, "notes.txt"), filepath.Join(a.riskOutbox(), "unsent.json")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(sent, "old.json")); !os.IsNotExist(err) {
+		t.Errorf("old.json stays: %v", err)
+	}
+}
+
+// TestRiskConfigValidation: the scoring settings' defaults are valid, and
+// out-of-range values are refused with the setting's name.
+func TestRiskConfigValidation(t *testing.T) {
+	base := DefaultConfig()
+	base.DataDir, base.Coordinators = "x", []string{"127.0.0.1:7000"}
+	if err := base.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"negative change", func(c *Config) { c.RiskMinChange = -0.1 }, "risk_min_change"},
+		{"change above 1", func(c *Config) { c.RiskMinChange = 1.5 }, "risk_min_change"},
+		{"NaN change", func(c *Config) { c.RiskMinChange = math.NaN() }, "risk_min_change"},
+		{"negative interval", func(c *Config) { c.RiskMinInterval = Duration(-time.Second) }, "risk_min_interval"},
+		{"negative retention", func(c *Config) { c.RiskSentRetention = Duration(-time.Second) }, "risk_sent_retention"},
+	} {
+		c := base
+		tc.edit(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.want)
+		}
 	}
 }

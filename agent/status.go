@@ -47,6 +47,14 @@ type Status struct {
 	// PredictionsRefused those refused for no or a wrong token.
 	Predictions        int `json:"predictions"`
 	PredictionsRefused int `json:"predictions_refused"`
+	// Streaming scoring: scores, those written as RiskAssessments and
+	// those not (unchanged since the last one written), RiskAssessments
+	// the FHIR server accepted, and alerts published.
+	Scored                int `json:"scored,omitempty"`
+	RiskAssessments       int `json:"risk_assessments,omitempty"`
+	ScoresUnchanged       int `json:"scores_unchanged,omitempty"`
+	RiskAssessmentsPosted int `json:"risk_assessments_posted,omitempty"`
+	Alerts                int `json:"alerts,omitempty"`
 	// Session says whether the agent holds a session with the leading
 	// coordinator (SessionConnected) or is trying to get one; empty before
 	// the agent first tries.
@@ -136,7 +144,9 @@ func (a *Agent) status() Status {
 		NextRenewal: a.nextRenewal, CertRenewals: a.stats.CertRenewals, CertRenewalFailures: a.stats.CertRenewalFailures,
 		LastRenewalError: a.stats.LastRenewalError, Declined: maps.Clone(a.stats.Declined),
 		Deployments: a.stats.Deployments, DeploymentsRefused: a.stats.DeploymentsRefused,
-		Predictions: a.stats.Predictions, PredictionsRefused: a.stats.PredictionsRefused}
+		Predictions: a.stats.Predictions, PredictionsRefused: a.stats.PredictionsRefused,
+		Scored: a.stats.Scored, RiskAssessments: a.stats.RiskAssessments, ScoresUnchanged: a.stats.ScoresUnchanged,
+		RiskAssessmentsPosted: a.stats.RiskAssessmentsPosted, Alerts: a.stats.Alerts}
 	merge := func(dst, src map[string]int) {
 		for k, v := range src {
 			dst[k] += v
