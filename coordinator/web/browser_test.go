@@ -95,6 +95,9 @@ func TestBrowserViewsAndLogoff(t *testing.T) {
 		if n := webtest.Eval[int](b, "markup", `document.querySelectorAll('#view b, #view img, #view script').length`); n != 0 {
 			t.Errorf("%d elements parsed from API text", n)
 		}
+		if rule := webtest.Eval[string](b, "version rule", `document.querySelector('#versions-table tbody td:nth-child(4)').textContent`); rule != "<img src=y onerror=alert(2)>" {
+			t.Errorf("a version's rule shown as %q, want the text", rule)
+		}
 		b.Clean()
 	}
 
@@ -124,6 +127,14 @@ func TestBrowserViewsAndLogoff(t *testing.T) {
 		}
 		if n := webtest.Eval[int](b, "round rows", `document.querySelectorAll('#rounds-table tbody tr').length`); n != 7 {
 			t.Errorf("%d rows in the rounds table, want 7 (5 committed, 1 failed attempt, 1 open)", n)
+		}
+		// The registry, newest first, across pages, with each stage.
+		stages := webtest.Eval[[]string](b, "versions", `Array.from(document.querySelectorAll('#versions-table tbody tr')).map(r => r.children[1].textContent + ':' + r.dataset.stage)`)
+		if want := []string{"5:staging", "4:production", "3:candidate", "2:candidate", "1:candidate", "0:candidate"}; !slices.Equal(stages, want) {
+			t.Errorf("versions %q, want %q", stages, want)
+		}
+		if got := b.Text("versions-count"); got != "6 versions" {
+			t.Errorf("versions summary %q", got)
 		}
 	}
 

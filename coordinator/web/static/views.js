@@ -129,10 +129,50 @@ export async function jobsView(api) {
       (j) => ({'data-job-id': str(j.id)})));
 }
 
-// job: one job, its chart and its rounds.
+function stageBadge(stage) {
+  const cls = {production: 'ok', staging: 'warn'}[stage] || 'muted';
+  return badge(stage, cls);
+}
+
+// versionsTable: a job's model registry, newest first.
+function versionsTable(versions, truncated) {
+  return [
+    el('p', {id: 'versions-count'}, `${versions.length} ${versions.length === 1 ? 'version' : 'versions'}`,
+      truncated ? ' (list truncated)' : ''),
+    table('versions-table',
+      ['Version', 'Round', 'Stage', 'Rule', 'Sites', 'Samples', 'Mean val AUROC', 'ε spent', 'Secure aggregation', 'Committed'],
+      versions,
+      (v) => [
+        typeof v.digest === 'string' && v.digest ? [el('code', {title: v.digest}, v.digest.slice(0, 12)), null] : '—',
+        [str(v.round), {class: 'num'}],
+        stageBadge(v.stage),
+        str(v.strategy),
+        [String(arr(v.contributors).length), {class: 'num', title: arr(v.contributors).map(String).join(', ')}],
+        [str(v.samples), {class: 'num'}],
+        [fmtMetric(v.mean_val_auroc), {class: 'num'}],
+        [typeof v.epsilon_spent === 'number' ? v.epsilon_spent.toFixed(2) : '—', {class: 'num'}],
+        v.secure_aggregation ? 'yes' : 'no',
+        timeCell(v.committed),
+      ],
+      (v) => ({'data-digest': str(v.digest), 'data-stage': str(v.stage)})),
+  ];
+}
+
+// job: one job, its chart, its model versions and its rounds.
 export async function jobView(api, params) {
   const id = params.id;
   const j = await api.get(`/v1/jobs/${encodeURIComponent(id)}`);
+  // The registry is read apart: a job view without it still helps.
+  let registry;
+  try {
+    const {items, truncated} = await api.list(`/v1/jobs/${encodeURIComponent(id)}/models`, 'models');
+    const versions = items.filter((v) => v && typeof v === 'object')
+      .slice().sort((a, b) => (b.round || 0) - (a.round || 0));
+    registry = versionsTable(versions, truncated);
+  } catch (e) {
+    registry = el('p', {id: 'versions-error', class: 'banner error'},
+      'The model registry could not be read: ', e && e.detail ? e.detail : String(e));
+  }
   const history = arr(j.history).filter((h) => h && typeof h === 'object')
     .slice().sort((a, b) => (a.round - b.round) || ((a.attempt || 0) - (b.attempt || 0)));
   const metric = 'Mean validation AUROC';
@@ -153,6 +193,8 @@ export async function jobView(api, params) {
     el('figure', {class: 'chart-box'},
       renderChart(points, metric),
       el('figcaption', null, `${metric} of each committed round (${points.length} ${points.length === 1 ? 'point' : 'points'}).`)),
+    el('h3', null, 'Model versions'),
+    registry,
     el('h3', null, 'Rounds'),
     table('rounds-table',
       ['Round', 'Kind', 'Attempt', 'State', 'Contributors', 'Samples', 'AUROC', 'Model', 'Failure'],

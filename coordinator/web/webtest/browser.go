@@ -396,7 +396,8 @@ func (b *Browser) Screenshot(path string) {
 // RunLoginAndJobChart drives the dashboard at baseURL (an origin serving
 // /ui/ and /v1/) in headless Chromium: it loads /ui/, checks that a wrong
 // token is refused with a visible error, logs in with token, opens the
-// jobs list, opens jobID, waits for its chart to have wantPoints points,
+// jobs list, opens jobID, waits for its chart to have wantPoints points
+// and its model registry wantPoints+1 versions (the initial model too),
 // saves a full-page PNG to screenshot (ScreenshotPath(t,
 // "dashboard-job-chart.png") when empty), and fails on any dialog, uncaught
 // exception, CSP violation or markup injected from API text.
@@ -423,6 +424,10 @@ func RunLoginAndJobChart(t testing.TB, baseURL, token, jobID string, wantPoints 
 	}
 	b.OpenJob(jobID)
 	b.WaitChartPoints(wantPoints)
+	// The job's model registry: a version per committed round, and the
+	// initial model.
+	b.WaitJS(fmt.Sprintf("wait for %d model versions", wantPoints+1),
+		fmt.Sprintf(`document.querySelectorAll('#versions-table tbody tr').length === %d`, wantPoints+1))
 	b.Screenshot(screenshot)
 	b.Clean()
 }

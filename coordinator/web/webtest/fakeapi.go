@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,21 @@ type Job struct {
 	XFuture         map[string]any `json:"x_future,omitempty"`
 }
 
+// Version is a ModelVersion of GET /v1/jobs/{id}/models.
+type Version struct {
+	Job               string   `json:"job"`
+	Digest            string   `json:"digest"`
+	Round             int      `json:"round"`
+	Stage             string   `json:"stage"`
+	Committed         string   `json:"committed,omitempty"`
+	Strategy          string   `json:"strategy,omitempty"`
+	Contributors      []string `json:"contributors,omitempty"`
+	Samples           int      `json:"samples,omitempty"`
+	MeanValAUROC      float64  `json:"mean_val_auroc,omitempty"`
+	EpsilonSpent      float64  `json:"epsilon_spent,omitempty"`
+	SecureAggregation bool     `json:"secure_aggregation,omitempty"`
+}
+
 // AuditEntry is one entry of GET /v1/audit/entries.
 type AuditEntry struct {
 	Index      int    `json:"index"`
@@ -126,7 +142,10 @@ type FakeAPI struct {
 	Cluster Cluster
 	Sites   []Site
 	Jobs    []Job
-	Audit   []AuditEntry
+	// Versions are the jobs' model registries, by job id (a job without
+	// an entry has none).
+	Versions map[string][]Version
+	Audit    []AuditEntry
 
 	mu      sync.Mutex
 	revoked bool // guarded by mu
@@ -195,6 +214,27 @@ func NewFakeAPI(token string, now time.Time) *FakeAPI {
 		{ID: "j-paused", State: "paused", Rounds: 10, CommittedRounds: 0, Created: ts(-5 * time.Hour), History: []Round{}},
 		{ID: "j-cancelled", State: "cancelled", Rounds: 4, CommittedRounds: 0, Created: ts(-50 * time.Hour), Finished: ts(-49 * time.Hour)},
 	}
+
+	// ChartJobID's registry: the initial model and one version per
+	// committed round; round 4 in production, round 5 in staging.
+	f.Versions = map[string][]Version{}
+	for round := range 6 {
+		v := Version{Job: ChartJobID, Digest: model(round), Round: round, Stage: "candidate",
+			Committed: ts(time.Duration(round-7) * 10 * time.Minute)}
+		if round > 0 {
+			v.Strategy, v.Contributors, v.Samples = "fedavg", sites, 1700+10*round
+			v.MeanValAUROC = []float64{0.62, 0.68, 0.71, 0.75, 0.78}[round-1] // as in history
+		}
+		switch round {
+		case 4:
+			v.Stage = "production"
+		case 5:
+			v.Stage = "staging"
+		}
+		f.Versions[ChartJobID] = append(f.Versions[ChartJobID], v)
+	}
+	f.Versions[XSSJobID] = []Version{{Job: XSSJobID, Digest: model(99), Round: 1, Stage: "candidate",
+		Strategy: `<img src=y onerror=alert(2)>`, Contributors: []string{XSSSiteID}, Samples: 300, SecureAggregation: true}}
 
 	for i := range FixtureAuditSize {
 		e := AuditEntry{
@@ -268,6 +308,16 @@ func (f *FakeAPI) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		page, next, ok := paginate(w, q, f.Jobs, f.MaxPageSize)
 		if ok {
 			writeJSON(w, map[string]any{"jobs": page, "next_page_token": next})
+		}
+	case strings.HasPrefix(p, "/v1/jobs/") && strings.HasSuffix(p, "/models"):
+		id := strings.TrimSuffix(strings.TrimPrefix(p, "/v1/jobs/"), "/models")
+		if !slices.ContainsFunc(f.Jobs, func(j Job) bool { return j.ID == id }) {
+			writeProblem(w, http.StatusNotFound, "no such job")
+			return
+		}
+		page, next, ok := paginate(w, q, f.Versions[id], f.MaxPageSize)
+		if ok {
+			writeJSON(w, map[string]any{"models": page, "next_page_token": next})
 		}
 	case strings.HasPrefix(p, "/v1/jobs/"):
 		id := strings.TrimPrefix(p, "/v1/jobs/")
