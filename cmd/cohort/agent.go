@@ -4,11 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/cohort-fl/cohort/internal/secretfile"
 	"io"
 	"time"
 
 	"github.com/cohort-fl/cohort/agent"
+	"github.com/cohort-fl/cohort/internal/secretfile"
 )
 
 // agentFile is the agent's config file.
@@ -42,6 +42,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		renewSrv   = fs.String("renew-server", "", "renew the site certificate automatically at the coordinators' admin API, `https://HOST:PORT` (renew.server)")
 		logLevel   = fs.String("log-level", "", "log level on stderr: debug, info, warn, error or off (default info)")
 		metrics    = fs.String("metrics-addr", "", "serve Prometheus /metrics, /healthz and /readyz over HTTP on this `address` (keep it on loopback or the monitoring network)")
+		check      = fs.Bool("check-config", false, "check the configuration (file, flags and defaults) and print it as JSON, passwords redacted, without starting")
 		coords     stringList
 	)
 	fs.Var(&coords, "coordinator", "coordinator QUIC `address` (repeat for each node; followers redirect to the leader)")
@@ -117,6 +118,18 @@ Flags:
 	log, err := newLogger(stderr, file.LogLevel)
 	if err != nil {
 		return err
+	}
+	if *check {
+		if err := file.Validate(); err != nil {
+			return err
+		}
+		shown := file
+		if m := shown.MQTT; m != nil && m.Password != "" {
+			redacted := *m
+			redacted.Password = redactedSecret
+			shown.MQTT = &redacted
+		}
+		return printEffectiveConfig(stdout, shown)
 	}
 	file.Logger = log
 	a, err := agent.New(file.Config)

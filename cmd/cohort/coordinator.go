@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,7 +31,9 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// readJSONFile decodes a config file strictly: unknown fields are errors.
+// readJSONFile decodes a config file strictly: unknown fields are errors,
+// and so is anything after the JSON value (a second object pasted in, a
+// stray brace).
 func readJSONFile(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -40,6 +43,9 @@ func readJSONFile(path string, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: more after the JSON object (at byte %d)", path, dec.InputOffset())
 	}
 	return nil
 }
@@ -57,6 +63,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		advertise  = fs.String("agent-advertise", "", "`address` agents are redirected to when this node leads (default: agent-addr)")
 		statusAddr = fs.String("status-addr", "", "HTTP `address` for /healthz, /readyz, /metrics and /v1/status; no authentication (keep it on loopback or your monitoring network)")
 		adminAddr  = fs.String("admin-addr", "", "HTTPS `address` of the admin API (/v1, bearer tokens) and the dashboard, with this node's certificate (e.g. 0.0.0.0:7443)")
+		check      = fs.Bool("check-config", false, "check the configuration (file, flags and defaults) and print it as JSON, without starting")
 		adminAdv   = fs.String("admin-advertise", "", "`address` the other coordinators forward admin requests to when this node leads (default: admin-addr; needed when admin-addr is 0.0.0.0; its host must be in this node's certificate)")
 		tokenFile  = fs.String("bootstrap-token-file", "", "`file` with the first admin token (from `cohort admin token new`, owner-only); if missing, the first leader writes a new one there (default DATA_DIR/bootstrap-admin.token)")
 		caFile     = fs.String("ca", "", "federation CA certificate `file`")
@@ -172,6 +179,12 @@ Flags:
 	file.Build = Version
 	if file.Bootstrap && len(file.Peers) == 0 {
 		return fmt.Errorf("coordinator: --bootstrap needs the initial voters (--peer id=addr, or peers in the config)")
+	}
+	if *check {
+		if err := file.Validate(); err != nil {
+			return err
+		}
+		return printEffectiveConfig(stdout, file)
 	}
 
 	n, err := coordinator.New(file.Config)

@@ -3,12 +3,12 @@ package kubernetes
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,130 +37,60 @@ type agentFile struct {
 	LogLevel string `json:"log_level"`
 }
 
-// decodeConfig decodes a Cohort config file as cmd/cohort's readJSONFile
-// does (encoding/json, unknown fields are errors), and also refuses
-// anything after the JSON value.
-func decodeConfig(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
+// cohortBin is the cohort binary the tests ask for effective configs
+// (cohort coordinator|agent --check-config), built once by TestMain.
+var cohortBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runWithBinary(m))
+}
+
+func runWithBinary(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "cohort-k8s-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cohortBin = filepath.Join(dir, "cohort")
+	// Built as the other packages' tests build it, so the build cache
+	// serves all of them.
+	cmd := exec.Command("go", "build", "-o", cohortBin, "github.com/cohort-fl/cohort/cmd/cohort")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build cohort: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// effectiveConfig runs `cohort SUB ARGS --check-config` with the config
+// file's content in place of --config's file, as the pod would run it but
+// without starting, and decodes the effective configuration it prints
+// (unknown fields are errors) into out. The binary decodes, applies the
+// flags, fills the defaults and validates: an error is its message.
+func effectiveConfig(t *testing.T, sub string, config []byte, args []string, out any) error {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), sub+".json")
+	if err := os.WriteFile(file, config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	argv := []string{sub}
+	for _, a := range args {
+		if strings.HasPrefix(a, "--config=") {
+			a = "--config=" + file
+		}
+		argv = append(argv, a)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(cohortBin, append(argv, "--check-config")...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("cohort %s --check-config: %v: %s", sub, err, strings.TrimSpace(stderr.String()))
+	}
+	dec := json.NewDecoder(&stdout)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("data after the JSON value")
-	}
-	return nil
-}
-
-// logLevels are the values of log_level and --log-level.
-var logLevels = []string{"debug", "info", "warn", "error", "off"}
-
-// flagArg splits "--name=value" (or "-name=value"); a lone "--name" is a
-// boolean flag with value "true". Manifests use the "=" form, so that one
-// arg is one flag.
-func flagArg(arg string) (name, value string, err error) {
-	if !strings.HasPrefix(arg, "-") {
-		return "", "", fmt.Errorf("%q is not a flag", arg)
-	}
-	name, value, ok := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-	if !ok {
-		value = "true"
-	}
-	return name, value, nil
-}
-
-// applyCoordinatorFlags applies the flags of `cohort coordinator` (see
-// cmd/cohort/coordinator.go) to f. An unknown flag is an error.
-func applyCoordinatorFlags(f *coordinatorFile, args []string) error {
-	for _, arg := range args {
-		name, v, err := flagArg(arg)
-		if err != nil {
-			return err
-		}
-		switch name {
-		case "config":
-		case "id":
-			f.ID = v
-		case "data-dir":
-			f.DataDir = v
-		case "raft-addr":
-			f.RaftAddr = v
-		case "raft-advertise":
-			f.RaftAdvertise = v
-		case "agent-addr":
-			f.AgentAddr = v
-		case "agent-advertise":
-			f.AgentAdvertise = v
-		case "status-addr":
-			f.StatusAddr = v
-		case "admin-addr":
-			f.AdminAddr = v
-		case "admin-advertise":
-			f.AdminAdvertise = v
-		case "bootstrap-token-file":
-			f.Auth.BootstrapTokenFile = v
-		case "ca":
-			f.TLS.CA = v
-		case "cert":
-			f.TLS.Cert = v
-		case "key":
-			f.TLS.Key = v
-		case "log-level":
-			f.LogLevel = v
-		case "bootstrap":
-			if f.Bootstrap, err = strconv.ParseBool(v); err != nil {
-				return fmt.Errorf("--bootstrap=%s: %w", v, err)
-			}
-		case "peer":
-			id, addr, ok := strings.Cut(v, "=")
-			if !ok || id == "" || addr == "" {
-				return fmt.Errorf("--peer %q: want id=raft-address", v)
-			}
-			f.Peers = append(f.Peers, coordinator.Peer{ID: id, RaftAddr: addr})
-		case "site":
-			f.Sites = append(f.Sites, v)
-		default:
-			return fmt.Errorf("cohort coordinator has no flag --%s", name)
-		}
-	}
-	return nil
-}
-
-// applyAgentFlags applies the flags of `cohort agent` (see
-// cmd/cohort/agent.go) to f. An unknown flag is an error.
-func applyAgentFlags(f *agentFile, args []string) error {
-	var coords []string
-	for _, arg := range args {
-		name, v, err := flagArg(arg)
-		if err != nil {
-			return err
-		}
-		switch name {
-		case "config":
-		case "data-dir":
-			f.DataDir = v
-		case "fhir-dir":
-			f.FHIRDir = v
-		case "ca":
-			f.TLS.CA = v
-		case "cert":
-			f.TLS.Cert = v
-		case "key":
-			f.TLS.Key = v
-		case "renew-server":
-			f.Renew.Server = v
-		case "log-level":
-			f.LogLevel = v
-		case "metrics-addr":
-			f.MetricsAddr = v
-		case "coordinator":
-			coords = append(coords, v)
-		default:
-			return fmt.Errorf("cohort agent has no flag --%s", name)
-		}
-	}
-	if len(coords) > 0 {
-		f.Coordinators = coords
+	if err := dec.Decode(out); err != nil {
+		t.Fatalf("cohort %s --check-config printed what does not decode: %v", sub, err)
 	}
 	return nil
 }
@@ -375,11 +305,11 @@ func (p pod) config(t *testing.T, c *corev1.Container, args []string) []byte {
 	return []byte(data)
 }
 
-// TestCohortConfigs decodes the config file of every Cohort container as
-// its subcommand does, applies the flags of its args as each pod gets them,
-// validates the result with coordinator.Config.Validate or
-// agent.Config.Validate, and checks that it fits the pod: ports, volumes,
-// Secrets, Raft peers, and the agents' coordinator addresses.
+// TestCohortConfigs has the cohort binary read the config file of every
+// Cohort container with the args each pod gets (--check-config: decoded,
+// flags applied, defaults filled, validated, not started), and checks that
+// the effective configuration fits the pod: ports, volumes, Secrets, Raft
+// peers, and the agents' coordinator addresses.
 func TestCohortConfigs(t *testing.T) {
 	ms := loadManifests(t)
 	cms, _ := objects[corev1.ConfigMap](ms)
@@ -452,18 +382,9 @@ func checkCoordinator(t *testing.T, p pod, c *corev1.Container, ordinal int) coo
 	for i, a := range c.Args[1:] {
 		args[i] = expand(t, a, env)
 	}
-	f := coordinatorFile{Config: coordinator.DefaultConfig(), LogLevel: "info"}
-	if err := decodeConfig(p.config(t, c, args), &f); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	if err := applyCoordinatorFlags(&f, args); err != nil {
+	var f coordinatorFile
+	if err := effectiveConfig(t, "coordinator", p.config(t, c, args), args, &f); err != nil {
 		t.Fatal(err)
-	}
-	if err := f.Validate(); err != nil {
-		t.Errorf("the effective config does not validate: %v", err)
-	}
-	if !slices.Contains(logLevels, f.LogLevel) {
-		t.Errorf("log_level %q: want one of %v", f.LogLevel, logLevels)
 	}
 	if f.ID != p.name {
 		t.Errorf("id %q, want the pod name %q", f.ID, p.name)
@@ -534,18 +455,9 @@ func checkAgent(t *testing.T, p pod, c *corev1.Container) agentFile {
 	for i, a := range c.Args[1:] {
 		args[i] = expand(t, a, env)
 	}
-	f := agentFile{Config: agent.DefaultConfig(), LogLevel: "info"}
-	if err := decodeConfig(p.config(t, c, args), &f); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	if err := applyAgentFlags(&f, args); err != nil {
+	var f agentFile
+	if err := effectiveConfig(t, "agent", p.config(t, c, args), args, &f); err != nil {
 		t.Fatal(err)
-	}
-	if err := f.Validate(); err != nil {
-		t.Errorf("the effective config does not validate: %v", err)
-	}
-	if !slices.Contains(logLevels, f.LogLevel) {
-		t.Errorf("log_level %q: want one of %v", f.LogLevel, logLevels)
 	}
 	p.checkListen(t, c, "metrics_addr", f.MetricsAddr, "metrics", corev1.ProtocolTCP)
 	p.checkDataDir(t, c, f.DataDir)
@@ -576,9 +488,9 @@ func portOf(addr string) string {
 	return port
 }
 
-// TestConfigDecodeRefusesMistakes shows that decodeConfig refuses a config
-// file with a mistake: each case changes one thing in a real ConfigMap's
-// config, which decodes.
+// TestConfigDecodeRefusesMistakes shows that the cohort binary refuses a
+// config file with a mistake: each case changes one thing in a real
+// ConfigMap's config, which passes --check-config.
 func TestConfigDecodeRefusesMistakes(t *testing.T) {
 	read := func(file, key string) string {
 		t.Helper()
@@ -594,32 +506,41 @@ func TestConfigDecodeRefusesMistakes(t *testing.T) {
 	}
 	coord := read("coordinator/configmap.yaml", "coordinator.json")
 	ag := read("agent/configmap.yaml", "agent.json")
+	// What the coordinator pods give as flags (here for pod 0).
+	coordArgs := []string{"--config=x", "--id=cohort-coordinator-0", "--raft-advertise=cohort-coordinator-0.cohort-coordinator.cohort.svc:7400",
+		"--agent-advertise=cohort-coordinator-0.cohort.example.org:7401", "--admin-advertise=cohort-coordinator-0.cohort-coordinator.cohort.svc:7443",
+		"--cert=/run/cohort/secrets/cohort-coordinator-0.crt", "--key=/run/cohort/secrets/cohort-coordinator-0.key"}
+	agentArgs := []string{"--config=x"}
 	tests := []struct {
 		name     string
+		sub      string
 		good     string
-		new      func() any
 		old, bad string
 	}{
-		{"coordinator: misspelled field", coord, func() any { return new(coordinatorFile) }, `"raft_addr"`, `"raft_adress"`},
-		{"coordinator: misspelled nested field", coord, func() any { return new(coordinatorFile) }, `"bootstrap_token_file"`, `"bootstrap_token"`},
-		{"coordinator: string where a bool is expected", coord, func() any { return new(coordinatorFile) }, `"bootstrap": true`, `"bootstrap": "true"`},
-		{"coordinator: misspelled peer field", coord, func() any { return new(coordinatorFile) }, `{"id": "cohort-coordinator-1", "raft_addr"`, `{"id": "cohort-coordinator-1", "raft_address"`},
-		{"coordinator: data after the object", coord, func() any { return new(coordinatorFile) }, "\n}", "\n}\n{}"},
-		{"agent: misspelled field", ag, func() any { return new(agentFile) }, `"metrics_addr"`, `"metrics_address"`},
-		{"agent: string where a list is expected", ag, func() any { return new(agentFile) }, `"coordinators": [`, `"coordinators": "x", "y": [`},
-		{"agent: number where a string is expected", ag, func() any { return new(agentFile) }, `"fhir_dir": "/fhir"`, `"fhir_dir": 1`},
+		{"coordinator: misspelled field", "coordinator", coord, `"raft_addr"`, `"raft_adress"`},
+		{"coordinator: misspelled nested field", "coordinator", coord, `"bootstrap_token_file"`, `"bootstrap_token"`},
+		{"coordinator: string where a bool is expected", "coordinator", coord, `"bootstrap": true`, `"bootstrap": "true"`},
+		{"coordinator: misspelled peer field", "coordinator", coord, `{"id": "cohort-coordinator-1", "raft_addr"`, `{"id": "cohort-coordinator-1", "raft_address"`},
+		{"coordinator: data after the object", "coordinator", coord, "\n}", "\n}\n{}"},
+		{"agent: misspelled field", "agent", ag, `"metrics_addr"`, `"metrics_address"`},
+		{"agent: string where a list is expected", "agent", ag, `"coordinators": [`, `"coordinators": "x", "y": [`},
+		{"agent: number where a string is expected", "agent", ag, `"fhir_dir": "/fhir"`, `"fhir_dir": 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := decodeConfig([]byte(tt.good), tt.new()); err != nil {
+			args, out := agentArgs, any(new(agentFile))
+			if tt.sub == "coordinator" {
+				args, out = coordArgs, new(coordinatorFile)
+			}
+			if err := effectiveConfig(t, tt.sub, []byte(tt.good), args, out); err != nil {
 				t.Fatalf("the unchanged config: %v", err)
 			}
 			if !strings.Contains(tt.good, tt.old) {
 				t.Fatalf("the config no longer contains %q: update the test", tt.old)
 			}
 			bad := strings.Replace(tt.good, tt.old, tt.bad, 1)
-			if err := decodeConfig([]byte(bad), tt.new()); err == nil {
-				t.Fatalf("decodeConfig accepted the config with %q replaced by %q", tt.old, tt.bad)
+			if err := effectiveConfig(t, tt.sub, []byte(bad), args, out); err == nil {
+				t.Fatalf("cohort %s accepted the config with %q replaced by %q", tt.sub, tt.old, tt.bad)
 			} else {
 				t.Logf("refused: %v", err)
 			}
