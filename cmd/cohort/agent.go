@@ -124,10 +124,18 @@ Flags:
 			return err
 		}
 		shown := file
-		if m := shown.MQTT; m != nil && m.Password != "" {
+		if m := shown.MQTT; m != nil {
 			redacted := *m
-			redacted.Password = redactedSecret
+			if redacted.Password != "" {
+				redacted.Password = redactedSecret
+			}
+			redacted.Broker = redactURL(redacted.Broker)
 			shown.MQTT = &redacted
+		}
+		if b := shown.Bulk; b != nil {
+			redacted := *b
+			redacted.BaseURL, redacted.TokenURL = redactURL(redacted.BaseURL), redactURL(redacted.TokenURL)
+			shown.Bulk = &redacted
 		}
 		return printEffectiveConfig(stdout, shown)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 )
 
 // redactedSecret stands for a password in a printed configuration.
@@ -19,4 +20,14 @@ func printEffectiveConfig(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// redactURL hides the password of a URL's user information
+// (tcp://user:secret@host), for a printed configuration.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	return u.Redacted()
 }

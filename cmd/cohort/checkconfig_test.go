@@ -34,7 +34,7 @@ func TestCheckConfig(t *testing.T) {
 	const password = "cohort-canary-mqtt-password"
 	agentConf := filepath.Join(dir, "agent.json")
 	if err := os.WriteFile(agentConf, []byte(`{"data_dir": "/var/lib/cohort", "coordinators": ["c1:7401"],
-		"mqtt": {"broker": "tcp://127.0.0.1:1883", "password": "`+password+`"}, "risk_min_interval": "5m"}`), 0o600); err != nil {
+		"mqtt": {"broker": "tcp://gw:`+password+`-in-url@127.0.0.1:1883", "password": "`+password+`"}, "risk_min_interval": "5m"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := run(agentCmd, "--config", agentConf, "--coordinator", "c2:7401", "--log-level", "warn", "--check-config")
