@@ -285,8 +285,7 @@ func TestPruneRiskSent(t *testing.T) {
 	write(filepath.Join(sent, "new.json"), time.Hour)
 	write(filepath.Join(sent, "notes.txt"), 48*time.Hour)
 	write(filepath.Join(a.riskOutbox(), "unsent.json"), 48*time.Hour)
-	keep := *a
-	keep.cfg.RiskSentRetention = 0
+	keep := &Agent{cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), now: time.Now}
 	if n := keep.pruneRiskSent(now); n != 0 {
 		t.Fatalf("retention 0 removed %d", n)
 	}
