@@ -217,21 +217,20 @@ func NewFakeAPI(token string, now time.Time) *FakeAPI {
 
 	// ChartJobID's registry: the initial model and one version per
 	// committed round; round 4 in production, round 5 in staging.
-	f.Versions = map[string][]Version{}
-	for round := range 6 {
-		v := Version{Job: ChartJobID, Digest: model(round), Round: round, Stage: "candidate",
-			Committed: ts(time.Duration(round-7) * 10 * time.Minute)}
-		if round > 0 {
-			v.Strategy, v.Contributors, v.Samples = "fedavg", sites, 1700+10*round
-			v.MeanValAUROC = []float64{0.62, 0.68, 0.71, 0.75, 0.78}[round-1] // as in history
-		}
+	f.Versions = map[string][]Version{ChartJobID: {{Job: ChartJobID, Digest: model(0), Round: 0, Stage: "candidate",
+		Committed: ts(-70 * time.Minute)}}}
+	for i, v := range []float64{0.62, 0.68, 0.71, 0.75, 0.78} { // as in history
+		round := i + 1
+		ver := Version{Job: ChartJobID, Digest: model(round), Round: round, Stage: "candidate",
+			Committed: ts(time.Duration(round-7) * 10 * time.Minute), Strategy: "fedavg", Contributors: sites,
+			Samples: 1700 + 10*round, MeanValAUROC: v}
 		switch round {
 		case 4:
-			v.Stage = "production"
+			ver.Stage = "production"
 		case 5:
-			v.Stage = "staging"
+			ver.Stage = "staging"
 		}
-		f.Versions[ChartJobID] = append(f.Versions[ChartJobID], v)
+		f.Versions[ChartJobID] = append(f.Versions[ChartJobID], ver)
 	}
 	f.Versions[XSSJobID] = []Version{{Job: XSSJobID, Digest: model(99), Round: 1, Stage: "candidate",
 		Strategy: `<img src=y onerror=alert(2)>`, Contributors: []string{XSSSiteID}, Samples: 300, SecureAggregation: true}}
