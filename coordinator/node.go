@@ -564,6 +564,13 @@ func (n *Node) Close() error {
 		}
 		if n.trans != nil {
 			errs = append(errs, n.trans.Close())
+			// Raft answers heartbeats on the transport's connection
+			// goroutines, writing its term to the store: the store
+			// closes only once they have returned (the transport's
+			// Close does not wait for them).
+			if !n.stream.WaitInbound(10 * time.Second) {
+				n.log.Warn("raft connection handlers still running at close")
+			}
 		}
 		if n.boltStore != nil {
 			errs = append(errs, n.boltStore.Close())

@@ -186,6 +186,9 @@ type StreamLayer struct {
 	conns  map[*trackedConn]struct{}
 	closed bool
 	lnErr  error // result of closing ln, set once in Close
+	// inbound counts the accepted connections that their user (Raft's
+	// per-connection handler) has not closed yet; see WaitInbound.
+	inbound atomic.Int64
 }
 
 var _ raft.StreamLayer = (*StreamLayer)(nil)
@@ -315,7 +318,7 @@ func (s *StreamLayer) handshake(c net.Conn) {
 		return
 	}
 	if h, ok := s.protocols[tc.ConnectionState().NegotiatedProtocol]; ok {
-		c := s.track(tc, peer)
+		c := s.track(tc, peer, false)
 		s.handlers.Go(func() { h(c) })
 		return
 	}
@@ -335,10 +338,28 @@ func (s *StreamLayer) Accept() (net.Conn, error) {
 		if id, err := pki.PeerIdentity(c.(*tls.Conn).ConnectionState()); err == nil {
 			peer = id.ID
 		}
-		return s.track(c, peer), nil
+		return s.track(c, peer, true), nil
 	case <-s.ctx.Done():
 		return nil, fmt.Errorf("raftnet: accept: %w", net.ErrClosed)
 	}
+}
+
+// WaitInbound waits, up to timeout, until every accepted connection has
+// been closed by its user, and reports whether they all were. After Close
+// (which closes them under their users), it tells when Raft's
+// per-connection handlers have returned: hashicorp/raft answers
+// heartbeats on those goroutines, writing the current term to its stable
+// store, and panics if that store was closed under it. Close the store
+// only after this.
+func (s *StreamLayer) WaitInbound(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for s.inbound.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
 }
 
 // Close stops accepting, aborts pending handshakes and waits for the
@@ -362,8 +383,10 @@ func (s *StreamLayer) Close() error {
 // trackedConn removes itself from its StreamLayer's set when closed.
 type trackedConn struct {
 	net.Conn
-	s    *StreamLayer
-	peer string // the peer's coordinator id
+	s       *StreamLayer
+	peer    string // the peer's coordinator id
+	inbound bool   // accepted: counted in s.inbound until closed
+	once    sync.Once
 }
 
 // Write delays as the peer's Fault says.
@@ -383,12 +406,20 @@ func (c *trackedConn) Close() error {
 	c.s.connsMu.Lock()
 	delete(c.s.conns, c)
 	c.s.connsMu.Unlock()
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	if c.inbound {
+		c.once.Do(func() { c.s.inbound.Add(-1) })
+	}
+	return err
 }
 
 // track registers c for closing by Close; after Close it closes c at once.
-func (s *StreamLayer) track(c net.Conn, peer string) net.Conn {
-	tc := &trackedConn{Conn: c, s: s, peer: peer}
+// An inbound connection is counted until its user closes it.
+func (s *StreamLayer) track(c net.Conn, peer string, inbound bool) net.Conn {
+	tc := &trackedConn{Conn: c, s: s, peer: peer, inbound: inbound}
+	if inbound {
+		s.inbound.Add(1)
+	}
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
 	if s.closed {
@@ -461,7 +492,7 @@ func (s *StreamLayer) dial(ctx context.Context, address, alpn string) (net.Conn,
 		_ = c.Close()
 		return nil, fmt.Errorf("raftnet: dial %s (%s): %w", address, peer, ErrDropped)
 	}
-	return s.track(c, peer), nil
+	return s.track(c, peer, false), nil
 }
 
 // ErrDropped: SetFault drops the traffic with this peer.

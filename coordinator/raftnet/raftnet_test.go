@@ -286,6 +286,41 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestWaitInbound: after Close, WaitInbound waits until the user of every
+// accepted connection (Raft's per-connection handler) has closed it, and
+// dialled connections do not count.
+func TestWaitInbound(t *testing.T) {
+	p := newTestPKI(t)
+	s := listen(t, p, issue(t, p.ca, pki.RoleCoordinator, "c1"), nil)
+	peer := listen(t, p, issue(t, p.ca, pki.RoleCoordinator, "c2"), nil)
+	out, err := peer.Dial(raft.ServerAddress(s.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	in, err := s.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Dial(raft.ServerAddress(peer.Addr().String()), 5*time.Second); err != nil { // not counted
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Close closed the connection under its user, who has not closed it.
+	if s.WaitInbound(50 * time.Millisecond) {
+		t.Fatal("WaitInbound returned while the accepted connection's user still held it")
+	}
+	if err := in.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Logf("user's close: %v", err)
+	}
+	in.Close() // a second close counts once
+	if !s.WaitInbound(5*time.Second) || s.inbound.Load() != 0 {
+		t.Fatalf("after the user closed the connection: WaitInbound false or %d inbound, want 0", s.inbound.Load())
+	}
+}
+
 // fsm records applied commands.
 type fsm struct {
 	mu   sync.Mutex
