@@ -64,9 +64,8 @@ if [ -n "${CI:-}" ] && [ ! -d ../shared/data ]; then
   exit 1
 fi
 
-# In CI the multi-container test (deploy/dockertest, run in the background
-# during the step "all tests") fails instead of skipping when Docker is
-# missing.
+# In CI the multi-container test (deploy/dockertest, run by the step "all
+# tests") fails instead of skipping when Docker is missing.
 if [ -n "${CI:-}" ]; then
   export COHORT_REQUIRE_DOCKER=1
 fi
@@ -111,19 +110,8 @@ done < <(go list -f '{{.ImportPath}} {{.Dir}}' ./...)
 echo "${#race_pkgs[@]} packages"
 go test -race -short -count=1 "${race_pkgs[@]}"
 
-step "all tests, real-data runs included (the multi-container HA test, deploy/dockertest, in the background meanwhile)"
-# The HA test mostly waits on containers and elections: beside the suite
-# it leaves the suite both cores' worth of package slots, instead of
-# holding one for its two and a half minutes.
-dockertest_log="$(mktemp)"
-go test -count=1 -timeout 15m -run '^TestDockerCoordinatorHA$' ./deploy/dockertest >"$dockertest_log" 2>&1 &
-dockertest_pid=$!
-# A failing suite still waits for it, so that it removes its containers.
-trap 'wait "$dockertest_pid" 2>/dev/null; cat "$dockertest_log"' EXIT
-go test -count=1 -timeout 20m -skip '^(TestRollingUpgradeMixedVersions|TestDockerCoordinatorHA)$' ./...
-
-step "the multi-container HA test (deploy/dockertest; run in the background during all tests)"
-finish "$dockertest_pid" "$dockertest_log" "deploy/dockertest"
+step "all tests, real-data runs included"
+go test -count=1 -timeout 20m -skip '^TestRollingUpgradeMixedVersions$' ./...
 
 step "rolling upgrade from the previous release (built from git history) with mixed versions (cmd/cohort TestRollingUpgradeMixedVersions)"
 # Its own step, so that CI's log says whether it ran (it skips, saying
